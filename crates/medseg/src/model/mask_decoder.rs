@@ -1,0 +1,122 @@
+//! SAM's `MaskDecoder`: two-way transformer, upscaling and hypernetwork heads, IoU head.
+
+use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
+
+use super::common::{gelu, ConvTranspose2x2, LayerNorm2d, Linear, Loader};
+use super::transformer::TwoWayTransformer;
+
+/// SAM's `MLP`: ReLU between layers, none after the last.
+#[derive(Debug, Clone)]
+struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    fn load(l: &mut Loader, p: &str, dims: &[usize]) -> Self {
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, d)| Linear::load(l, &format!("{p}.layers.{i}"), d[0], d[1], true))
+            .collect();
+        Self { layers }
+    }
+
+    fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MaskDecoder {
+    transformer: TwoWayTransformer,
+    /// `[1 + num_mask_tokens, C]`: the IoU token then the mask tokens.
+    output_tokens: Tensor<2>,
+    up1: ConvTranspose2x2,
+    up_ln: LayerNorm2d,
+    up2: ConvTranspose2x2,
+    hypernetworks: Vec<Mlp>,
+    iou_head: Mlp,
+    pub num_mask_tokens: usize,
+}
+
+impl MaskDecoder {
+    pub fn load(l: &mut Loader, p: &str, dim: usize, num_multimask_outputs: usize) -> Self {
+        let nm = num_multimask_outputs + 1;
+        let mut tokens = l.values(&format!("{p}.iou_token.weight"), &[1, dim]);
+        tokens.extend(l.values(&format!("{p}.mask_tokens.weight"), &[nm, dim]));
+        Self {
+            transformer: TwoWayTransformer::load(l, &format!("{p}.transformer"), 2, dim, 8, 2048),
+            output_tokens: l.from_vec(tokens, [1 + nm, dim]),
+            up1: ConvTranspose2x2::load(l, &format!("{p}.output_upscaling.0"), dim, dim / 4),
+            up_ln: LayerNorm2d::load(l, &format!("{p}.output_upscaling.1"), dim / 4),
+            up2: ConvTranspose2x2::load(l, &format!("{p}.output_upscaling.3"), dim / 4, dim / 8),
+            hypernetworks: (0..nm)
+                .map(|i| {
+                    Mlp::load(
+                        l,
+                        &format!("{p}.output_hypernetworks_mlps.{i}"),
+                        &[dim, dim, dim, dim / 8],
+                    )
+                })
+                .collect(),
+            iou_head: Mlp::load(l, &format!("{p}.iou_prediction_head"), &[dim, 256, 256, nm]),
+            num_mask_tokens: nm,
+        }
+    }
+
+    /// image embedding `[1 or B, C, h, w]`, image_pe `[1, C, h, w]`, sparse `[B, T, C]`,
+    /// dense `[B, C, h, w]` → all masks `[B, 4, 4h, 4w]` and IoU predictions `[B, 4]`
+    /// (index 0 is the single-mask output, 1.. the multimask outputs).
+    pub fn forward(
+        &self,
+        image_embeddings: Tensor<4>,
+        image_pe: Tensor<4>,
+        sparse: Tensor<3>,
+        dense: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<2>) {
+        let [b, _, c] = sparse.dims();
+        let [_, _, h, w] = dense.dims();
+        let nm = self.num_mask_tokens;
+        let out_tokens = self
+            .output_tokens
+            .clone()
+            .unsqueeze::<3>()
+            .expand([b, 1 + nm, c]);
+        let tokens = Tensor::cat(vec![out_tokens, sparse], 1);
+        let src = if image_embeddings.dims()[0] != b {
+            image_embeddings.expand([b, c, h, w])
+        } else {
+            image_embeddings
+        };
+        let src = src + dense;
+        let pos = image_pe.expand([b, c, h, w]);
+        let (hs, src) = self.transformer.forward(src, pos, tokens);
+        let t = hs.dims()[1];
+        let iou_token_out = hs.clone().slice([0..b, 0..1, 0..c]).reshape([b, c]);
+        let src = src.swap_dims(1, 2).reshape([b, c, h, w]);
+        let up = gelu(self.up_ln.forward(self.up1.forward(src)));
+        let up = gelu(self.up2.forward(up)); // [B, C/8, 4h, 4w]
+        let [_, cu, hu, wu] = up.dims();
+        let hyper: Vec<Tensor<2>> = (0..nm)
+            .map(|i| {
+                let tok = hs.clone().slice([0..b, 1 + i..2 + i, 0..c]).reshape([b, c]);
+                self.hypernetworks[i].forward(tok)
+            })
+            .collect();
+        let hyper_in = Tensor::stack::<3>(hyper, 1); // [B, nm, C/8]
+        let masks = hyper_in
+            .matmul(up.reshape([b, cu, hu * wu]))
+            .reshape([b, nm, hu, wu]);
+        let _ = t;
+        let iou = self.iou_head.forward(iou_token_out);
+        (masks, iou)
+    }
+}

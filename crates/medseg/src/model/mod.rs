@@ -1,0 +1,155 @@
+//! The Segment Anything model in Burn: one file per part, named as in the paper and the
+//! official code. Runs on any Burn device (`Device::flex()` on the CPU, `Device::wgpu(..)`).
+
+pub mod common;
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod prompt_encoder;
+pub mod tiny_vit;
+pub mod transformer;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::weights::StateDict;
+use common::Loader;
+pub use image_encoder::{ImageEncoderViT, ViTConfig};
+pub use mask_decoder::MaskDecoder;
+pub use prompt_encoder::{PromptBatch, PromptEncoder};
+pub use tiny_vit::{TinyViT, TinyViTConfig};
+pub use transformer::TwoWayTransformer;
+
+/// The two supported model families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelFamily {
+    /// MedSAM: SAM ViT-B, 1024×1024 input (`medsam_vit_b.pth`).
+    MedSam,
+    /// LiteMedSAM: TinyViT encoder, 256×256 input (`lite_medsam.pth`).
+    LiteMedSam,
+}
+
+impl ModelFamily {
+    /// Side of the square model input.
+    pub fn image_size(self) -> usize {
+        match self {
+            ModelFamily::MedSam => 1024,
+            ModelFamily::LiteMedSam => 256,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::MedSam => "medsam",
+            ModelFamily::LiteMedSam => "lite-medsam",
+        }
+    }
+
+    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "medsam" | "medsam-vit-b" | "vit-b" => Some(ModelFamily::MedSam),
+            "lite-medsam" | "litemedsam" => Some(ModelFamily::LiteMedSam),
+            _ => None,
+        }
+    }
+
+    /// Which family a state_dict belongs to, judged by its image-encoder keys.
+    pub fn detect(sd: &StateDict) -> Option<Self> {
+        if sd.tensors.contains_key("image_encoder.pos_embed") {
+            Some(ModelFamily::MedSam)
+        } else if sd
+            .tensors
+            .contains_key("image_encoder.patch_embed.seq.0.c.weight")
+        {
+            Some(ModelFamily::LiteMedSam)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The image encoder of either family.
+#[derive(Debug, Clone)]
+pub enum ImageEncoder {
+    ViT(Box<ImageEncoderViT>),
+    TinyViT(Box<TinyViT>),
+}
+
+impl ImageEncoder {
+    /// `[B, 3, S, S]` → `[B, 256, 64, 64]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            ImageEncoder::ViT(e) => e.forward(x),
+            ImageEncoder::TinyViT(e) => e.forward(x),
+        }
+    }
+}
+
+/// Image encoder + prompt encoder + mask decoder.
+#[derive(Debug, Clone)]
+pub struct Sam {
+    pub family: ModelFamily,
+    pub image_encoder: ImageEncoder,
+    pub prompt_encoder: PromptEncoder,
+    pub mask_decoder: MaskDecoder,
+    pub device: Device,
+}
+
+impl Sam {
+    /// Build the model from an official state_dict. Missing, unexpected or mis-shaped
+    /// tensors, and a checkpoint of the other family, are refused with an error naming them.
+    pub fn from_state_dict(family: ModelFamily, sd: &StateDict, device: &Device) -> Result<Self> {
+        if let Some(found) = ModelFamily::detect(sd) {
+            if found != family {
+                return Err(Error::WeightsMismatch {
+                    model: family.to_string(),
+                    details: format!("this is a {found} checkpoint, not a {family} one"),
+                });
+            }
+        }
+        sd.check_finite()?;
+        let mut l = Loader::new(sd, device);
+        let image_encoder = match family {
+            ModelFamily::MedSam => ImageEncoder::ViT(Box::new(ImageEncoderViT::load(
+                &mut l,
+                "image_encoder",
+                &ViTConfig::vit_b(),
+            ))),
+            ModelFamily::LiteMedSam => ImageEncoder::TinyViT(Box::new(TinyViT::load(
+                &mut l,
+                "image_encoder",
+                &TinyViTConfig::lite_medsam(),
+            ))),
+        };
+        let s = family.image_size();
+        let prompt_encoder = PromptEncoder::load(&mut l, "prompt_encoder", 256, (64, 64), (s, s), 16);
+        let mask_decoder = MaskDecoder::load(&mut l, "mask_decoder", 256, 3);
+        l.finish(family.name())?;
+        Ok(Self {
+            family,
+            image_encoder,
+            prompt_encoder,
+            mask_decoder,
+            device: device.clone(),
+        })
+    }
+
+    /// `[B, 3, S, S]` (preprocessed) → image embedding `[B, 256, 64, 64]`.
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<4> {
+        self.image_encoder.forward(x)
+    }
+
+    /// One embedding `[1, 256, 64, 64]` and a batch of prompts → low-res logits
+    /// `[B, 4, 256, 256]` and IoU predictions `[B, 4]` (index 0: single-mask output).
+    pub fn decode(&self, embedding: Tensor<4>, prompts: &PromptBatch) -> (Tensor<4>, Tensor<2>) {
+        let (sparse, dense) = self.prompt_encoder.forward(prompts);
+        self.mask_decoder
+            .forward(embedding, self.prompt_encoder.dense_pe(), sparse, dense)
+    }
+}

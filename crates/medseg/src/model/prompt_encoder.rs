@@ -1,0 +1,202 @@
+//! SAM's `PromptEncoder`: points, boxes and a low-res mask → sparse and dense embeddings,
+//! with the random-Fourier positional encoding (`PositionEmbeddingRandom`).
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::common::{gelu, Conv2d, LayerNorm2d, Loader};
+
+/// Prompts for a batch of `B` decoder runs on one image embedding. Coordinates are in the
+/// model's input frame (1024² for MedSAM, 256² for LiteMedSAM).
+#[derive(Debug, Clone, Default)]
+pub struct PromptBatch {
+    /// `[B, Np, 2]` point coordinates (x, y) and `[B, Np]` labels (1 fg, 0 bg, -1 padding).
+    pub points: Option<(Vec<[f32; 2]>, Vec<i64>, usize)>,
+    /// `[B, 4]` boxes `x0, y0, x1, y1`.
+    pub boxes: Option<Vec<[f32; 4]>>,
+    /// `[B, 1, 256, 256]` low-res mask logits.
+    pub masks: Option<Tensor<4>>,
+}
+
+impl PromptBatch {
+    pub fn batch_size(&self) -> usize {
+        if let Some((_, labels, n)) = &self.points {
+            labels.len() / (*n).max(1)
+        } else if let Some(b) = &self.boxes {
+            b.len()
+        } else if let Some(m) = &self.masks {
+            m.dims()[0]
+        } else {
+            1
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PromptEncoder {
+    /// `[2, embed_dim / 2]`
+    gaussian: Tensor<2>,
+    /// Rows: not-a-point, point 0 (bg), point 1 (fg), box corner 0, box corner 1. `[5, C]`
+    point_table: Tensor<2>,
+    no_mask_embed: Tensor<4>,
+    mask_downscaling: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d, Conv2d),
+    /// `[1, C, h, w]`, `get_dense_pe()`, computed once.
+    dense_pe: Tensor<4>,
+    pub embed_dim: usize,
+    /// Model input frame `(h, w)`: 1024² for MedSAM, 256² for LiteMedSAM.
+    pub input_image_size: (usize, usize),
+    pub embedding_size: (usize, usize),
+}
+
+impl PromptEncoder {
+    pub fn load(
+        l: &mut Loader,
+        p: &str,
+        embed_dim: usize,
+        embedding_size: (usize, usize),
+        input_image_size: (usize, usize),
+        mask_in_chans: usize,
+    ) -> Self {
+        let c = embed_dim;
+        let gaussian = l.tensor(
+            &format!("{p}.pe_layer.positional_encoding_gaussian_matrix"),
+            [2, c / 2],
+        );
+        let mut rows = l.values(&format!("{p}.not_a_point_embed.weight"), &[1, c]);
+        for i in 0..4 {
+            rows.extend(l.values(&format!("{p}.point_embeddings.{i}.weight"), &[1, c]));
+        }
+        let point_table = l.from_vec(rows, [5, c]);
+        let q = mask_in_chans / 4;
+        let md = format!("{p}.mask_downscaling");
+        let mask_downscaling = (
+            Conv2d::load(l, &format!("{md}.0"), 1, q, 2, 2, 0, true),
+            LayerNorm2d::load(l, &format!("{md}.1"), q),
+            Conv2d::load(l, &format!("{md}.3"), q, mask_in_chans, 2, 2, 0, true),
+            LayerNorm2d::load(l, &format!("{md}.4"), mask_in_chans),
+            Conv2d::load(l, &format!("{md}.6"), mask_in_chans, c, 1, 1, 0, true),
+        );
+        let no_mask_embed = l
+            .tensor(&format!("{p}.no_mask_embed.weight"), [1, c])
+            .reshape([1, c, 1, 1]);
+        let (h, w) = embedding_size;
+        // Grid of pixel centres: x = (j + 0.5) / w, y = (i + 0.5) / h, stacked [x, y].
+        let mut grid = Vec::with_capacity(h * w * 2);
+        for i in 0..h {
+            for j in 0..w {
+                grid.push((j as f32 + 1.0 - 0.5) / w as f32);
+                grid.push((i as f32 + 1.0 - 0.5) / h as f32);
+            }
+        }
+        let grid = l.from_vec(grid, [1, h * w, 2]);
+        let dense_pe = pe_encoding(grid, &gaussian) // [1, h*w, C]
+            .swap_dims(1, 2)
+            .reshape([1, c, h, w]);
+        Self {
+            gaussian,
+            point_table,
+            no_mask_embed,
+            mask_downscaling,
+            dense_pe,
+            embed_dim: c,
+            input_image_size,
+            embedding_size,
+        }
+    }
+
+    /// `get_dense_pe()`: `[1, C, h, w]`.
+    pub fn dense_pe(&self) -> Tensor<4> {
+        self.dense_pe.clone()
+    }
+
+    /// Coordinates `[B, N, 2]` in the input frame → `[B, N, C]` (after the +0.5 shift).
+    fn embed_coords(&self, coords: Vec<f32>, b: usize, n: usize) -> Tensor<3> {
+        let (ih, iw) = self.input_image_size;
+        let norm: Vec<f32> = coords
+            .chunks_exact(2)
+            .flat_map(|c| [(c[0] + 0.5) / iw as f32, (c[1] + 0.5) / ih as f32])
+            .collect();
+        let device = self.gaussian.device();
+        let t = Tensor::<3>::from_data(TensorData::new(norm, [b, n, 2]), &device);
+        pe_encoding(t, &self.gaussian)
+    }
+
+    /// Rows of `point_table` by index, `[B, N, C]`.
+    fn table_rows(&self, idx: Vec<i64>, b: usize, n: usize) -> Tensor<3> {
+        let device = self.gaussian.device();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * n]), &device);
+        self.point_table
+            .clone()
+            .select(0, idx)
+            .reshape([b, n, self.embed_dim])
+    }
+
+    /// → sparse `[B, Nt, C]` and dense `[B, C, h, w]` embeddings.
+    pub fn forward(&self, prompts: &PromptBatch) -> (Tensor<3>, Tensor<4>) {
+        let bs = prompts.batch_size();
+        let c = self.embed_dim;
+        let device = self.gaussian.device();
+        let mut parts: Vec<Tensor<3>> = Vec::new();
+        if let Some((coords, labels, n)) = &prompts.points {
+            let mut coords: Vec<f32> = coords.iter().flat_map(|p| *p).collect();
+            let mut labels = labels.clone();
+            let mut n = *n;
+            if prompts.boxes.is_none() {
+                // Pad with one "not a point" per batch entry.
+                let mut c2 = Vec::with_capacity(bs * (n + 1) * 2);
+                let mut l2 = Vec::with_capacity(bs * (n + 1));
+                for bi in 0..bs {
+                    c2.extend_from_slice(&coords[bi * n * 2..(bi + 1) * n * 2]);
+                    c2.extend_from_slice(&[-0.5, -0.5]); // +0.5 → the zero point upstream pads
+                    l2.extend_from_slice(&labels[bi * n..(bi + 1) * n]);
+                    l2.push(-1);
+                }
+                coords = c2;
+                labels = l2;
+                n += 1;
+            }
+            let pe = self.embed_coords(coords, bs, n);
+            let keep: Vec<f32> = labels.iter().map(|&l| if l == -1 { 0.0 } else { 1.0 }).collect();
+            let keep = Tensor::<3>::from_data(TensorData::new(keep, [bs, n, 1]), &device);
+            let idx: Vec<i64> = labels
+                .iter()
+                .map(|&l| match l {
+                    -1 => 0,
+                    0 => 1,
+                    _ => 2,
+                })
+                .collect();
+            parts.push(pe * keep + self.table_rows(idx, bs, n));
+        }
+        if let Some(boxes) = &prompts.boxes {
+            let coords: Vec<f32> = boxes.iter().flat_map(|b| *b).collect();
+            let pe = self.embed_coords(coords, bs, 2);
+            let idx: Vec<i64> = (0..bs).flat_map(|_| [3, 4]).collect();
+            parts.push(pe + self.table_rows(idx, bs, 2));
+        }
+        let sparse = if parts.is_empty() {
+            Tensor::zeros([bs, 0, c], &device)
+        } else {
+            Tensor::cat(parts, 1)
+        };
+        let (h, w) = self.embedding_size;
+        let dense = match &prompts.masks {
+            Some(m) => {
+                let (c1, n1, c2, n2, c3) = &self.mask_downscaling;
+                let x = gelu(n1.forward(c1.forward(m.clone())));
+                let x = gelu(n2.forward(c2.forward(x)));
+                c3.forward(x)
+            }
+            None => self.no_mask_embed.clone().expand([bs, c, h, w]),
+        };
+        (sparse, dense)
+    }
+}
+
+/// `_pe_encoding`: coords in [0, 1] → `[sin, cos](2π (2c − 1) G)`. `[B, N, 2]` → `[B, N, C]`.
+fn pe_encoding(coords: Tensor<3>, gaussian: &Tensor<2>) -> Tensor<3> {
+    let [b, n, _] = coords.dims();
+    let g = gaussian.clone().unsqueeze::<3>().expand([b, 2, gaussian.dims()[1]]);
+    let x = (coords * 2.0 - 1.0).matmul(g) * (2.0 * std::f64::consts::PI);
+    let _ = n;
+    Tensor::cat(vec![x.clone().sin(), x.cos()], 2)
+}
