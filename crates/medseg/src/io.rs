@@ -38,11 +38,19 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
 }
 
 /// Write a binary mask as an 8-bit grey PNG (255 inside, 0 outside).
-pub fn write_mask_png(path: impl AsRef<Path>, mask: &[bool], width: usize, height: usize) -> Result<()> {
+pub fn write_mask_png(
+    path: impl AsRef<Path>,
+    mask: &[bool],
+    width: usize,
+    height: usize,
+) -> Result<()> {
     let path = path.as_ref();
     let data: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
     let buf = image::GrayImage::from_raw(width as u32, height as u32, data).ok_or_else(|| {
-        Error::InvalidImage(format!("mask of {} values for {width}x{height}", mask.len()))
+        Error::InvalidImage(format!(
+            "mask of {} values for {width}x{height}",
+            mask.len()
+        ))
     })?;
     buf.save(path).map_err(|e| Error::ImageCodec {
         path: path.to_path_buf(),

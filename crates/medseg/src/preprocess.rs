@@ -141,7 +141,15 @@ pub fn resize_area_u8(src: &[u8], h: usize, w: usize, cn: usize, dh: usize, dw: 
 
 /// Integer-factor decimation (`resizeAreaFast_`). The 2×2 case rounds half up, as OpenCV's
 /// vectorised kernel does; other factors round the float mean to nearest-even.
-fn area_fast(src: &[u8], w: usize, cn: usize, dh: usize, dw: usize, sx: usize, sy: usize) -> Vec<u8> {
+fn area_fast(
+    src: &[u8],
+    w: usize,
+    cn: usize,
+    dh: usize,
+    dw: usize,
+    sx: usize,
+    sy: usize,
+) -> Vec<u8> {
     let mut out = vec![0u8; dh * dw * cn];
     let area = sx * sy;
     let scale = 1.0f32 / area as f32;
@@ -267,7 +275,7 @@ fn area_linear_tab(ssize: usize, dsize: usize) -> Vec<(usize, [i32; 2])> {
 }
 
 /// `INTER_AREA` when enlarging: OpenCV's fixed-point bilinear pass with the area-mode
-/// coefficients, including the rounding of its SSE vertical kernel.
+/// coefficients, including the rounding of its vectorised vertical kernel.
 fn linear_area_mode(src: &[u8], h: usize, w: usize, cn: usize, dh: usize, dw: usize) -> Vec<u8> {
     let xt = area_linear_tab(w, dw);
     let yt = area_linear_tab(h, dh);
@@ -290,26 +298,18 @@ fn linear_area_mode(src: &[u8], h: usize, w: usize, cn: usize, dh: usize, dw: us
     };
     let mut out = vec![0u8; dh * width];
     let rows: Vec<Vec<i32>> = (0..h).map(hrow).collect();
-    // The SSE kernel covers 16 bytes at a time, then 8, the scalar code the rest.
-    let mut vec_end = 0;
-    while vec_end + 16 <= width {
-        vec_end += 16;
-    }
-    while width > 8 && vec_end < width - 8 {
-        vec_end += 8;
-    }
     for (dy, &(sy, b)) in yt.iter().enumerate() {
         let s0 = &rows[sy];
         let s1 = &rows[(sy + 1).min(h - 1)];
         let d = &mut out[dy * width..(dy + 1) * width];
         for x in 0..width {
-            d[x] = if x < vec_end {
-                let t0 = (((s0[x] >> 4) as i16 as i32) * b[0]) >> 16;
-                let t1 = (((s1[x] >> 4) as i16 as i32) * b[1]) >> 16;
-                ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8
-            } else {
-                ((s0[x] * b[0] + s1[x] * b[1] + (1 << 21)) >> 22).clamp(0, 255) as u8
-            };
+            // OpenCV's vectorised VResizeLinearVec_32s8u: (mulhi(S0 >> 4, b0) +
+            // mulhi(S1 >> 4, b1) + 2) >> 2. It also covers the row tails (checked against
+            // cv2 on widths that are not multiples of the vector width), so the scalar
+            // rounding `(S0 b0 + S1 b1 + 2^21) >> 22` is never used.
+            let t0 = (((s0[x] >> 4) as i16 as i32) * b[0]) >> 16;
+            let t1 = (((s1[x] >> 4) as i16 as i32) * b[1]) >> 16;
+            d[x] = ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8;
         }
     }
     out

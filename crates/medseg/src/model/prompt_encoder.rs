@@ -155,7 +155,10 @@ impl PromptEncoder {
                 n += 1;
             }
             let pe = self.embed_coords(coords, bs, n);
-            let keep: Vec<f32> = labels.iter().map(|&l| if l == -1 { 0.0 } else { 1.0 }).collect();
+            let keep: Vec<f32> = labels
+                .iter()
+                .map(|&l| if l == -1 { 0.0 } else { 1.0 })
+                .collect();
             let keep = Tensor::<3>::from_data(TensorData::new(keep, [bs, n, 1]), &device);
             let idx: Vec<i64> = labels
                 .iter()
@@ -195,7 +198,10 @@ impl PromptEncoder {
 /// `_pe_encoding`: coords in [0, 1] → `[sin, cos](2π (2c − 1) G)`. `[B, N, 2]` → `[B, N, C]`.
 fn pe_encoding(coords: Tensor<3>, gaussian: &Tensor<2>) -> Tensor<3> {
     let [b, n, _] = coords.dims();
-    let g = gaussian.clone().unsqueeze::<3>().expand([b, 2, gaussian.dims()[1]]);
+    let g = gaussian
+        .clone()
+        .unsqueeze::<3>()
+        .expand([b, 2, gaussian.dims()[1]]);
     let x = (coords * 2.0 - 1.0).matmul(g) * (2.0 * std::f64::consts::PI);
     let _ = n;
     Tensor::cat(vec![x.clone().sin(), x.cos()], 2)

