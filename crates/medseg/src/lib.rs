@@ -38,3 +38,8 @@ pub use segmenter::{cpu, ImageEmbedding, Prediction, Prompt, Segmenter};
 pub fn wgpu() -> burn::tensor::Device {
     burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
 }
+
+/// The README's Rust example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,97 @@
+//! criterion benchmarks of both model families on the CPU backend (and wgpu with
+//! `--features wgpu`): image encoder, prompt encoder + mask decoder (1 and 16 boxes),
+//! end-to-end 2D. Throughput is reported in input pixels per second.
+//!
+//! LiteMedSAM uses the official weights (cached, see `medseg fetch-weights`); ViT-B uses the
+//! seeded random weights of the parity tests (same shapes and cost as `medsam_vit_b.pth`).
+//! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B.
+
+use std::time::Duration;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use medseg::model::PromptBatch;
+use medseg::segmenter::to_vec;
+use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
+use medseg::{io, ModelFamily, Prompt, Segmenter};
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn devices() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)]
+    let mut v = vec![("cpu", medseg::cpu())];
+    #[cfg(feature = "wgpu")]
+    v.push(("wgpu", medseg::wgpu()));
+    v
+}
+
+fn boxes(n: usize, s: f32) -> PromptBatch {
+    PromptBatch {
+        boxes: Some(
+            (0..n)
+                .map(|i| {
+                    let o = (i as f32 * 7.0) % (s * 0.3);
+                    [s * 0.2 + o, s * 0.25 + o, s * 0.6 + o, s * 0.7 + o]
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
+    let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
+    let s = family.image_size();
+    for (dev_name, device) in devices() {
+        let seg = Segmenter::from_state_dict(family, sd, &device).unwrap();
+        let mut g = c.benchmark_group(format!("{family}/{dev_name}"));
+        g.sample_size(10);
+        g.measurement_time(Duration::from_secs(if s == 1024 { 60 } else { 15 }));
+        let input = seg.preprocess(&image);
+        let x =
+            || Tensor::<4>::from_data(TensorData::new(input.data.clone(), [1, 3, s, s]), &device);
+        g.throughput(Throughput::Elements((s * s) as u64));
+        g.bench_function("image_encoder", |b| {
+            b.iter(|| to_vec(seg.model().embed(x())).unwrap())
+        });
+        let emb = seg.model().embed(x());
+        for n in [1usize, 16] {
+            let batch = boxes(n, s as f32);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(format!("prompt_encoder+mask_decoder/{n}_box"), |b| {
+                b.iter(|| {
+                    let (m, i) = seg.model().decode(emb.clone(), &batch);
+                    (to_vec(m).unwrap(), to_vec(i).unwrap())
+                })
+            });
+        }
+        g.throughput(Throughput::Elements((image.width * image.height) as u64));
+        g.bench_function("end_to_end_2d", |b| {
+            b.iter(|| {
+                let e = seg.embed(&image).unwrap();
+                seg.predict(&e, &Prompt::from_box([95.0, 255.0, 190.0, 350.0]))
+                    .unwrap()
+            })
+        });
+        g.finish();
+    }
+}
+
+fn lite(c: &mut Criterion) {
+    let sd = StateDict::load(lite_medsam::ensure().expect("LiteMedSAM weights")).unwrap();
+    bench_family(c, ModelFamily::LiteMedSam, &sd);
+}
+
+fn vit_b(c: &mut Criterion) {
+    if std::env::var("MEDSEG_BENCH_VIT").as_deref() == Ok("0") {
+        return;
+    }
+    let layout = std::fs::read_to_string(fixtures().join("golden/vit_b_layout.txt")).unwrap();
+    let sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
+    bench_family(c, ModelFamily::MedSam, &sd);
+}
+
+criterion_group!(benches, lite, vit_b);
+criterion_main!(benches);

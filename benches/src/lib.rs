@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/`; run `cargo bench -p medseg-benches`.
