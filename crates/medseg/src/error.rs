@@ -52,6 +52,19 @@ pub enum Error {
     /// An image could not be decoded or encoded.
     #[error("image codec error for {path}: {reason}")]
     ImageCodec { path: PathBuf, reason: String },
+    /// A DICOM file or series could not be read.
+    #[error("DICOM {path}: {reason}")]
+    Dicom { path: PathBuf, reason: String },
+    /// The DICOM pixel data uses a transfer syntax medseg cannot decode.
+    #[error("DICOM {path}: unsupported transfer syntax {name} ({uid})")]
+    UnsupportedTransferSyntax {
+        path: PathBuf,
+        uid: String,
+        name: String,
+    },
+    /// A NIfTI file could not be read or written.
+    #[error("NIfTI {path}: {reason}")]
+    Nifti { path: PathBuf, reason: String },
     /// The compute backend failed (device lost, out of memory, ...).
     #[error("backend error: {0}")]
     Backend(String),

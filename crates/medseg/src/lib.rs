@@ -25,13 +25,17 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod preprocess;
+pub mod propagate;
 pub mod segmenter;
+pub mod volume;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::{ModelFamily, Sam};
 pub use preprocess::Image;
+pub use propagate::{EmptySlice, VolumeOptions, VolumeSegmentation};
 pub use segmenter::{cpu, ImageEmbedding, Prediction, Prompt, Segmenter};
+pub use volume::{Intensity, LesionStats, Modality, Volume};
 
 /// A wgpu device (Vulkan, Metal, DX12 or WebGPU; the best adapter available).
 #[cfg(feature = "wgpu")]

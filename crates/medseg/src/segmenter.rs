@@ -275,9 +275,21 @@ impl Segmenter {
                 &self.sam.device,
             ));
         }
-        let (masks, iou) = self.sam.decode(emb.tensor.clone(), &batch);
+        self.decode_batch(emb, &batch, bs, prompt.multimask)
+    }
+
+    /// Decode a prompt batch already in the model frame and post-process the masks.
+    pub(crate) fn decode_batch(
+        &self,
+        emb: &ImageEmbedding,
+        batch: &PromptBatch,
+        bs: usize,
+        multimask: bool,
+    ) -> Result<Prediction> {
+        let size = emb.original_size;
+        let (masks, iou) = self.sam.decode(emb.tensor.clone(), batch);
         let nm = masks.dims()[1];
-        let (lo, hi) = if prompt.multimask { (1, nm) } else { (0, 1) };
+        let (lo, hi) = if multimask { (1, nm) } else { (0, 1) };
         let k = hi - lo;
         let logits = to_vec(masks.slice([0..bs, lo..hi]))?;
         let ious = to_vec(iou.slice([0..bs, lo..hi]))?;

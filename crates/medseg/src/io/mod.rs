@@ -1,4 +1,4 @@
-//! Image and array files (no Burn): PNG/JPEG in and out, `.npy` arrays.
+//! Files (no Burn): PNG/JPEG in and out, `.npy` arrays, DICOM and NIfTI volumes.
 
 use std::path::Path;
 
@@ -78,4 +78,69 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<f32>, Vec<usize>)> {
     })?;
     let shape = arr.shape().to_vec();
     Ok((arr.into_iter().collect(), shape))
+}
+
+#[cfg(feature = "dicom")]
+pub mod dicom;
+#[cfg(feature = "nifti")]
+pub mod nifti;
+
+/// What kind of file or folder an input path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Image,
+    Dicom,
+    DicomSeries,
+    Nifti,
+}
+
+/// Guess the input kind from the path (a folder is a DICOM series; `.nii`/`.nii.gz` NIfTI;
+/// `.dcm` or a `DICM` preamble DICOM; anything else an image).
+pub fn input_kind(path: &Path) -> InputKind {
+    if path.is_dir() {
+        return InputKind::DicomSeries;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        return InputKind::Nifti;
+    }
+    if name.ends_with(".dcm") || name.ends_with(".dicom") {
+        return InputKind::Dicom;
+    }
+    let mut head = [0u8; 132];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        use std::io::Read;
+        if f.read_exact(&mut head).is_ok() && &head[128..132] == b"DICM" {
+            return InputKind::Dicom;
+        }
+    }
+    InputKind::Image
+}
+
+/// Read any supported input as a volume: an image (one slice), a DICOM file or series
+/// folder, or a NIfTI file.
+pub fn read_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
+    }
+    match input_kind(path) {
+        InputKind::Image => crate::volume::Volume::from_image(&read_png(path)?),
+        #[cfg(feature = "dicom")]
+        InputKind::Dicom => dicom::read_file(path),
+        #[cfg(feature = "dicom")]
+        InputKind::DicomSeries => dicom::read_series(path),
+        #[cfg(feature = "nifti")]
+        InputKind::Nifti => nifti::read(path),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::InvalidImage(format!(
+            "{other:?} input needs medseg built with the matching feature"
+        ))),
+    }
 }

@@ -1,0 +1,230 @@
+//! DICOM files and series (dicom-rs; pure-Rust decoders for RLE, JPEG and JPEG 2000).
+//!
+//! Pixels go through the Modality LUT (RescaleSlope/Intercept → Hounsfield units for CT);
+//! MONOCHROME1 is inverted; RGB is averaged to grey. A series folder is sorted by
+//! ImagePositionPatient along the slice normal (InstanceNumber when positions are absent);
+//! the slice spacing comes from the positions.
+
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+
+use crate::error::{Error, Result};
+use crate::volume::{Modality, Volume};
+
+struct Slice {
+    path: PathBuf,
+    pixels: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    frames: usize,
+    position: Option<[f64; 3]>,
+    orientation: Option<[f64; 6]>,
+    pixel_spacing: (f64, f64),
+    thickness: Option<f64>,
+    between: Option<f64>,
+    instance: Option<i64>,
+    series: Option<String>,
+    modality: Modality,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Dicom {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn floats(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
+    obj.element_opt(tag).ok()??.to_multi_float64().ok()
+}
+
+fn open(path: &Path) -> Result<DefaultDicomObject> {
+    OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| bad(path, e.to_string()))
+}
+
+fn read_slice(path: &Path) -> Result<Slice> {
+    let obj = open(path)?;
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let decoded = obj.decode_pixel_data().map_err(|e| {
+        use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+        use dicom_encoding::TransferSyntaxIndex;
+        match TransferSyntaxRegistry.get(&ts) {
+            Some(t) if !t.is_codec_free() => Error::UnsupportedTransferSyntax {
+                path: path.to_path_buf(),
+                uid: ts.clone(),
+                name: format!("{} ({e})", t.name()),
+            },
+            _ => bad(path, format!("cannot decode pixel data: {e}")),
+        }
+    })?;
+    let rows = decoded.rows() as usize;
+    let cols = decoded.columns() as usize;
+    let frames = decoded.number_of_frames() as usize;
+    let spp = decoded.samples_per_pixel() as usize;
+    let photometric = decoded.photometric_interpretation().to_string();
+    let raw: Vec<f32> = decoded
+        .to_vec::<f32>()
+        .map_err(|e| bad(path, format!("cannot convert pixel data: {e}")))?;
+    if rows == 0 || cols == 0 || raw.len() != rows * cols * frames * spp {
+        return Err(bad(
+            path,
+            format!("pixel data holds {} values for {frames}×{rows}×{cols}×{spp}", raw.len()),
+        ));
+    }
+    let mut pixels: Vec<f32> = if spp == 1 {
+        raw
+    } else {
+        raw.chunks_exact(spp)
+            .map(|p| p.iter().sum::<f32>() / spp as f32)
+            .collect()
+    };
+    if photometric.trim() == "MONOCHROME1" {
+        let mn = pixels.iter().copied().fold(f32::MAX, f32::min);
+        let mx = pixels.iter().copied().fold(f32::MIN, f32::max);
+        pixels.iter_mut().for_each(|v| *v = mx + mn - *v);
+    }
+    let ps = floats(&obj, tags::PIXEL_SPACING)
+        .or_else(|| floats(&obj, tags::IMAGER_PIXEL_SPACING))
+        .filter(|v| v.len() == 2 && v.iter().all(|s| s.is_finite() && *s > 0.0))
+        .map(|v| (v[0], v[1]))
+        .unwrap_or((1.0, 1.0));
+    let text = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+    };
+    let modality = match text(tags::MODALITY).as_deref() {
+        Some("CT") => Modality::Ct,
+        Some("MR") => Modality::Mr,
+        _ => Modality::Other,
+    };
+    Ok(Slice {
+        path: path.to_path_buf(),
+        pixels,
+        rows,
+        cols,
+        frames,
+        position: floats(&obj, tags::IMAGE_POSITION_PATIENT)
+            .filter(|v| v.len() == 3)
+            .map(|v| [v[0], v[1], v[2]]),
+        orientation: floats(&obj, tags::IMAGE_ORIENTATION_PATIENT)
+            .filter(|v| v.len() == 6)
+            .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
+        pixel_spacing: ps,
+        thickness: floats(&obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
+        between: floats(&obj, tags::SPACING_BETWEEN_SLICES).and_then(|v| v.first().copied()),
+        instance: text(tags::INSTANCE_NUMBER).and_then(|s| s.parse().ok()),
+        series: text(tags::SERIES_INSTANCE_UID),
+        modality,
+    })
+}
+
+fn normal(o: &[f64; 6]) -> [f64; 3] {
+    [
+        o[1] * o[5] - o[2] * o[4],
+        o[2] * o[3] - o[0] * o[5],
+        o[0] * o[4] - o[1] * o[3],
+    ]
+}
+
+fn build(slices: Vec<Slice>, spacing_z: f64, origin: &Path) -> Result<Volume> {
+    let first = &slices[0];
+    let (rows, cols, modality) = (first.rows, first.cols, first.modality);
+    let frames: usize = slices.iter().map(|s| s.frames).sum();
+    let mut data = Vec::with_capacity(frames * rows * cols);
+    for s in &slices {
+        if (s.rows, s.cols) != (rows, cols) {
+            return Err(bad(
+                &s.path,
+                format!("slice is {}×{}, the series is {rows}×{cols}", s.rows, s.cols),
+            ));
+        }
+        data.extend_from_slice(&s.pixels);
+    }
+    let (dr, dc) = first.pixel_spacing;
+    let mut vol = Volume::new(data, [frames, rows, cols], [spacing_z, dr, dc], modality)
+        .map_err(|e| bad(origin, e.to_string()))?;
+    if let (Some(p), Some(o)) = (first.position, first.orientation) {
+        let n = normal(&o);
+        // LPS → RAS: negate the first two world axes.
+        let sgn = [-1.0, -1.0, 1.0];
+        for r in 0..3 {
+            vol.affine[r] = [
+                sgn[r] * o[r] * dc,
+                sgn[r] * o[3 + r] * dr,
+                sgn[r] * n[r] * spacing_z,
+                sgn[r] * p[r],
+            ];
+        }
+    }
+    Ok(vol)
+}
+
+/// Read one DICOM file (a single slice, or every frame of a multi-frame image).
+pub fn read_file(path: impl AsRef<Path>) -> Result<Volume> {
+    let path = path.as_ref();
+    let s = read_slice(path)?;
+    let dz = s.between.or(s.thickness).filter(|v| *v > 0.0).unwrap_or(1.0);
+    build(vec![s], dz, path)
+}
+
+/// Read a series folder: every DICOM file in it (non-DICOM files are skipped), one series.
+pub fn read_series(dir: impl AsRef<Path>) -> Result<Volume> {
+    let dir = dir.as_ref();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && super::input_kind(p) == super::InputKind::Dicom)
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(bad(dir, "no DICOM files in the folder"));
+    }
+    let mut slices = paths
+        .iter()
+        .map(|p| read_slice(p))
+        .collect::<Result<Vec<_>>>()?;
+    let series: std::collections::BTreeSet<_> = slices.iter().filter_map(|s| s.series.clone()).collect();
+    if series.len() > 1 {
+        return Err(bad(
+            dir,
+            format!("{} series in one folder ({}); give one series per folder", series.len(), {
+                let v: Vec<_> = series.into_iter().collect();
+                v.join(", ")
+            }),
+        ));
+    }
+    let positioned = slices.iter().all(|s| s.position.is_some() && s.orientation.is_some());
+    let mut dz = None;
+    if positioned {
+        let n = normal(&slices[0].orientation.unwrap());
+        let key = |s: &Slice| {
+            let p = s.position.unwrap();
+            p[0] * n[0] + p[1] * n[1] + p[2] * n[2]
+        };
+        slices.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        if slices.len() > 1 {
+            let mut d: Vec<f64> = slices.windows(2).map(|w| key(&w[1]) - key(&w[0])).collect();
+            d.sort_by(|a, b| a.total_cmp(b));
+            let med = d[d.len() / 2];
+            if med <= 1e-6 {
+                return Err(bad(dir, "two slices share one position"));
+            }
+            dz = Some(med);
+        }
+    } else {
+        slices.sort_by_key(|s| s.instance.unwrap_or(i64::MAX));
+    }
+    let dz = dz
+        .or(slices[0].between)
+        .or(slices[0].thickness)
+        .filter(|v| *v > 0.0)
+        .unwrap_or(1.0);
+    build(slices, dz, dir)
+}

@@ -1,0 +1,154 @@
+//! NIfTI-1 `.nii` / `.nii.gz` in and out. The output mask takes the input's header (affine,
+//! units, orientation), so it overlays the input in any viewer. NIfTI-2 is refused clearly.
+
+use std::io::Read;
+use std::path::Path;
+
+use ndarray::{Array3, Dimension};
+use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
+
+use crate::error::{Error, Result};
+use crate::volume::{Modality, Volume};
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Nifti {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// `sizeof_hdr` of the file (348 for NIfTI-1, 540 for NIfTI-2), either byte order.
+fn header_size(path: &Path) -> Result<i32> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 4];
+    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+    let res = if gz {
+        flate2::read::GzDecoder::new(f).read_exact(&mut head)
+    } else {
+        let mut f = f;
+        f.read_exact(&mut head)
+    };
+    res.map_err(|e| bad(path, format!("cannot read the header: {e}")))?;
+    let le = i32::from_le_bytes(head);
+    Ok(if le == 348 || le == 540 { le } else { i32::from_be_bytes(head) })
+}
+
+/// Quaternion (qform) → 4×4 affine, per the NIfTI-1 standard.
+fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let (dx, dy, dz) = (h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac);
+    let r = [
+        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+    ];
+    let off = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+    let mut m = [[0.0; 4]; 4];
+    for i in 0..3 {
+        m[i] = [r[i][0] * dx, r[i][1] * dy, r[i][2] * dz, off[i]];
+    }
+    m[3][3] = 1.0;
+    m
+}
+
+/// Read a 3D (or 2D) NIfTI-1 volume; intensities are scaled by `scl_slope`/`scl_inter`.
+/// Data with negative values below −100 is taken as CT (HU), other data as MR.
+pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
+    let path = path.as_ref();
+    match header_size(path)? {
+        348 => {}
+        540 => {
+            return Err(bad(
+                path,
+                "NIfTI-2 is not supported; convert to NIfTI-1 (e.g. nibabel.Nifti1Image)",
+            ))
+        }
+        n => return Err(bad(path, format!("not a NIfTI file (sizeof_hdr = {n})"))),
+    }
+    let obj = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| bad(path, e.to_string()))?;
+    let header = obj.header().clone();
+    let nd = header.dim[0] as usize;
+    if !(2..=4).contains(&nd) || (nd == 4 && header.dim[4] > 1) {
+        return Err(bad(
+            path,
+            format!(
+                "a {nd}-D image ({:?}); medseg reads 2D and 3D volumes (extract one volume of a 4D series)",
+                &header.dim[1..=nd.min(7)]
+            ),
+        ));
+    }
+    let arr = obj
+        .into_volume()
+        .into_ndarray::<f32>()
+        .map_err(|e| bad(path, e.to_string()))?;
+    let shape = arr.shape().to_vec();
+    let (nx, ny, nz) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
+    let mut data = vec![0.0f32; nx * ny * nz];
+    for (i, v) in arr.indexed_iter() {
+        let i = i.slice();
+        let at = |k: usize| i.get(k).copied().unwrap_or(0);
+        let (x, y, z) = (at(0), at(1), at(2));
+        data[(z * ny + y) * nx + x] = *v;
+    }
+    let px = |i: usize| {
+        let v = header.pixdim[i].abs() as f64;
+        if v.is_finite() && v > 0.0 {
+            v
+        } else {
+            1.0
+        }
+    };
+    let min = data.iter().copied().fold(f32::MAX, f32::min);
+    let modality = if min < -100.0 { Modality::Ct } else { Modality::Mr };
+    let mut vol = Volume::new(data, [nz, ny, nx], [px(3), px(2), px(1)], modality)
+        .map_err(|e| bad(path, e.to_string()))?;
+    if header.sform_code > 0 {
+        let s = [header.srow_x, header.srow_y, header.srow_z];
+        for r in 0..3 {
+            vol.affine[r] = s[r].map(|v| v as f64);
+        }
+    } else if header.qform_code > 0 {
+        vol.affine = qform_affine(&header);
+    }
+    vol.nifti_header = Some(Box::new(header));
+    Ok(vol)
+}
+
+/// Write a `nz × ny × nx` mask (1 inside) as NIfTI (`.nii` or `.nii.gz`), with the
+/// volume's NIfTI header when it came from NIfTI, else with its affine.
+pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result<()> {
+    let path = path.as_ref();
+    let [nz, ny, nx] = vol.dims;
+    if mask.len() != nz * ny * nx {
+        return Err(bad(path, format!("mask of {} values for {:?}", mask.len(), vol.dims)));
+    }
+    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| u8::from(mask[(z * ny + y) * nx + x]));
+    let header = match &vol.nifti_header {
+        Some(h) => {
+            let mut h = (**h).clone();
+            h.cal_min = 0.0;
+            h.cal_max = 1.0;
+            h.intent_code = 0;
+            h
+        }
+        None => {
+            let mut h = nifti::NiftiHeader::default();
+            h.pixdim = [1.0, vol.spacing[2] as f32, vol.spacing[1] as f32, vol.spacing[0] as f32, 1.0, 1.0, 1.0, 1.0];
+            h.sform_code = 1;
+            h.qform_code = 0;
+            h.srow_x = vol.affine[0].map(|v| v as f32);
+            h.srow_y = vol.affine[1].map(|v| v as f32);
+            h.srow_z = vol.affine[2].map(|v| v as f32);
+            h.xyzt_units = 2; // mm
+            h
+        }
+    };
+    nifti::writer::WriterOptions::new(path)
+        .reference_header(&header)
+        .write_nifti(&arr)
+        .map_err(|e| bad(path, e.to_string()))
+}

@@ -1,0 +1,333 @@
+//! Volumes (no Burn): a 3D intensity array with its geometry, intensity windows, MedSAM's CT/MR
+//! normalisation to 8 bits, lesion statistics and 3D connected components.
+//!
+//! Layout: `data[z][y][x]` row-major; a slice `z` is an image with `y` as rows and `x` as
+//! columns (for DICOM: rows and columns as stored; for NIfTI: voxel axes `j` and `i`).
+
+use crate::error::{Error, Result};
+use crate::preprocess::Image;
+
+/// What the intensities mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// CT in Hounsfield units.
+    Ct,
+    /// MR (arbitrary units).
+    Mr,
+    /// Anything else (e.g. an 8-bit picture).
+    Other,
+}
+
+/// A 3D image.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// `nz × ny × nx` intensities (HU for CT after rescale slope/intercept).
+    pub data: Vec<f32>,
+    /// `[nz, ny, nx]`
+    pub dims: [usize; 3],
+    /// Voxel size in mm, `[z, y, x]` (slice spacing, row spacing, column spacing).
+    pub spacing: [f64; 3],
+    pub modality: Modality,
+    /// Voxel index `(x, y, z, 1)` → world (RAS, mm), NIfTI's `sform` convention.
+    pub affine: [[f64; 4]; 4],
+    /// The NIfTI header of a NIfTI input, kept so an output mask overlays it exactly.
+    #[cfg(feature = "nifti")]
+    pub nifti_header: Option<Box<nifti::NiftiHeader>>,
+}
+
+impl Volume {
+    /// A volume from raw parts (checks sizes; spacing must be positive and finite).
+    pub fn new(data: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], modality: Modality) -> Result<Self> {
+        if dims.iter().any(|&d| d == 0) {
+            return Err(Error::InvalidImage(format!("empty volume {dims:?}")));
+        }
+        if data.len() != dims.iter().product::<usize>() {
+            return Err(Error::InvalidImage(format!(
+                "{} values for a {dims:?} volume",
+                data.len()
+            )));
+        }
+        if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::InvalidImage(format!("invalid voxel spacing {spacing:?}")));
+        }
+        let nonfinite = data.iter().filter(|v| !v.is_finite()).count();
+        if nonfinite > 0 {
+            return Err(Error::NonFiniteImage(nonfinite));
+        }
+        let mut affine = [[0.0; 4]; 4];
+        affine[0][0] = spacing[2];
+        affine[1][1] = spacing[1];
+        affine[2][2] = spacing[0];
+        affine[3][3] = 1.0;
+        Ok(Self {
+            data,
+            dims,
+            spacing,
+            modality,
+            affine,
+            #[cfg(feature = "nifti")]
+            nifti_header: None,
+        })
+    }
+
+    /// A one-slice volume from an 8-bit image (grey, or the mean of RGB), spacing 1 mm.
+    pub fn from_image(img: &Image) -> Result<Self> {
+        let data = img
+            .data
+            .chunks_exact(img.channels)
+            .map(|p| p.iter().map(|&v| v as f32).sum::<f32>() / img.channels as f32)
+            .collect();
+        Self::new(data, [1, img.height, img.width], [1.0; 3], Modality::Other)
+    }
+
+    pub fn slice_len(&self) -> usize {
+        self.dims[1] * self.dims[2]
+    }
+
+    /// The intensities of slice `z`.
+    pub fn slice(&self, z: usize) -> &[f32] {
+        let n = self.slice_len();
+        &self.data[z * n..(z + 1) * n]
+    }
+
+    /// Volume of one voxel in mL.
+    pub fn voxel_ml(&self) -> f64 {
+        self.spacing.iter().product::<f64>() / 1000.0
+    }
+}
+
+/// How intensities become the 8-bit images the models see.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Intensity {
+    /// Clip to `[level − width/2, level + width/2]` and scale to 0–255 (CT).
+    Window { level: f64, width: f64 },
+    /// MedSAM's MR rule: clip to the 0.5/99.5 percentiles of the foreground (> 0) voxels,
+    /// scale to 0–255, background stays 0.
+    Percentile,
+    /// Scale the full range to 0–255.
+    MinMax,
+}
+
+impl Intensity {
+    /// CT windows by name: `brain` (L40/W80), `stroke` (L40/W40), `soft` (L40/W400),
+    /// `bone` (L400/W1800), `lung` (L−600/W1500), `abdomen` (L60/W400), or `L,W`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let w = |level, width| Ok(Intensity::Window { level, width });
+        match s.to_ascii_lowercase().as_str() {
+            "brain" => w(40.0, 80.0),
+            "stroke" => w(40.0, 40.0),
+            "soft" | "soft-tissue" | "soft_tissue" => w(40.0, 400.0),
+            "bone" => w(400.0, 1800.0),
+            "lung" | "chest" => w(-600.0, 1500.0),
+            "abdomen" => w(60.0, 400.0),
+            "mr" | "percentile" => Ok(Intensity::Percentile),
+            "minmax" => Ok(Intensity::MinMax),
+            other => {
+                let parts: Vec<&str> = other.split(',').collect();
+                let nums: Option<Vec<f64>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
+                match nums.as_deref() {
+                    Some([l, wd]) if wd.is_finite() && *wd > 0.0 && l.is_finite() => w(*l, *wd),
+                    _ => Err(Error::InvalidPrompt(format!(
+                        "window {s:?}: use brain, stroke, soft, bone, lung, abdomen, mr, minmax or LEVEL,WIDTH"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The default for a modality: brain window for CT (the stroke use case), percentile
+    /// for MR, min-max otherwise.
+    pub fn default_for(m: Modality) -> Self {
+        match m {
+            Modality::Ct => Intensity::Window {
+                level: 40.0,
+                width: 80.0,
+            },
+            Modality::Mr => Intensity::Percentile,
+            Modality::Other => Intensity::MinMax,
+        }
+    }
+}
+
+/// Percentile by linear interpolation between closest ranks (numpy's default).
+fn percentile(sorted: &[f32], q: f64) -> f64 {
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let f = pos - lo as f64;
+    sorted[lo] as f64 * (1.0 - f) + sorted[hi] as f64 * f
+}
+
+/// Map intensities to `uint8` for the whole volume at once (MedSAM's `pre_CT_MR.py`).
+pub fn to_u8(values: &[f32], rule: Intensity) -> Vec<u8> {
+    match rule {
+        Intensity::Window { level, width } => {
+            let lo = level - width / 2.0;
+            let hi = level + width / 2.0;
+            values
+                .iter()
+                .map(|&v| (((v as f64).clamp(lo, hi) - lo) / (hi - lo) * 255.0) as u8)
+                .collect()
+        }
+        Intensity::Percentile => {
+            let mut fg: Vec<f32> = values.iter().copied().filter(|&v| v > 0.0).collect();
+            if fg.is_empty() {
+                return vec![0; values.len()];
+            }
+            fg.sort_by(|a, b| a.total_cmp(b));
+            let lo = percentile(&fg, 0.5);
+            let hi = percentile(&fg, 99.5);
+            let clipped: Vec<f64> = values.iter().map(|&v| (v as f64).clamp(lo, hi)).collect();
+            let mn = clipped.iter().copied().fold(f64::MAX, f64::min);
+            let mx = clipped.iter().copied().fold(f64::MIN, f64::max);
+            let range = (mx - mn).max(1e-8);
+            clipped
+                .iter()
+                .zip(values)
+                .map(|(&c, &v)| if v == 0.0 { 0 } else { ((c - mn) / range * 255.0) as u8 })
+                .collect()
+        }
+        Intensity::MinMax => {
+            let mn = values.iter().copied().fold(f32::MAX, f32::min) as f64;
+            let mx = values.iter().copied().fold(f32::MIN, f32::max) as f64;
+            let range = (mx - mn).max(1e-8);
+            values
+                .iter()
+                .map(|&v| ((v as f64 - mn) / range * 255.0) as u8)
+                .collect()
+        }
+    }
+}
+
+/// Keep the largest 6-connected component of a `nz × ny × nx` mask.
+pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
+    let [nz, ny, nx] = dims;
+    let mut label = vec![0u32; mask.len()];
+    let mut best = (0u32, 0usize);
+    let mut next = 0u32;
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if !mask[start] || label[start] != 0 {
+            continue;
+        }
+        next += 1;
+        let mut size = 0;
+        label[start] = next;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            size += 1;
+            let (z, y, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
+            let mut visit = |j: usize| {
+                if mask[j] && label[j] == 0 {
+                    label[j] = next;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < nx {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - nx);
+            }
+            if y + 1 < ny {
+                visit(i + nx);
+            }
+            if z > 0 {
+                visit(i - nx * ny);
+            }
+            if z + 1 < nz {
+                visit(i + nx * ny);
+            }
+        }
+        if size > best.1 {
+            best = (next, size);
+        }
+    }
+    for (m, l) in mask.iter_mut().zip(&label) {
+        *m = *m && *l == best.0;
+    }
+}
+
+/// The numbers a reader looks at first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LesionStats {
+    pub voxels: usize,
+    /// Volume in millilitres (voxel count × voxel volume).
+    pub volume_ml: f64,
+    /// First and last slice holding the lesion (`None` when empty).
+    pub slice_range: Option<(usize, usize)>,
+    /// Largest in-plane area (mm²) and its slice.
+    pub max_area_mm2: f64,
+    pub max_area_slice: Option<usize>,
+    /// Extent of the lesion's bounding box in mm `[z, y, x]`.
+    pub extent_mm: [f64; 3],
+    /// Mean intensity inside (HU for CT).
+    pub mean_intensity: f64,
+}
+
+impl LesionStats {
+    pub fn compute(mask: &[bool], vol: &Volume) -> Self {
+        let [nz, ny, nx] = vol.dims;
+        let n = ny * nx;
+        let mut voxels = 0;
+        let mut sum = 0.0;
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        let mut best = (0usize, None);
+        for z in 0..nz {
+            let mut area = 0;
+            for i in 0..n {
+                if mask[z * n + i] {
+                    area += 1;
+                    sum += vol.data[z * n + i] as f64;
+                    let idx = [z, i / nx, i % nx];
+                    for a in 0..3 {
+                        lo[a] = lo[a].min(idx[a]);
+                        hi[a] = hi[a].max(idx[a]);
+                    }
+                }
+            }
+            voxels += area;
+            if area > best.0 {
+                best = (area, Some(z));
+            }
+        }
+        let extent_mm = if voxels == 0 {
+            [0.0; 3]
+        } else {
+            std::array::from_fn(|a| (hi[a] - lo[a] + 1) as f64 * vol.spacing[a])
+        };
+        Self {
+            voxels,
+            volume_ml: voxels as f64 * vol.voxel_ml(),
+            slice_range: (voxels > 0).then_some((lo[0], hi[0])),
+            max_area_mm2: best.0 as f64 * vol.spacing[1] * vol.spacing[2],
+            max_area_slice: best.1,
+            extent_mm,
+            mean_intensity: if voxels > 0 { sum / voxels as f64 } else { 0.0 },
+        }
+    }
+}
+
+impl std::fmt::Display for LesionStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.slice_range {
+            None => write!(f, "empty mask (0 voxels)"),
+            Some((a, b)) => write!(
+                f,
+                "volume {:.2} mL ({} voxels) on slices {a}-{b}, largest area {:.1} mm² (slice {}), \
+                 extent {:.1} x {:.1} x {:.1} mm, mean intensity {:.1}",
+                self.volume_ml,
+                self.voxels,
+                self.max_area_mm2,
+                self.max_area_slice.unwrap_or(a),
+                self.extent_mm[2],
+                self.extent_mm[1],
+                self.extent_mm[0],
+                self.mean_intensity
+            ),
+        }
+    }
+}
