@@ -145,18 +145,37 @@ fn run(cmd: Command) -> Result<(), String> {
             largest_component,
         } => {
             let bbox = parse_box(&bbox)?;
-            for out in [Some(&output), logits.as_ref(), overlay.as_ref()].into_iter().flatten() {
+            for out in [Some(&output), logits.as_ref(), overlay.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if same_file(out, &input) {
-                    return Err(format!("refusing to overwrite the input {}", input.display()));
+                    return Err(format!(
+                        "refusing to overwrite the input {}",
+                        input.display()
+                    ));
                 }
             }
             let family = match model {
                 Model::LiteMedsam => ModelFamily::LiteMedSam,
                 Model::Medsam => ModelFamily::MedSam,
             };
-            let intensity = window.as_deref().map(Intensity::parse).transpose().map_err(|e| e.to_string())?;
-            if io::input_kind(&input) == InputKind::Image && slice.is_none() && intensity.is_none() {
-                return segment_2d(family, weights.as_deref(), &input, bbox, &output, logits.as_deref(), overlay.as_deref());
+            let intensity = window
+                .as_deref()
+                .map(Intensity::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            if io::input_kind(&input) == InputKind::Image && slice.is_none() && intensity.is_none()
+            {
+                return segment_2d(
+                    family,
+                    weights.as_deref(),
+                    &input,
+                    bbox,
+                    &output,
+                    logits.as_deref(),
+                    overlay.as_deref(),
+                );
             }
             let vol = io::read_volume(&input).map_err(|e| e.to_string())?;
             let key = slice.unwrap_or(vol.dims[0] / 2);
@@ -167,32 +186,47 @@ fn run(cmd: Command) -> Result<(), String> {
                 opts.on_empty = EmptySlice::KeyBoxFallback;
             }
             if key >= vol.dims[0] {
-                return Err(format!("--slice {key}: the volume has {} slices (0-{})", vol.dims[0], vol.dims[0] - 1));
+                return Err(format!(
+                    "--slice {key}: the volume has {} slices (0-{})",
+                    vol.dims[0],
+                    vol.dims[0] - 1
+                ));
             }
             Segmenter::validate_box(bbox, (vol.dims[1], vol.dims[2])).map_err(|e| e.to_string())?;
-            let seg = Segmenter::new(family, weights.as_deref(), &medseg::cpu()).map_err(|e| e.to_string())?;
+            let seg = Segmenter::new(family, weights.as_deref(), &medseg::cpu())
+                .map_err(|e| e.to_string())?;
             let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} slices {pos} [{elapsed_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let res = seg
-                .segment_volume(&vol, &opts, &mut |done, _total| bar.set_position(done as u64))
+                .segment_volume(&vol, &opts, &mut |done, _total| {
+                    bar.set_position(done as u64)
+                })
                 .map_err(|e| e.to_string())?;
             bar.finish_and_clear();
             write_volume_mask(&output, &res.mask, &vol, key)?;
             if let Some(l) = &logits {
                 let img = key_image(&vol, key, &opts)?;
                 let emb = seg.embed(&img).map_err(|e| e.to_string())?;
-                let pred = seg.predict(&emb, &medseg::Prompt::from_box(bbox)).map_err(|e| e.to_string())?;
+                let pred = seg
+                    .predict(&emb, &medseg::Prompt::from_box(bbox))
+                    .map_err(|e| e.to_string())?;
                 write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
             }
             if let Some(o) = &overlay {
-                let rule = opts.intensity.unwrap_or(Intensity::default_for(vol.modality));
+                let rule = opts
+                    .intensity
+                    .unwrap_or(Intensity::default_for(vol.modality));
                 let img8 = medseg::volume::to_u8(&vol.data, rule);
                 let mut zs: Vec<usize> = res.slices_run.clone();
                 zs.sort_unstable();
-                write_atomic(o, |p| overlay_montage(p, &img8, &res.mask, vol.dims, &zs, &res.boxes))?;
+                write_atomic(o, |p| {
+                    overlay_montage(p, &img8, &res.mask, vol.dims, &zs, &res.boxes)
+                })?;
             }
             println!(
                 "{}: {} slices {}x{}x{} ({:.2}x{:.2}x{:.2} mm), {} slices segmented from slice {key}: {}",
@@ -207,7 +241,11 @@ fn run(cmd: Command) -> Result<(), String> {
                 res.slices_run.len(),
                 res.stats
             );
-            println!("lesion volume: {:.3} mL -> {}", res.stats.volume_ml, output.display());
+            println!(
+                "lesion volume: {:.3} mL -> {}",
+                res.stats.volume_ml,
+                output.display()
+            );
             Ok(())
         }
         Command::FetchWeights => {
@@ -241,7 +279,9 @@ fn segment_2d(
     }
     if let Some(o) = overlay {
         let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
-        write_atomic(o, |p| overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, bbox)]))?;
+        write_atomic(o, |p| {
+            overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, bbox)])
+        })?;
     }
     let area = mask.iter().filter(|&&m| m).count();
     println!(
@@ -257,9 +297,17 @@ fn segment_2d(
 /// The 8-bit key slice the model sees.
 fn key_image(vol: &Volume, key: usize, opts: &VolumeOptions) -> Result<medseg::Image, String> {
     let n = vol.dims[1] * vol.dims[2];
-    let rule = opts.intensity.unwrap_or(Intensity::default_for(vol.modality));
+    let rule = opts
+        .intensity
+        .unwrap_or(Intensity::default_for(vol.modality));
     let all = medseg::volume::to_u8(&vol.data, rule);
-    medseg::Image::new(vol.dims[2], vol.dims[1], 1, all[key * n..(key + 1) * n].to_vec()).map_err(|e| e.to_string())
+    medseg::Image::new(
+        vol.dims[2],
+        vol.dims[1],
+        1,
+        all[key * n..(key + 1) * n].to_vec(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Write a mask by the output's extension.
@@ -280,9 +328,14 @@ fn write_volume_mask(output: &Path, mask: &[bool], vol: &Volume, key: usize) -> 
             })
         })
     } else if name.ends_with(".png") {
-        write_atomic(output, |p| io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny))
+        write_atomic(output, |p| {
+            io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny)
+        })
     } else {
-        Err(format!("--output {}: use .png, .nii, .nii.gz or .npy", output.display()))
+        Err(format!(
+            "--output {}: use .png, .nii, .nii.gz or .npy",
+            output.display()
+        ))
     }
 }
 

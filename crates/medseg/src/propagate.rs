@@ -119,7 +119,9 @@ impl Segmenter {
                 nz - 1
             )));
         }
-        let rule = opts.intensity.unwrap_or(Intensity::default_for(vol.modality));
+        let rule = opts
+            .intensity
+            .unwrap_or(Intensity::default_for(vol.modality));
         let u8vol = to_u8(&vol.data, rule);
         let n = ny * nx;
         let mut mask = vec![false; nz * n];
@@ -128,7 +130,10 @@ impl Segmenter {
         let mut boxes = Vec::new();
         let family = self.family();
         let s = 256.0 / ny.max(nx) as f64;
-        let (nh, nw) = ((ny as f64 * s + 0.5) as usize, (nx as f64 * s + 0.5) as usize);
+        let (nh, nw) = (
+            (ny as f64 * s + 0.5) as usize,
+            (nx as f64 * s + 0.5) as usize,
+        );
 
         let up: Vec<usize> = (opts.key_slice..=zhi).collect();
         let down: Vec<usize> = (zlo..opts.key_slice).rev().collect();
@@ -136,8 +141,12 @@ impl Segmenter {
             for z in zs {
                 let image = Image::new(nx, ny, 1, u8vol[z * n..(z + 1) * n].to_vec())?;
                 let prev = (z as i64 - dir) as usize;
-                let prev_mask: Option<Vec<u8>> = (z != opts.key_slice)
-                    .then(|| mask[prev * n..(prev + 1) * n].iter().map(|&m| u8::from(m)).collect());
+                let prev_mask: Option<Vec<u8>> = (z != opts.key_slice).then(|| {
+                    mask[prev * n..(prev + 1) * n]
+                        .iter()
+                        .map(|&m| u8::from(m))
+                        .collect()
+                });
                 // Box in the model frame, and in pixels for the record.
                 let (model_box, pixel_box) = match &prev_mask {
                     None => (self.box_to_model(opts.bbox, (ny, nx)), opts.bbox),
@@ -148,7 +157,8 @@ impl Segmenter {
                                 let mut padded = vec![0u8; 256 * 256];
                                 for y in 0..nh.max(1) {
                                     let w = nw.max(1);
-                                    padded[y * 256..y * 256 + w].copy_from_slice(&small[y * w..(y + 1) * w]);
+                                    padded[y * 256..y * 256 + w]
+                                        .copy_from_slice(&small[y * w..(y + 1) * w]);
                                 }
                                 grown_bbox(&padded, 256, 256, opts.margin).map(|b| {
                                     let mb = b.map(|v| v as f32);

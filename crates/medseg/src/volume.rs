@@ -37,7 +37,12 @@ pub struct Volume {
 
 impl Volume {
     /// A volume from raw parts (checks sizes; spacing must be positive and finite).
-    pub fn new(data: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], modality: Modality) -> Result<Self> {
+    pub fn new(
+        data: Vec<f32>,
+        dims: [usize; 3],
+        spacing: [f64; 3],
+        modality: Modality,
+    ) -> Result<Self> {
         if dims.iter().any(|&d| d == 0) {
             return Err(Error::InvalidImage(format!("empty volume {dims:?}")));
         }
@@ -48,7 +53,9 @@ impl Volume {
             )));
         }
         if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(Error::InvalidImage(format!("invalid voxel spacing {spacing:?}")));
+            return Err(Error::InvalidImage(format!(
+                "invalid voxel spacing {spacing:?}"
+            )));
         }
         let nonfinite = data.iter().filter(|v| !v.is_finite()).count();
         if nonfinite > 0 {
@@ -184,7 +191,13 @@ pub fn to_u8(values: &[f32], rule: Intensity) -> Vec<u8> {
             clipped
                 .iter()
                 .zip(values)
-                .map(|(&c, &v)| if v == 0.0 { 0 } else { ((c - mn) / range * 255.0) as u8 })
+                .map(|(&c, &v)| {
+                    if v == 0.0 {
+                        0
+                    } else {
+                        ((c - mn) / range * 255.0) as u8
+                    }
+                })
                 .collect()
         }
         Intensity::MinMax => {

@@ -49,10 +49,14 @@ fn open(path: &Path) -> Result<DefaultDicomObject> {
 
 fn read_slice(path: &Path) -> Result<Slice> {
     let obj = open(path)?;
-    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     let decoded = obj.decode_pixel_data().map_err(|e| {
-        use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
         use dicom_encoding::TransferSyntaxIndex;
+        use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
         match TransferSyntaxRegistry.get(&ts) {
             Some(t) if !t.is_codec_free() => Error::UnsupportedTransferSyntax {
                 path: path.to_path_buf(),
@@ -73,7 +77,10 @@ fn read_slice(path: &Path) -> Result<Slice> {
     if rows == 0 || cols == 0 || raw.len() != rows * cols * frames * spp {
         return Err(bad(
             path,
-            format!("pixel data holds {} values for {frames}×{rows}×{cols}×{spp}", raw.len()),
+            format!(
+                "pixel data holds {} values for {frames}×{rows}×{cols}×{spp}",
+                raw.len()
+            ),
         ));
     }
     let mut pixels: Vec<f32> = if spp == 1 {
@@ -142,7 +149,10 @@ fn build(slices: Vec<Slice>, spacing_z: f64, origin: &Path) -> Result<Volume> {
         if (s.rows, s.cols) != (rows, cols) {
             return Err(bad(
                 &s.path,
-                format!("slice is {}×{}, the series is {rows}×{cols}", s.rows, s.cols),
+                format!(
+                    "slice is {}×{}, the series is {rows}×{cols}",
+                    s.rows, s.cols
+                ),
             ));
         }
         data.extend_from_slice(&s.pixels);
@@ -170,7 +180,11 @@ fn build(slices: Vec<Slice>, spacing_z: f64, origin: &Path) -> Result<Volume> {
 pub fn read_file(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
     let s = read_slice(path)?;
-    let dz = s.between.or(s.thickness).filter(|v| *v > 0.0).unwrap_or(1.0);
+    let dz = s
+        .between
+        .or(s.thickness)
+        .filter(|v| *v > 0.0)
+        .unwrap_or(1.0);
     build(vec![s], dz, path)
 }
 
@@ -190,17 +204,24 @@ pub fn read_series(dir: impl AsRef<Path>) -> Result<Volume> {
         .iter()
         .map(|p| read_slice(p))
         .collect::<Result<Vec<_>>>()?;
-    let series: std::collections::BTreeSet<_> = slices.iter().filter_map(|s| s.series.clone()).collect();
+    let series: std::collections::BTreeSet<_> =
+        slices.iter().filter_map(|s| s.series.clone()).collect();
     if series.len() > 1 {
         return Err(bad(
             dir,
-            format!("{} series in one folder ({}); give one series per folder", series.len(), {
-                let v: Vec<_> = series.into_iter().collect();
-                v.join(", ")
-            }),
+            format!(
+                "{} series in one folder ({}); give one series per folder",
+                series.len(),
+                {
+                    let v: Vec<_> = series.into_iter().collect();
+                    v.join(", ")
+                }
+            ),
         ));
     }
-    let positioned = slices.iter().all(|s| s.position.is_some() && s.orientation.is_some());
+    let positioned = slices
+        .iter()
+        .all(|s| s.position.is_some() && s.orientation.is_some());
     let mut dz = None;
     if positioned {
         let n = normal(&slices[0].orientation.unwrap());

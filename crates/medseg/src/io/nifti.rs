@@ -30,7 +30,11 @@ fn header_size(path: &Path) -> Result<i32> {
     };
     res.map_err(|e| bad(path, format!("cannot read the header: {e}")))?;
     let le = i32::from_le_bytes(head);
-    Ok(if le == 348 || le == 540 { le } else { i32::from_be_bytes(head) })
+    Ok(if le == 348 || le == 540 {
+        le
+    } else {
+        i32::from_be_bytes(head)
+    })
 }
 
 /// Quaternion (qform) → 4×4 affine, per the NIfTI-1 standard.
@@ -38,11 +42,27 @@ fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
     let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
     let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
     let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-    let (dx, dy, dz) = (h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac);
+    let (dx, dy, dz) = (
+        h.pixdim[1] as f64,
+        h.pixdim[2] as f64,
+        h.pixdim[3] as f64 * qfac,
+    );
     let r = [
-        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
-        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
-        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
     ];
     let off = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
     let mut m = [[0.0; 4]; 4];
@@ -86,7 +106,11 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         .into_ndarray::<f32>()
         .map_err(|e| bad(path, e.to_string()))?;
     let shape = arr.shape().to_vec();
-    let (nx, ny, nz) = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
+    let (nx, ny, nz) = (
+        shape[0],
+        shape.get(1).copied().unwrap_or(1),
+        shape.get(2).copied().unwrap_or(1),
+    );
     let mut data = vec![0.0f32; nx * ny * nz];
     for (i, v) in arr.indexed_iter() {
         let i = i.slice();
@@ -103,7 +127,11 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         }
     };
     let min = data.iter().copied().fold(f32::MAX, f32::min);
-    let modality = if min < -100.0 { Modality::Ct } else { Modality::Mr };
+    let modality = if min < -100.0 {
+        Modality::Ct
+    } else {
+        Modality::Mr
+    };
     let mut vol = Volume::new(data, [nz, ny, nx], [px(3), px(2), px(1)], modality)
         .map_err(|e| bad(path, e.to_string()))?;
     if header.sform_code > 0 {
@@ -124,9 +152,14 @@ pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result
     let path = path.as_ref();
     let [nz, ny, nx] = vol.dims;
     if mask.len() != nz * ny * nx {
-        return Err(bad(path, format!("mask of {} values for {:?}", mask.len(), vol.dims)));
+        return Err(bad(
+            path,
+            format!("mask of {} values for {:?}", mask.len(), vol.dims),
+        ));
     }
-    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| u8::from(mask[(z * ny + y) * nx + x]));
+    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| {
+        u8::from(mask[(z * ny + y) * nx + x])
+    });
     let header = match &vol.nifti_header {
         Some(h) => {
             let mut h = (**h).clone();
@@ -137,7 +170,16 @@ pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result
         }
         None => {
             let mut h = nifti::NiftiHeader::default();
-            h.pixdim = [1.0, vol.spacing[2] as f32, vol.spacing[1] as f32, vol.spacing[0] as f32, 1.0, 1.0, 1.0, 1.0];
+            h.pixdim = [
+                1.0,
+                vol.spacing[2] as f32,
+                vol.spacing[1] as f32,
+                vol.spacing[0] as f32,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+            ];
             h.sform_code = 1;
             h.qform_code = 0;
             h.srow_x = vol.affine[0].map(|v| v as f32);

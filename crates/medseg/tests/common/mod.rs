@@ -87,3 +87,25 @@ pub fn lite_weights() -> PathBuf {
     medseg::weights::lite_medsam::ensure()
         .unwrap_or_else(|e| panic!("LiteMedSAM weights are needed for the parity tests: {e}"))
 }
+
+/// Real medical files fetched from PyPI packages by `tests/data/fetch.sh` (pydicom, nibabel,
+/// nilearn). Fails loudly, saying how to get them, when absent.
+pub fn testdata(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MEDSEG_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testdata"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash tests/data/fetch.sh` (downloads pydicom, nibabel and nilearn \
+         wheels from PyPI and unpacks their test files)",
+        p.display()
+    );
+    p
+}
+
+pub fn read_png_grey(rel: &str) -> Vec<u8> {
+    let img = medseg::io::read_png(fixtures().join(rel)).unwrap();
+    assert_eq!(img.channels, 1);
+    img.data
+}
