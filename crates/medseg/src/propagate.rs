@@ -4,10 +4,13 @@
 //! previous slice's mask, grown by 3 pixels at the 256 scale.
 //!
 //! **Stop rule.** The official script runs over a fixed z-range and, when the previous mask
-//! is empty, falls back to the key box. medseg's default ([`EmptySlice::Stop`]) ends the
-//! propagation in a direction at the first empty slice — a lesion ends where the model finds
-//! nothing — so no z-range is needed; [`EmptySlice::KeyBoxFallback`] reproduces the official
-//! behaviour (give `z_range` to bound it, as the official 3D box does).
+//! is empty, falls back to the key box. medseg needs no z-range by default: propagation in a
+//! direction stops at the first slice whose mask is empty ([`EmptySlice::Stop`]) or whose mean
+//! 8-bit intensity differs from the key-slice mask's by more than `max_intensity_drift`
+//! (default 40 grey levels): past a lesion's end the model, still given a box, segments
+//! whatever lies there, and that tissue does not look like the lesion (a DWI-bright infarct
+//! next to normal white matter). That slice is not kept. [`EmptySlice::KeyBoxFallback`] with
+//! `max_intensity_drift: None` and a `z_range` reproduces the official behaviour.
 //!
 //! Memory: only the output mask and one slice's embedding are held, whatever the slice count.
 
@@ -43,6 +46,9 @@ pub struct VolumeOptions {
     pub margin: usize,
     /// Keep only the largest 3D connected component (6-connectivity).
     pub largest_component: bool,
+    /// Stop when a slice's mean 8-bit intensity inside the mask differs from the key
+    /// slice's by more than this many grey levels (`None`: never).
+    pub max_intensity_drift: Option<f64>,
 }
 
 impl VolumeOptions {
@@ -55,6 +61,7 @@ impl VolumeOptions {
             on_empty: EmptySlice::Stop,
             margin: 3,
             largest_component: false,
+            max_intensity_drift: Some(40.0),
         }
     }
 }
@@ -135,6 +142,15 @@ impl Segmenter {
             (nx as f64 * s + 0.5) as usize,
         );
 
+        let mean_inside = |m: &[bool], px: &[u8]| {
+            let (s, c) = m
+                .iter()
+                .zip(px)
+                .filter(|(inside, _)| **inside)
+                .fold((0.0, 0usize), |(s, c), (_, &v)| (s + v as f64, c + 1));
+            (c > 0).then(|| s / c as f64)
+        };
+        let mut key_mean = None;
         let up: Vec<usize> = (opts.key_slice..=zhi).collect();
         let down: Vec<usize> = (zlo..opts.key_slice).rev().collect();
         for (dir, zs) in [(1i64, up), (-1i64, down)] {
@@ -188,7 +204,18 @@ impl Segmenter {
                     ..Default::default()
                 };
                 let pred = self.decode_batch(&emb, &batch, 1, false)?;
-                mask[z * n..(z + 1) * n].copy_from_slice(pred.mask(0, 0));
+                let m = pred.mask(0, 0);
+                let mean = mean_inside(m, &image.data);
+                if z == opts.key_slice {
+                    key_mean = mean;
+                } else if let (Some(limit), Some(k), Some(v)) =
+                    (opts.max_intensity_drift, key_mean, mean)
+                {
+                    if (v - k).abs() > limit {
+                        break;
+                    }
+                }
+                mask[z * n..(z + 1) * n].copy_from_slice(m);
                 slices_run.push(z);
                 boxes.push((z, pixel_box));
                 progress(slices_run.len(), total);

@@ -43,7 +43,7 @@ impl Volume {
         spacing: [f64; 3],
         modality: Modality,
     ) -> Result<Self> {
-        if dims.iter().any(|&d| d == 0) {
+        if dims.contains(&0) {
             return Err(Error::InvalidImage(format!("empty volume {dims:?}")));
         }
         if data.len() != dims.iter().product::<usize>() {

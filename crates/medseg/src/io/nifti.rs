@@ -136,8 +136,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         .map_err(|e| bad(path, e.to_string()))?;
     if header.sform_code > 0 {
         let s = [header.srow_x, header.srow_y, header.srow_z];
-        for r in 0..3 {
-            vol.affine[r] = s[r].map(|v| v as f64);
+        for (row, srow) in vol.affine.iter_mut().zip(s) {
+            *row = srow.map(|v| v as f64);
         }
     } else if header.qform_code > 0 {
         vol.affine = qform_affine(&header);
@@ -169,24 +169,17 @@ pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result
             h
         }
         None => {
-            let mut h = nifti::NiftiHeader::default();
-            h.pixdim = [
-                1.0,
-                vol.spacing[2] as f32,
-                vol.spacing[1] as f32,
-                vol.spacing[0] as f32,
-                1.0,
-                1.0,
-                1.0,
-                1.0,
-            ];
-            h.sform_code = 1;
-            h.qform_code = 0;
-            h.srow_x = vol.affine[0].map(|v| v as f32);
-            h.srow_y = vol.affine[1].map(|v| v as f32);
-            h.srow_z = vol.affine[2].map(|v| v as f32);
-            h.xyzt_units = 2; // mm
-            h
+            let sp = vol.spacing.map(|v| v as f32);
+            nifti::NiftiHeader {
+                pixdim: [1.0, sp[2], sp[1], sp[0], 1.0, 1.0, 1.0, 1.0],
+                sform_code: 1,
+                qform_code: 0,
+                srow_x: vol.affine[0].map(|v| v as f32),
+                srow_y: vol.affine[1].map(|v| v as f32),
+                srow_z: vol.affine[2].map(|v| v as f32),
+                xyzt_units: 2, // mm
+                ..Default::default()
+            }
         }
     };
     nifti::writer::WriterOptions::new(path)

@@ -1,0 +1,175 @@
+//! 3D propagation and the lesion-volume statistic on a real brain volume with a lesion of
+//! known volume. The lesion is SYNTHETIC: an ellipsoid of uniform hyperintensity, twice the
+//! template's brightest value (about the contrast of an acute infarct on DWI), implanted in
+//! the MNI152 2009a T1 template (nilearn) by `implant_lesion` below — the committed
+//! generator. The truth is its voxel count.
+
+mod common;
+
+use common::*;
+use medseg::volume::{largest_component, LesionStats};
+use medseg::{io, EmptySlice, ModelFamily, Segmenter, Volume, VolumeOptions};
+
+/// Ellipsoid centred at voxel `c` (x, y, z) with semi-axes `r` (mm), set to `value`.
+/// Returns the truth mask.
+fn implant_lesion(vol: &mut Volume, c: [f64; 3], r: [f64; 3], value: f32) -> Vec<bool> {
+    let [nz, ny, nx] = vol.dims;
+    let mut truth = vec![false; vol.data.len()];
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let d = [x as f64 - c[0], y as f64 - c[1], z as f64 - c[2]];
+                let s: f64 = (0..3)
+                    .map(|a| (d[a] * vol.spacing[2 - a] / r[a]).powi(2))
+                    .sum();
+                if s <= 1.0 {
+                    let i = (z * ny + y) * nx + x;
+                    vol.data[i] = value;
+                    truth[i] = true;
+                }
+            }
+        }
+    }
+    truth
+}
+
+#[test]
+fn synthetic_lesion_volume_is_recovered() {
+    let mut vol =
+        io::read_volume(testdata("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")).unwrap();
+    let max = vol.data.iter().copied().fold(f32::MIN, f32::max);
+    // Left frontal white matter, 20 × 24 × 16 mm (about 4 mL, a small infarct).
+    let (c, r) = ([70.0, 125.0, 100.0], [10.0, 12.0, 8.0]);
+    let truth = implant_lesion(&mut vol, c, r, 2.0 * max);
+    let true_ml = LesionStats::compute(&truth, &vol).volume_ml;
+    let analytic = 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2] / 1000.0;
+    assert!(
+        (true_ml - analytic).abs() / analytic < 0.02,
+        "voxelised {true_ml} vs {analytic}"
+    );
+
+    let seg =
+        Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
+    let key = 100;
+    let bbox = [
+        c[0] - r[0] - 4.0,
+        c[1] - r[1] - 4.0,
+        c[0] + r[0] + 4.0,
+        c[1] + r[1] + 4.0,
+    ];
+    let mut opts = VolumeOptions::new(key, bbox);
+    opts.largest_component = true;
+    opts.intensity = Some(medseg::Intensity::MinMax);
+    let mut calls = 0;
+    let res = seg
+        .segment_volume(&vol, &opts, &mut |done, total| {
+            calls += 1;
+            assert!(done <= total);
+        })
+        .unwrap();
+    assert_eq!(calls, res.slices_run.len());
+    let inter = res
+        .mask
+        .iter()
+        .zip(&truth)
+        .filter(|(a, b)| **a && **b)
+        .count() as f64;
+    let dice =
+        2.0 * inter / (res.stats.voxels as f64 + truth.iter().filter(|&&t| t).count() as f64);
+    let err = (res.stats.volume_ml - true_ml) / true_ml;
+    println!(
+        "truth {true_ml:.3} mL, recovered {:.3} mL ({:+.1}%), Dice {dice:.3}, slices {:?}, {} slices run",
+        res.stats.volume_ml,
+        100.0 * err,
+        res.stats.slice_range,
+        res.slices_run.len()
+    );
+    // The slice range is the lesion's (z = 92..=108) give or take one slice at each end,
+    // where the cross-section is a few voxels.
+    let (z0, z1) = res.stats.slice_range.expect("non-empty");
+    assert!(
+        (91..=94).contains(&z0) && (106..=109).contains(&z1),
+        "slices {z0}-{z1}"
+    );
+    assert!(dice >= 0.9, "Dice {dice}");
+    // Measured: +4.4 %, Dice 0.959 (the model misses the one-voxel end caps and differs by
+    // about a voxel at the rim). 10 % is a stroke reader's margin at 4 mL (0.4 mL).
+    assert!(err.abs() <= 0.10, "volume error {:.1}%", 100.0 * err);
+    // Propagation stopped at the first empty slice in each direction (default rule).
+    assert!(res.slices_run.len() <= (z1 - z0 + 1) + 2);
+}
+
+#[test]
+fn lesion_statistics_use_the_voxel_spacing() {
+    let mut vol = Volume::new(
+        vec![10.0; 4 * 5 * 6],
+        [4, 5, 6],
+        [2.5, 0.5, 0.8],
+        medseg::Modality::Ct,
+    )
+    .unwrap();
+    let mut mask = vec![false; vol.data.len()];
+    // 2 voxels on slice 1, 3 on slice 2
+    for i in [30 + 7, 30 + 8, 60 + 7, 60 + 8, 60 + 9] {
+        mask[i] = true;
+        vol.data[i] = 50.0;
+    }
+    let s = LesionStats::compute(&mask, &vol);
+    assert_eq!(s.voxels, 5);
+    assert!((s.volume_ml - 5.0 * 2.5 * 0.5 * 0.8 / 1000.0).abs() < 1e-12);
+    assert_eq!(s.slice_range, Some((1, 2)));
+    assert_eq!(s.max_area_slice, Some(2));
+    assert!((s.max_area_mm2 - 3.0 * 0.5 * 0.8).abs() < 1e-12);
+    assert!((s.mean_intensity - 50.0).abs() < 1e-12);
+    let empty = LesionStats::compute(&vec![false; mask.len()], &vol);
+    assert_eq!((empty.voxels, empty.slice_range), (0, None));
+}
+
+#[test]
+fn largest_component_keeps_the_biggest_blob() {
+    let dims = [2, 4, 4];
+    let mut m = vec![false; 32];
+    for i in [0, 1, 16, 17, 5] {
+        m[i] = true; // blob A: 0,1,5 and 16,17 through z: 5 voxels connected
+    }
+    m[15] = true; // blob B: 1 voxel
+    largest_component(&mut m, dims);
+    assert_eq!(m.iter().filter(|&&v| v).count(), 5);
+    assert!(!m[15]);
+}
+
+#[test]
+fn volume_prompts_are_validated() {
+    let vol = Volume::new(
+        vec![0.0; 3 * 8 * 8],
+        [3, 8, 8],
+        [1.0; 3],
+        medseg::Modality::Mr,
+    )
+    .unwrap();
+    let seg =
+        Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
+    let run = |o: VolumeOptions| seg.segment_volume(&vol, &o, &mut |_, _| {}).map(|_| ());
+    assert!(
+        run(VolumeOptions::new(3, [1.0, 1.0, 4.0, 4.0])).is_err(),
+        "key slice outside"
+    );
+    assert!(
+        run(VolumeOptions::new(1, [1.0, 1.0, 9.0, 4.0])).is_err(),
+        "box outside"
+    );
+    let mut o = VolumeOptions::new(1, [1.0, 1.0, 4.0, 4.0]);
+    o.z_range = Some((2, 2));
+    assert!(run(o).is_err(), "z range without the key slice");
+    let mut o = VolumeOptions::new(1, [1.0, 1.0, 4.0, 4.0]);
+    o.on_empty = EmptySlice::KeyBoxFallback;
+    assert!(run(o).is_ok());
+    assert!(Volume::new(vec![f32::NAN; 8], [2, 2, 2], [1.0; 3], medseg::Modality::Mr).is_err());
+    assert!(Volume::new(
+        vec![0.0; 8],
+        [2, 2, 2],
+        [0.0, 1.0, 1.0],
+        medseg::Modality::Mr
+    )
+    .is_err());
+}
