@@ -170,8 +170,10 @@ fn run(cmd: Command) -> Result<(), String> {
                 .map(Intensity::parse)
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            if io::input_kind(&input) == InputKind::Image && slice.is_none() && intensity.is_none()
-            {
+            // 8-bit pictures keep the exact 2D contract; 16-bit images are intensity data.
+            let eight_bit = io::input_kind(&input) == InputKind::Image
+                && io::image_bit_depth(&input).map_err(|e| e.to_string())? == 8;
+            if eight_bit && slice.is_none() && intensity.is_none() {
                 return segment_2d(
                     family,
                     weights.as_deref(),

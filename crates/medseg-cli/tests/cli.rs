@@ -319,3 +319,65 @@ fn segment_dicom_and_nifti_volumes() {
         "--slice 3",
     );
 }
+
+#[test]
+fn sixteen_bit_png_goes_through_the_intensity_path() {
+    // CT_small as a 16-bit PNG holding HU + 1024: with the soft-tissue window shifted by
+    // 1024 it must give exactly the mask of the 8-bit windowed PNG.
+    let ct = medseg::io::read_volume(testdata("CT_small.dcm")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let png16 = dir.path().join("ct16.png");
+    let raw: Vec<u16> = ct.data.iter().map(|&v| (v + 1024.0) as u16).collect();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(128, 128, raw)
+        .unwrap()
+        .save(&png16)
+        .unwrap();
+    let back = medseg::io::read_volume(&png16).unwrap();
+    assert!(back
+        .data
+        .iter()
+        .zip(&ct.data)
+        .all(|(a, b)| (a - (b + 1024.0)).abs() < 1e-3));
+    let (m16, m8) = (dir.path().join("m16.png"), dir.path().join("m8.png"));
+    let run16 = medseg()
+        .args([
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--window",
+            "1064,400",
+            "--input",
+        ])
+        .arg(&png16)
+        .args(["--box", "30,40,90,100", "--output"])
+        .arg(&m16)
+        .output()
+        .unwrap();
+    assert!(
+        run16.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run16.stderr)
+    );
+    let run8 = medseg()
+        .args(["segment", "--model", "lite-medsam", "--input"])
+        .arg(fixtures().join("images/ct_small.png"))
+        .args(["--box", "30,40,90,100", "--output"])
+        .arg(&m8)
+        .output()
+        .unwrap();
+    assert!(run8.status.success());
+    assert_eq!(read_mask(&m16).0, read_mask(&m8).0);
+    // Without a window a 16-bit image is min-max scaled, never truncated to 8 bits.
+    let run = medseg()
+        .args(["segment", "--model", "lite-medsam", "--input"])
+        .arg(&png16)
+        .args(["--box", "30,40,90,100", "--output"])
+        .arg(&m16)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

@@ -21,9 +21,19 @@ fn batched_boxes_equal_single_calls_and_threads_agree() {
     );
     let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
     let emb = seg.embed(&image).unwrap();
-    let boxes = vec![[95.0, 255.0, 190.0, 350.0], [300.0, 200.0, 420.0, 330.0], [10.0, 10.0, 60.0, 80.0]];
+    let boxes = vec![
+        [95.0, 255.0, 190.0, 350.0],
+        [300.0, 200.0, 420.0, 330.0],
+        [10.0, 10.0, 60.0, 80.0],
+    ];
     let batch = seg
-        .predict(&emb, &Prompt { boxes: boxes.clone(), ..Default::default() })
+        .predict(
+            &emb,
+            &Prompt {
+                boxes: boxes.clone(),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!((batch.batch, batch.masks_per_prompt), (3, 1));
     for (i, b) in boxes.iter().enumerate() {
@@ -61,15 +71,24 @@ fn points_and_mask_input_match_the_official_prompt_encoder() {
     let (pts, _) = p.f32("points");
     let emb = Tensor::<4>::from_data(TensorData::new(emb, [1, 256, 64, 64]), &device);
     let cases = [
-        ("points", PromptBatch {
-            points: Some((vec![[pts[0], pts[1]], [pts[2], pts[3]]], vec![1, 0], 2)),
-            ..Default::default()
-        }),
-        ("box_points_mask", PromptBatch {
-            points: Some((vec![[pts[2], pts[3]]], vec![0], 1)),
-            boxes: Some(vec![[bx[0], bx[1], bx[2], bx[3]]]),
-            masks: Some(Tensor::from_data(TensorData::new(mask_in, [1, 1, 256, 256]), &device)),
-        }),
+        (
+            "points",
+            PromptBatch {
+                points: Some((vec![[pts[0], pts[1]], [pts[2], pts[3]]], vec![1, 0], 2)),
+                ..Default::default()
+            },
+        ),
+        (
+            "box_points_mask",
+            PromptBatch {
+                points: Some((vec![[pts[2], pts[3]]], vec![0], 1)),
+                boxes: Some(vec![[bx[0], bx[1], bx[2], bx[3]]]),
+                masks: Some(Tensor::from_data(
+                    TensorData::new(mask_in, [1, 1, 256, 256]),
+                    &device,
+                )),
+            },
+        ),
     ];
     for (name, batch) in cases {
         let (m, i) = seg.model().decode(emb.clone(), &batch);
@@ -85,10 +104,13 @@ fn points_and_mask_input_match_the_official_prompt_encoder() {
 
 #[test]
 fn points_and_mask_input_through_the_api() {
-    let seg = Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
+    let seg =
+        Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
     let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
     let emb = seg.embed(&image).unwrap();
-    let first = seg.predict(&emb, &Prompt::from_box([95.0, 255.0, 190.0, 350.0])).unwrap();
+    let first = seg
+        .predict(&emb, &Prompt::from_box([95.0, 255.0, 190.0, 350.0]))
+        .unwrap();
     let refine = Prompt {
         boxes: vec![[95.0, 255.0, 190.0, 350.0]],
         points: vec![([100.0, 260.0], 0)],
@@ -98,30 +120,75 @@ fn points_and_mask_input_through_the_api() {
     let refined = seg.predict(&emb, &refine).unwrap();
     assert_eq!((refined.batch, refined.masks_per_prompt), (1, 3));
     assert_eq!(refined.iou_predictions.len(), 3);
-    let pts = Prompt { points: vec![([140.0, 300.0], 1)], ..Default::default() };
+    let pts = Prompt {
+        points: vec![([140.0, 300.0], 1)],
+        ..Default::default()
+    };
     assert_eq!(seg.predict(&emb, &pts).unwrap().masks.len(), 512 * 512);
 }
 
 #[test]
 fn bad_prompts_and_images_get_typed_errors() {
-    let seg = Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
+    let seg =
+        Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
     let image = io::read_png(fixtures().join("images/mr_small.png")).unwrap();
     let emb = seg.embed(&image).unwrap();
     let p = |b: [f64; 4]| seg.predict(&emb, &Prompt::from_box(b));
-    assert!(matches!(p([0.0, 0.0, 65.0, 10.0]), Err(Error::InvalidBox { .. })));
-    assert!(matches!(p([-1.0, 0.0, 5.0, 10.0]), Err(Error::InvalidBox { .. })));
-    assert!(matches!(p([5.0, 5.0, 5.0, 10.0]), Err(Error::InvalidBox { .. })));
-    assert!(matches!(p([f64::NAN, 5.0, 6.0, 10.0]), Err(Error::InvalidBox { .. })));
-    let bad_label = Prompt { points: vec![([3.0, 3.0], 7)], ..Default::default() };
-    assert!(matches!(seg.predict(&emb, &bad_label), Err(Error::InvalidPrompt(_))));
-    assert!(matches!(seg.predict(&emb, &Prompt::default()), Err(Error::InvalidPrompt(_))));
-    let bad_mask = Prompt { mask_input: Some(vec![0.0; 10]), ..Prompt::from_box([1.0, 1.0, 9.0, 9.0]) };
-    assert!(matches!(seg.predict(&emb, &bad_mask), Err(Error::InvalidPrompt(_))));
-    assert!(matches!(Image::new(0, 5, 1, vec![]), Err(Error::InvalidImage(_))));
-    assert!(matches!(Image::new(2, 2, 2, vec![0; 8]), Err(Error::InvalidImage(_))));
-    assert!(matches!(Image::new(2, 2, 1, vec![0; 3]), Err(Error::InvalidImage(_))));
     assert!(matches!(
-        medseg::Volume::new(vec![1.0, f32::NAN], [1, 1, 2], [1.0; 3], medseg::Modality::Mr),
+        p([0.0, 0.0, 65.0, 10.0]),
+        Err(Error::InvalidBox { .. })
+    ));
+    assert!(matches!(
+        p([-1.0, 0.0, 5.0, 10.0]),
+        Err(Error::InvalidBox { .. })
+    ));
+    assert!(matches!(
+        p([5.0, 5.0, 5.0, 10.0]),
+        Err(Error::InvalidBox { .. })
+    ));
+    assert!(matches!(
+        p([f64::NAN, 5.0, 6.0, 10.0]),
+        Err(Error::InvalidBox { .. })
+    ));
+    let bad_label = Prompt {
+        points: vec![([3.0, 3.0], 7)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        seg.predict(&emb, &bad_label),
+        Err(Error::InvalidPrompt(_))
+    ));
+    assert!(matches!(
+        seg.predict(&emb, &Prompt::default()),
+        Err(Error::InvalidPrompt(_))
+    ));
+    let bad_mask = Prompt {
+        mask_input: Some(vec![0.0; 10]),
+        ..Prompt::from_box([1.0, 1.0, 9.0, 9.0])
+    };
+    assert!(matches!(
+        seg.predict(&emb, &bad_mask),
+        Err(Error::InvalidPrompt(_))
+    ));
+    assert!(matches!(
+        Image::new(0, 5, 1, vec![]),
+        Err(Error::InvalidImage(_))
+    ));
+    assert!(matches!(
+        Image::new(2, 2, 2, vec![0; 8]),
+        Err(Error::InvalidImage(_))
+    ));
+    assert!(matches!(
+        Image::new(2, 2, 1, vec![0; 3]),
+        Err(Error::InvalidImage(_))
+    ));
+    assert!(matches!(
+        medseg::Volume::new(
+            vec![1.0, f32::NAN],
+            [1, 1, 2],
+            [1.0; 3],
+            medseg::Modality::Mr
+        ),
         Err(Error::NonFiniteImage(1))
     ));
 }

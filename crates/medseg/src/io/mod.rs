@@ -37,6 +37,57 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
     }
 }
 
+/// Read a PNG/JPEG of any supported depth (8- or 16-bit, grey or RGB; RGB is averaged) as a
+/// one-slice volume of raw intensities, for images that are data rather than pictures
+/// (e.g. 16-bit CT exports). Spacing 1 mm.
+pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
+    let path = path.as_ref();
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::ImageCodec {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data: Vec<f32> = match img.color().channel_count() {
+        1 | 2 => img.to_luma32f().into_raw(),
+        _ => img
+            .to_rgb32f()
+            .into_raw()
+            .chunks_exact(3)
+            .map(|p| (p[0] + p[1] + p[2]) / 3.0)
+            .collect(),
+    };
+    // to_*32f scales to [0, 1]; give back the stored integer levels.
+    let scale = if img.color().bytes_per_pixel() / img.color().channel_count() >= 2 {
+        65535.0
+    } else {
+        255.0
+    };
+    let data = data.into_iter().map(|v| (v * scale).round()).collect();
+    crate::volume::Volume::new(data, [1, h, w], [1.0; 3], crate::volume::Modality::Other)
+}
+
+/// Bits per channel of an image file (8 or 16).
+pub fn image_bit_depth(path: impl AsRef<Path>) -> Result<u8> {
+    let path = path.as_ref();
+    let dec = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_decoder()
+        .map_err(|e| Error::ImageCodec {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    use image::ImageDecoder;
+    let c = dec.color_type();
+    Ok((8 * c.bytes_per_pixel() / c.channel_count()) as u8)
+}
+
 /// Write a binary mask as an 8-bit grey PNG (255 inside, 0 outside).
 pub fn write_mask_png(
     path: impl AsRef<Path>,
@@ -131,7 +182,7 @@ pub fn read_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
         ));
     }
     match input_kind(path) {
-        InputKind::Image => crate::volume::Volume::from_image(&read_png(path)?),
+        InputKind::Image => read_image_volume(path),
         #[cfg(feature = "dicom")]
         InputKind::Dicom => dicom::read_file(path),
         #[cfg(feature = "dicom")]
