@@ -1,37 +1,14 @@
 //! 3D propagation and the lesion-volume statistic on a real brain volume with a lesion of
 //! known volume. The lesion is SYNTHETIC: an ellipsoid of uniform hyperintensity, twice the
 //! template's brightest value (about the contrast of an acute infarct on DWI), implanted in
-//! the MNI152 2009a T1 template (nilearn) by `implant_lesion` below — the committed
-//! generator. The truth is its voxel count.
+//! the MNI152 2009a T1 template (nilearn) by `medseg::volume::implant_ellipsoid` — the
+//! committed generator (also used by `examples/synthetic_lesion.rs` for the demo). The truth is its voxel count.
 
 mod common;
 
 use common::*;
-use medseg::volume::{largest_component, LesionStats};
+use medseg::volume::{implant_ellipsoid, largest_component, LesionStats};
 use medseg::{io, EmptySlice, ModelFamily, Segmenter, Volume, VolumeOptions};
-
-/// Ellipsoid centred at voxel `c` (x, y, z) with semi-axes `r` (mm), set to `value`.
-/// Returns the truth mask.
-fn implant_lesion(vol: &mut Volume, c: [f64; 3], r: [f64; 3], value: f32) -> Vec<bool> {
-    let [nz, ny, nx] = vol.dims;
-    let mut truth = vec![false; vol.data.len()];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let d = [x as f64 - c[0], y as f64 - c[1], z as f64 - c[2]];
-                let s: f64 = (0..3)
-                    .map(|a| (d[a] * vol.spacing[2 - a] / r[a]).powi(2))
-                    .sum();
-                if s <= 1.0 {
-                    let i = (z * ny + y) * nx + x;
-                    vol.data[i] = value;
-                    truth[i] = true;
-                }
-            }
-        }
-    }
-    truth
-}
 
 #[test]
 fn synthetic_lesion_volume_is_recovered() {
@@ -40,7 +17,7 @@ fn synthetic_lesion_volume_is_recovered() {
     let max = vol.data.iter().copied().fold(f32::MIN, f32::max);
     // Left frontal white matter, 20 × 24 × 16 mm (about 4 mL, a small infarct).
     let (c, r) = ([70.0, 125.0, 100.0], [10.0, 12.0, 8.0]);
-    let truth = implant_lesion(&mut vol, c, r, 2.0 * max);
+    let truth = implant_ellipsoid(&mut vol, c, r, 2.0 * max);
     let true_ml = LesionStats::compute(&truth, &vol).volume_ml;
     let analytic = 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2] / 1000.0;
     assert!(

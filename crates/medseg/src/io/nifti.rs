@@ -146,6 +146,38 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     Ok(vol)
 }
 
+/// Write a volume's intensities as float32 NIfTI, with its header or affine.
+pub fn write_volume(path: impl AsRef<Path>, vol: &Volume) -> Result<()> {
+    let path = path.as_ref();
+    let [nz, ny, nx] = vol.dims;
+    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| vol.data[(z * ny + y) * nx + x]);
+    let header = header_for(vol);
+    nifti::writer::WriterOptions::new(path)
+        .reference_header(&header)
+        .write_nifti(&arr)
+        .map_err(|e| bad(path, e.to_string()))
+}
+
+/// The header of an output: the input's NIfTI header, or one made from the affine.
+fn header_for(vol: &Volume) -> nifti::NiftiHeader {
+    match &vol.nifti_header {
+        Some(h) => (**h).clone(),
+        None => {
+            let sp = vol.spacing.map(|v| v as f32);
+            nifti::NiftiHeader {
+                pixdim: [1.0, sp[2], sp[1], sp[0], 1.0, 1.0, 1.0, 1.0],
+                sform_code: 1,
+                qform_code: 0,
+                srow_x: vol.affine[0].map(|v| v as f32),
+                srow_y: vol.affine[1].map(|v| v as f32),
+                srow_z: vol.affine[2].map(|v| v as f32),
+                xyzt_units: 2, // mm
+                ..Default::default()
+            }
+        }
+    }
+}
+
 /// Write a `nz × ny × nx` mask (1 inside) as NIfTI (`.nii` or `.nii.gz`), with the
 /// volume's NIfTI header when it came from NIfTI, else with its affine.
 pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result<()> {
@@ -160,28 +192,10 @@ pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result
     let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| {
         u8::from(mask[(z * ny + y) * nx + x])
     });
-    let header = match &vol.nifti_header {
-        Some(h) => {
-            let mut h = (**h).clone();
-            h.cal_min = 0.0;
-            h.cal_max = 1.0;
-            h.intent_code = 0;
-            h
-        }
-        None => {
-            let sp = vol.spacing.map(|v| v as f32);
-            nifti::NiftiHeader {
-                pixdim: [1.0, sp[2], sp[1], sp[0], 1.0, 1.0, 1.0, 1.0],
-                sform_code: 1,
-                qform_code: 0,
-                srow_x: vol.affine[0].map(|v| v as f32),
-                srow_y: vol.affine[1].map(|v| v as f32),
-                srow_z: vol.affine[2].map(|v| v as f32),
-                xyzt_units: 2, // mm
-                ..Default::default()
-            }
-        }
-    };
+    let mut header = header_for(vol);
+    header.cal_min = 0.0;
+    header.cal_max = 1.0;
+    header.intent_code = 0;
     nifti::writer::WriterOptions::new(path)
         .reference_header(&header)
         .write_nifti(&arr)
