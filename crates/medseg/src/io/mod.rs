@@ -85,7 +85,7 @@ pub fn image_bit_depth(path: impl AsRef<Path>) -> Result<u8> {
         })?;
     use image::ImageDecoder;
     let c = dec.color_type();
-    Ok((8 * c.bytes_per_pixel() / c.channel_count()) as u8)
+    Ok(8 * c.bytes_per_pixel() / c.channel_count())
 }
 
 /// Write a binary mask as an 8-bit grey PNG (255 inside, 0 outside).
