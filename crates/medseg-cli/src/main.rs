@@ -403,20 +403,53 @@ fn overlay_montage(
 }
 
 fn info(file: &Path) -> Result<(), String> {
-    let ext = file
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
-        let img = io::read_png(file).map_err(|e| e.to_string())?;
-        println!(
-            "{}: image {}x{}, {} channel(s), 8-bit",
-            file.display(),
-            img.width,
-            img.height,
-            img.channels
-        );
-        return Ok(());
+    match io::input_kind(file) {
+        InputKind::Image if io::image_bit_depth(file).is_ok() => {
+            let depth = io::image_bit_depth(file).map_err(|e| e.to_string())?;
+            let vol = io::read_image_volume(file).map_err(|e| e.to_string())?;
+            let (lo, hi) = vol
+                .data
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            if depth == 8 {
+                let img = io::read_png(file).map_err(|e| e.to_string())?;
+                println!(
+                    "{}: image {}x{}, {} channel(s), 8-bit, values {lo}..{hi}",
+                    file.display(),
+                    img.width,
+                    img.height,
+                    img.channels
+                );
+            } else {
+                println!(
+                    "{}: image {}x{}, {depth}-bit, values {lo}..{hi}",
+                    file.display(),
+                    vol.dims[2],
+                    vol.dims[1]
+                );
+            }
+            return Ok(());
+        }
+        InputKind::Dicom | InputKind::DicomSeries | InputKind::Nifti => {
+            let vol = io::read_volume(file).map_err(|e| e.to_string())?;
+            let (lo, hi) = vol
+                .data
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            println!(
+                "{}: {:?} volume {}x{}x{} (x, y, slices), voxel {:.3}x{:.3}x{:.3} mm, values {lo}..{hi}",
+                file.display(),
+                vol.modality,
+                vol.dims[2],
+                vol.dims[1],
+                vol.dims[0],
+                vol.spacing[2],
+                vol.spacing[1],
+                vol.spacing[0]
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     let sd = StateDict::load(file).map_err(|e| e.to_string())?;
     let params: usize = sd.tensors.values().map(|t| t.data.len()).sum();
