@@ -30,6 +30,7 @@ pub mod segmenter;
 pub mod volume;
 pub mod weights;
 
+pub use burn::tensor::Device;
 pub use error::{Error, Result};
 pub use model::{ModelFamily, Sam};
 pub use preprocess::Image;

