@@ -13,12 +13,42 @@ use pyo3::types::PyDict;
 
 use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume, VolumeOptions};
 
-pyo3::create_exception!(_medseg, MedsegError, PyException, "Base class of medseg errors.");
-pyo3::create_exception!(_medseg, WeightsError, MedsegError, "A checkpoint is missing, corrupt or for another model.");
-pyo3::create_exception!(_medseg, ImageError, MedsegError, "An image or volume is unusable (empty, NaN, wrong channels, undecodable).");
-pyo3::create_exception!(_medseg, PromptError, MedsegError, "A box, point or mask prompt is invalid (e.g. outside the image).");
-pyo3::create_exception!(_medseg, FileError, MedsegError, "A file could not be read or written (DICOM, NIfTI, image, I/O).");
-pyo3::create_exception!(_medseg, BackendError, MedsegError, "The compute backend failed.");
+pyo3::create_exception!(
+    _medseg,
+    MedsegError,
+    PyException,
+    "Base class of medseg errors."
+);
+pyo3::create_exception!(
+    _medseg,
+    WeightsError,
+    MedsegError,
+    "A checkpoint is missing, corrupt or for another model."
+);
+pyo3::create_exception!(
+    _medseg,
+    ImageError,
+    MedsegError,
+    "An image or volume is unusable (empty, NaN, wrong channels, undecodable)."
+);
+pyo3::create_exception!(
+    _medseg,
+    PromptError,
+    MedsegError,
+    "A box, point or mask prompt is invalid (e.g. outside the image)."
+);
+pyo3::create_exception!(
+    _medseg,
+    FileError,
+    MedsegError,
+    "A file could not be read or written (DICOM, NIfTI, image, I/O)."
+);
+pyo3::create_exception!(
+    _medseg,
+    BackendError,
+    MedsegError,
+    "The compute backend failed."
+);
 
 fn err(e: Error) -> PyErr {
     let msg = e.to_string();
@@ -110,7 +140,11 @@ fn device(name: &str) -> PyResult<medseg::Device> {
         "wgpu" | "gpu" => Ok(medseg::wgpu()),
         other => Err(PyValueError::new_err(format!(
             "device {other:?}: expected \"cpu\"{}",
-            if cfg!(feature = "wgpu") { " or \"wgpu\"" } else { " (this build has no wgpu)" }
+            if cfg!(feature = "wgpu") {
+                " or \"wgpu\""
+            } else {
+                " (this build has no wgpu)"
+            }
         ))),
     }
 }
@@ -170,7 +204,10 @@ impl Segmenter {
     /// Encode an image and keep it for `predict` (as SamPredictor.set_image).
     fn set_image(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<()> {
         let e = self.embed(py, image)?;
-        *self.current.lock().map_err(|_| MedsegError::new_err("state lock poisoned"))? = Some(e.inner);
+        *self
+            .current
+            .lock()
+            .map_err(|_| MedsegError::new_err("state lock poisoned"))? = Some(e.inner);
         Ok(())
     }
 
@@ -188,7 +225,11 @@ impl Segmenter {
         mask_input: Option<Vec<Vec<f32>>>,
         multimask: bool,
         embedding: Option<PyRef<'_, Embedding>>,
-    ) -> PyResult<(Bound<'py, PyArray4<bool>>, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray4<f32>>)> {
+    ) -> PyResult<(
+        Bound<'py, PyArray4<bool>>,
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyArray4<f32>>,
+    )> {
         let emb = match embedding {
             Some(e) => e.inner.clone(),
             None => self
@@ -211,7 +252,9 @@ impl Segmenter {
             None => None,
             Some(rows) => {
                 if rows.len() != 256 || rows.iter().any(|r| r.len() != 256) {
-                    return Err(PyValueError::new_err("mask_input: expected shape (256, 256)"));
+                    return Err(PyValueError::new_err(
+                        "mask_input: expected shape (256, 256)",
+                    ));
                 }
                 Some(rows.into_iter().flatten().collect())
             }
@@ -229,8 +272,13 @@ impl Segmenter {
         let shape_err = |e: ndarray::ShapeError| MedsegError::new_err(e.to_string());
         let masks = Array4::from_shape_vec((b, m, h, w), p.masks).map_err(shape_err)?;
         let scores = Array2::from_shape_vec((b, m), p.iou_predictions).map_err(shape_err)?;
-        let logits = Array4::from_shape_vec((b, m, 256, 256), p.low_res_logits).map_err(shape_err)?;
-        Ok((masks.into_pyarray(py), scores.into_pyarray(py), logits.into_pyarray(py)))
+        let logits =
+            Array4::from_shape_vec((b, m, 256, 256), p.low_res_logits).map_err(shape_err)?;
+        Ok((
+            masks.into_pyarray(py),
+            scores.into_pyarray(py),
+            logits.into_pyarray(py),
+        ))
     }
 
     /// 3D segmentation from a box on a key slice of a (Z, Y, X) volume.
@@ -298,7 +346,12 @@ impl Segmenter {
 fn read_volume<'py>(
     py: Python<'py>,
     path: PathBuf,
-) -> PyResult<(Bound<'py, PyArray3<f32>>, (f64, f64, f64), Bound<'py, PyArray2<f64>>, &'static str)> {
+) -> PyResult<(
+    Bound<'py, PyArray3<f32>>,
+    (f64, f64, f64),
+    Bound<'py, PyArray2<f64>>,
+    &'static str,
+)> {
     let vol = py.detach(|| medseg::io::read_volume(&path)).map_err(err)?;
     let [nz, ny, nx] = vol.dims;
     let data = Array3::from_shape_vec((nz, ny, nx), vol.data.clone())
@@ -319,10 +372,19 @@ fn read_volume<'py>(
 
 /// Write a (Z, Y, X) mask as NIfTI with the geometry (and NIfTI header) of `reference`.
 #[pyfunction]
-fn write_nifti_mask(py: Python<'_>, path: PathBuf, mask: &Bound<'_, PyAny>, reference: PathBuf) -> PyResult<()> {
+fn write_nifti_mask(
+    py: Python<'_>,
+    path: PathBuf,
+    mask: &Bound<'_, PyAny>,
+    reference: PathBuf,
+) -> PyResult<()> {
     let (v, shape, _) = if let Ok(a) = mask.extract::<PyReadonlyArrayDyn<'_, bool>>() {
         let view = a.as_array();
-        (view.iter().map(|&b| f32::from(u8::from(b))).collect(), view.shape().to_vec(), true)
+        (
+            view.iter().map(|&b| f32::from(u8::from(b))).collect(),
+            view.shape().to_vec(),
+            true,
+        )
     } else {
         array_f32(mask, "mask")?
     };
@@ -343,7 +405,11 @@ fn write_nifti_mask(py: Python<'_>, path: PathBuf, mask: &Bound<'_, PyAny>, refe
 /// Map intensities to 8-bit like the models' preprocessing: `rule` is a CT window name
 /// (brain, stroke, soft, bone, lung, abdomen), "L,W", "mr" (percentile) or "minmax".
 #[pyfunction]
-fn window<'py>(py: Python<'py>, data: &Bound<'_, PyAny>, rule: &str) -> PyResult<Bound<'py, numpy::PyArrayDyn<u8>>> {
+fn window<'py>(
+    py: Python<'py>,
+    data: &Bound<'_, PyAny>,
+    rule: &str,
+) -> PyResult<Bound<'py, numpy::PyArrayDyn<u8>>> {
     let (v, shape, _) = array_f32(data, "data")?;
     let r = Intensity::parse(rule).map_err(err)?;
     let out = medseg::volume::to_u8(&v, r);

