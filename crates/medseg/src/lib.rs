@@ -24,6 +24,7 @@
 pub mod error;
 pub mod io;
 pub mod model;
+mod pickle_scan;
 pub mod preprocess;
 pub mod propagate;
 pub mod segmenter;

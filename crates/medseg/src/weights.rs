@@ -71,6 +71,8 @@ impl StateDict {
             path: path.to_path_buf(),
             reason,
         };
+        refuse_unsafe_zip_members(path)?;
+        refuse_foreign_globals(path)?;
         let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in reader.into_tensors() {
@@ -238,6 +240,78 @@ impl Elem {
             Elem::I64 => (decode::<8>(b, |x| i64::from_le_bytes(x) as f32), false),
             Elem::I32 => (decode::<4>(b, |x| i32::from_le_bytes(x) as f32), false),
         }
+    }
+}
+
+/// A zip checkpoint with a member name that would escape a folder (`..`, absolute paths) is
+/// refused: medseg never extracts checkpoint members, but such a file is hostile by design.
+fn refuse_unsafe_zip_members(path: &Path) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 4];
+    use std::io::Read;
+    if f.read_exact(&mut magic).is_err() || &magic != b"PK\x03\x04" {
+        return Ok(());
+    }
+    let Ok(zip) = zip::ZipArchive::new(f) else {
+        return Ok(()); // corrupt archives are reported by the checkpoint reader
+    };
+    for i in 0..zip.len() {
+        if let Some(Ok(name)) = zip.name_for_index(i) {
+            let escapes = name.starts_with('/')
+                || name.starts_with('\\')
+                || name.split(['/', '\\']).any(|c| c == "..");
+            if escapes {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("archive member {name:?} escapes the archive (path traversal)"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a checkpoint whose pickle names callables other than PyTorch's tensor rebuilders
+/// (`os.system`, `builtins.eval`, model classes of a full-model save, ...). Nothing is ever
+/// called either way; this turns such files into a clear error.
+fn refuse_foreign_globals(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let pickle: Vec<u8> = if bytes.starts_with(b"PK\x03\x04") {
+        let Ok(mut zip) = zip::ZipArchive::new(std::io::Cursor::new(&bytes)) else {
+            return Ok(()); // reported by the checkpoint reader
+        };
+        let name = (0..zip.len()).find_map(|i| {
+            let n = zip.name_for_index(i)?.ok()?.to_string();
+            n.ends_with("data.pkl").then_some(n)
+        });
+        let Some(name) = name else { return Ok(()) };
+        let mut m = zip.by_name(&name).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut v = Vec::new();
+        use std::io::Read;
+        m.read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
+        v
+    } else {
+        bytes
+    };
+    let foreign: Vec<String> = crate::pickle_scan::globals(&pickle)
+        .into_iter()
+        .filter(|(m, n)| !crate::pickle_scan::is_allowed(m, n))
+        .map(|(m, n)| format!("{m}.{n}"))
+        .collect();
+    if foreign.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the pickle references {} — not a plain state_dict (code in a checkpoint is never run; \
+                 re-save with torch.save(model.state_dict()) or convert to .safetensors)",
+                foreign.join(", ")
+            ),
+        })
     }
 }
 

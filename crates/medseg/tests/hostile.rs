@@ -1,0 +1,74 @@
+//! Hostile checkpoints (crafted by `tests/reference/make_hostile.py`, committed in
+//! `tests/fixtures/hostile/`): each is refused with a specific error, nothing is executed,
+//! nothing huge is allocated.
+
+mod common;
+
+use common::fixtures;
+use medseg::weights::StateDict;
+use medseg::Error;
+
+fn hostile(name: &str) -> std::path::PathBuf {
+    fixtures().join("hostile").join(name)
+}
+
+fn refused(name: &str, needle: &str) {
+    match StateDict::load(hostile(name)) {
+        Err(e @ Error::Checkpoint { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.to_lowercase().contains(&needle.to_lowercase()),
+                "{name}: {msg}"
+            );
+        }
+        other => panic!("{name}: expected a checkpoint error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_control_file_loads() {
+    let sd = StateDict::load(hostile("tiny_valid.pth")).unwrap();
+    let w = &sd.tensors["w"];
+    assert_eq!(w.shape, vec![2, 3]);
+    assert_eq!(w.data, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+}
+
+#[test]
+fn pickles_that_call_code_are_refused_and_never_run() {
+    let marker = std::path::Path::new("/tmp/medseg-pwned");
+    let _ = std::fs::remove_file(marker);
+    refused("exec_os_system.pth", "posix.system");
+    refused("exec_eval.pth", "__builtin__.eval"); // protocol 2 spells builtins so
+    refused("raw_pickle_os_system.pth", "posix.system");
+    assert!(!marker.exists(), "a checkpoint executed code");
+}
+
+#[test]
+fn inconsistent_sizes_are_refused_before_allocation() {
+    refused("storage_too_small.pth", "");
+    let t = std::time::Instant::now();
+    refused("huge_declared_size.pth", "");
+    assert!(
+        t.elapsed().as_secs() < 5,
+        "the huge declared size was not refused up front"
+    );
+}
+
+#[test]
+fn archive_tricks_are_refused() {
+    refused("path_traversal.pth", "path traversal");
+    refused("truncated_zip.pth", "");
+}
+
+#[test]
+fn lying_safetensors_headers_are_refused() {
+    refused("safetensors_lying_offsets.safetensors", "");
+    refused("safetensors_huge_header.safetensors", "");
+    let sd = StateDict::load(hostile("safetensors_nan.safetensors")).unwrap();
+    match sd.check_finite() {
+        Err(Error::NonFiniteWeights { name, count }) => {
+            assert_eq!((name.as_str(), count), ("w", 2))
+        }
+        other => panic!("expected NonFiniteWeights, got {other:?}"),
+    }
+}
