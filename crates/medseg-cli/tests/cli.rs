@@ -381,3 +381,89 @@ fn sixteen_bit_png_goes_through_the_intensity_path() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+#[test]
+fn every_bad_input_in_the_corpus_is_one_line_and_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.nii.gz");
+    let out = out.to_str().unwrap();
+    let demo = fixtures().join("images/demo_ct.png");
+    let demo = demo.to_str().unwrap();
+    // hostile checkpoints as --weights
+    for entry in std::fs::read_dir(fixtures().join("hostile")).unwrap() {
+        let p = entry.unwrap().path();
+        let w = p.to_str().unwrap();
+        fails_with(
+            &[
+                "segment",
+                "--model",
+                "lite-medsam",
+                "--weights",
+                w,
+                "--input",
+                demo,
+                "--box",
+                "95,255,190,350",
+                "--output",
+                out,
+            ],
+            "",
+        );
+    }
+    // broken or unsupported medical files
+    for (f, needle) in [
+        ("MR_truncated.dcm", "DICOM"),
+        ("JPEGLSNearLossless_08.dcm", "unsupported transfer syntax"),
+        ("JPEG-lossy.dcm", "unsupported transfer syntax"),
+        ("example_nifti2.nii.gz", "NIfTI-2"),
+        ("example4d.nii.gz", "4-D"),
+    ] {
+        fails_with(
+            &[
+                "segment",
+                "--model",
+                "lite-medsam",
+                "--input",
+                testdata(f).to_str().unwrap(),
+                "--box",
+                "1,1,5,5",
+                "--output",
+                out,
+            ],
+            needle,
+        );
+    }
+    // sizes over the configured limit are refused before allocation
+    for f in [
+        testdata("CT_small.dcm"),
+        testdata("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+        fixtures().join("images/demo_ct.png"),
+    ] {
+        let run = medseg()
+            .env("MEDSEG_MAX_VOXELS", "1000")
+            .args([
+                "segment",
+                "--model",
+                "lite-medsam",
+                "--input",
+                f.to_str().unwrap(),
+                "--box",
+                "1,1,5,5",
+                "--output",
+                out,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.trim().lines().count() == 1,
+            "{f:?}: {err}"
+        );
+        assert!(
+            err.contains("limit") || err.contains("Limit"),
+            "{f:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!std::path::Path::new(out).exists());
+}

@@ -57,6 +57,47 @@ fn batched_boxes_equal_single_calls_and_threads_agree() {
 }
 
 #[test]
+fn eight_threads_on_different_images_match_sequential_runs() {
+    let seg = std::sync::Arc::new(
+        Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap(),
+    );
+    let cases: Vec<(String, [f64; 4])> = cases()
+        .iter()
+        .filter(|c| c["model"] == "lite-medsam")
+        .map(|c| {
+            let b: Vec<f64> = c["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            (
+                c["image"].as_str().unwrap().to_string(),
+                [b[0], b[1], b[2], b[3]],
+            )
+        })
+        .collect();
+    let jobs: Vec<(String, [f64; 4])> = (0..8).map(|i| cases[i % cases.len()].clone()).collect();
+    let run = |(img, b): &(String, [f64; 4])| {
+        let image = io::read_png(fixtures().join(img)).unwrap();
+        let p = seg.segment(&image, *b).unwrap();
+        (p.masks, p.low_res_logits)
+    };
+    let sequential: Vec<_> = jobs.iter().map(run).collect();
+    let parallel: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = jobs.iter().map(|j| s.spawn(move || run(j))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in sequential.iter().zip(&parallel).enumerate() {
+        assert_eq!(
+            a.0, b.0,
+            "job {i}: masks differ between threads and sequential runs"
+        );
+        assert_eq!(a.1, b.1, "job {i}: logits differ");
+    }
+}
+
+#[test]
 fn points_and_mask_input_match_the_official_prompt_encoder() {
     use burn::tensor::{Tensor, TensorData};
     use medseg::model::PromptBatch;

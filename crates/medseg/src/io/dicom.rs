@@ -49,6 +49,23 @@ fn open(path: &Path) -> Result<DefaultDicomObject> {
 
 fn read_slice(path: &Path) -> Result<Slice> {
     let obj = open(path)?;
+    // Declared size, checked before the pixel data is decoded.
+    let dim = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u32>().ok())
+            .unwrap_or(1) as usize
+    };
+    super::check_declared_size(
+        path,
+        &[
+            dim(tags::ROWS),
+            dim(tags::COLUMNS),
+            dim(tags::NUMBER_OF_FRAMES),
+            dim(tags::SAMPLES_PER_PIXEL),
+        ],
+    )?;
     let ts = obj
         .meta()
         .transfer_syntax()

@@ -13,10 +13,7 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
+    let reader = image_reader(path)?;
     let img = reader.decode().map_err(|e| codec(e.to_string()))?;
     use image::DynamicImage as D;
     match img {
@@ -37,15 +34,26 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
     }
 }
 
+/// An image reader whose declared dimensions are checked against [`max_voxels`] before any
+/// pixel buffer is allocated.
+fn image_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    // The decoders compare the declared size with `max_alloc` before allocating.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some((max_voxels() as u64).saturating_mul(8));
+    reader.limits(limits);
+    Ok(reader)
+}
+
 /// Read a PNG/JPEG of any supported depth (8- or 16-bit, grey or RGB; RGB is averaged) as a
 /// one-slice volume of raw intensities, for images that are data rather than pictures
 /// (e.g. 16-bit CT exports). Spacing 1 mm.
 pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
     let path = path.as_ref();
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
+    let img = image_reader(path)?
         .decode()
         .map_err(|e| Error::ImageCodec {
             path: path.to_path_buf(),
@@ -135,6 +143,28 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<f32>, Vec<usize>)> {
 pub mod dicom;
 #[cfg(feature = "nifti")]
 pub mod nifti;
+
+/// Largest volume (in voxels) a reader accepts, checked against the file's declared size
+/// before the pixel data is allocated: `$MEDSEG_MAX_VOXELS`, default 2³⁰ (4 GiB as `f32`).
+pub fn max_voxels() -> usize {
+    std::env::var("MEDSEG_MAX_VOXELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+}
+
+/// Refuse a declared size over [`max_voxels`].
+pub(crate) fn check_declared_size(path: &Path, dims: &[usize]) -> Result<()> {
+    let total = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    match total {
+        Some(n) if n <= max_voxels() => Ok(()),
+        _ => Err(Error::InvalidImage(format!(
+            "{}: declared size {dims:?} exceeds the limit of {} voxels (MEDSEG_MAX_VOXELS)",
+            path.display(),
+            max_voxels()
+        ))),
+    }
+}
 
 /// What kind of file or folder an input path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

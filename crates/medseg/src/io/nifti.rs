@@ -87,6 +87,11 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         }
         n => return Err(bad(path, format!("not a NIfTI file (sizeof_hdr = {n})"))),
     }
+    // The header's dimensions are checked before the data is read.
+    let hdr = nifti::NiftiHeader::from_file(path).map_err(|e| bad(path, e.to_string()))?;
+    let nd = (hdr.dim[0] as usize).clamp(1, 7);
+    let dims: Vec<usize> = hdr.dim[1..=nd].iter().map(|&d| d as usize).collect();
+    super::check_declared_size(path, &dims)?;
     let obj = ReaderOptions::new()
         .read_file(path)
         .map_err(|e| bad(path, e.to_string()))?;
