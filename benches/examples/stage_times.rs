@@ -1,0 +1,85 @@
+//! medseg's side of `benches/compare/compare.sh`: median time of each stage on the inputs the
+//! PyTorch side uses, and peak RSS. Prints one JSON object.
+//!
+//! `stage_times lite|vitb REPEATS` (thread count: `RAYON_NUM_THREADS`).
+
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+use medseg::model::PromptBatch;
+use medseg::segmenter::to_vec;
+use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
+use medseg::{io, ModelFamily, Segmenter};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map(|k| k / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn main() -> medseg::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("lite");
+    let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let t0 = Instant::now();
+    let (family, sd) = if which == "vitb" {
+        let layout = std::fs::read_to_string(root.join("tests/fixtures/golden/vit_b_layout.txt"))
+            .map_err(|e| medseg::Error::io("vit_b_layout.txt", e))?;
+        (
+            ModelFamily::MedSam,
+            seeded_random_state_dict(&parse_layout(&layout), 2024),
+        )
+    } else {
+        (
+            ModelFamily::LiteMedSam,
+            StateDict::load(lite_medsam::ensure()?)?,
+        )
+    };
+    let device = medseg::cpu();
+    let seg = Segmenter::from_state_dict(family, &sd, &device)?;
+    drop(sd);
+    let load_s = t0.elapsed().as_secs_f64();
+    let image = io::read_png(root.join("tests/fixtures/images/demo_ct.png"))?;
+    let input = seg.preprocess(&image);
+    let s = input.size;
+    let mut enc = Vec::new();
+    let mut emb = None;
+    for _ in 0..reps {
+        let x = Tensor::<4>::from_data(TensorData::new(input.data.clone(), [1, 3, s, s]), &device);
+        let t = Instant::now();
+        let e = seg.model().embed(x);
+        let _ = to_vec(e.clone())?;
+        enc.push(t.elapsed().as_secs_f64());
+        emb = Some(e);
+    }
+    let emb = emb.expect("reps > 0");
+    let b = seg.box_to_model([95.0, 255.0, 190.0, 350.0], (image.height, image.width));
+    let batch = PromptBatch {
+        boxes: Some(vec![b]),
+        ..Default::default()
+    };
+    let mut dec = Vec::new();
+    for _ in 0..reps.max(10) {
+        let t = Instant::now();
+        let (m, i) = seg.model().decode(emb.clone(), &batch);
+        let _ = (to_vec(m)?, to_vec(i)?);
+        dec.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{{\"model\": \"{which}\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"decoder_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        median(enc),
+        median(dec),
+        peak_rss_mb()
+    );
+    Ok(())
+}
