@@ -34,7 +34,10 @@ fn main() -> medseg::Result<()> {
     let t0 = Instant::now();
     let (family, sd) = if which == "vitb" {
         let layout = std::fs::read_to_string(root.join("tests/fixtures/golden/vit_b_layout.txt"))
-            .map_err(|e| medseg::Error::io("vit_b_layout.txt", e))?;
+            .map_err(|e| medseg::Error::Io {
+            path: "vit_b_layout.txt".into(),
+            source: e,
+        })?;
         (
             ModelFamily::MedSam,
             seeded_random_state_dict(&parse_layout(&layout), 2024),
