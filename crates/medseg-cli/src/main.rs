@@ -217,23 +217,33 @@ fn run(cmd: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             bar.finish_and_clear();
             write_volume_mask(&output, &res.mask, &vol, key)?;
-            if let Some(l) = &logits {
-                let img = key_image(&vol, key, &opts)?;
+            // The 8-bit volume the model saw, mapped once for the logits and the overlay.
+            let img8 = (logits.is_some() || overlay.is_some()).then(|| {
+                let rule = opts
+                    .intensity
+                    .unwrap_or(Intensity::default_for(vol.modality));
+                medseg::volume::to_u8(&vol.data, rule)
+            });
+            if let (Some(l), Some(img8)) = (&logits, &img8) {
+                let n = vol.dims[1] * vol.dims[2];
+                let img = medseg::Image::new(
+                    vol.dims[2],
+                    vol.dims[1],
+                    1,
+                    img8[key * n..(key + 1) * n].to_vec(),
+                )
+                .map_err(|e| e.to_string())?;
                 let emb = seg.embed(&img).map_err(|e| e.to_string())?;
                 let pred = seg
                     .predict(&emb, &medseg::Prompt::from_box(bbox))
                     .map_err(|e| e.to_string())?;
                 write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
             }
-            if let Some(o) = &overlay {
-                let rule = opts
-                    .intensity
-                    .unwrap_or(Intensity::default_for(vol.modality));
-                let img8 = medseg::volume::to_u8(&vol.data, rule);
+            if let (Some(o), Some(img8)) = (&overlay, &img8) {
                 let mut zs: Vec<usize> = res.slices_run.clone();
                 zs.sort_unstable();
                 write_atomic(o, |p| {
-                    overlay_montage(p, &img8, &res.mask, vol.dims, &zs, &res.boxes)
+                    overlay_montage(p, img8, &res.mask, vol.dims, &zs, &res.boxes)
                 })?;
             }
             println!(
@@ -300,22 +310,6 @@ fn segment_2d(
         output.display()
     );
     Ok(())
-}
-
-/// The 8-bit key slice the model sees.
-fn key_image(vol: &Volume, key: usize, opts: &VolumeOptions) -> Result<medseg::Image, String> {
-    let n = vol.dims[1] * vol.dims[2];
-    let rule = opts
-        .intensity
-        .unwrap_or(Intensity::default_for(vol.modality));
-    let all = medseg::volume::to_u8(&vol.data, rule);
-    medseg::Image::new(
-        vol.dims[2],
-        vol.dims[1],
-        1,
-        all[key * n..(key + 1) * n].to_vec(),
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// Write a mask by the output's extension.
