@@ -88,18 +88,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_box(s: &str) -> Result<[f64; 4], String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("--box {s:?}: expected four numbers X0,Y0,X1,Y1"))?;
-    if v.len() != 4 {
-        return Err(format!("--box {s:?}: expected four numbers X0,Y0,X1,Y1"));
-    }
-    Ok([v[0], v[1], v[2], v[3]])
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
@@ -149,7 +137,7 @@ fn run(cmd: Command) -> Result<(), String> {
             largest_component,
             max_drift,
         } => {
-            let bbox = parse_box(&bbox)?;
+            let bbox = medseg::prompt::parse_box(&bbox).map_err(|e| format!("--box: {e}"))?;
             for out in [Some(&output), logits.as_ref(), overlay.as_ref()]
                 .into_iter()
                 .flatten()

@@ -21,22 +21,36 @@
 //! Layout: [`weights`] and [`io`] read files (no Burn), [`preprocess`] holds the official
 //! scripts' resamplers (no Burn), [`model`] is the network (no I/O), [`segmenter`] joins them.
 
+//!
+//! The network and everything that runs it ([`model`], [`segmenter`], [`propagate`]) sit behind
+//! the default feature `model`; `default-features = false` leaves the Burn-free readers,
+//! resamplers and prompt checks (what the fuzz targets in `fuzz/` build against).
+
 pub mod error;
 pub mod io;
+#[cfg(feature = "model")]
 pub mod model;
 mod pickle_scan;
 pub mod preprocess;
+pub mod prompt;
+#[cfg(feature = "model")]
 pub mod propagate;
+#[cfg(feature = "model")]
 pub mod segmenter;
 pub mod volume;
 pub mod weights;
 
+#[cfg(feature = "model")]
 pub use burn::tensor::Device;
 pub use error::{Error, Result};
+#[cfg(feature = "model")]
 pub use model::{ModelFamily, Sam};
 pub use preprocess::Image;
+pub use prompt::Prompt;
+#[cfg(feature = "model")]
 pub use propagate::{EmptySlice, VolumeOptions, VolumeSegmentation};
-pub use segmenter::{cpu, ImageEmbedding, Prediction, Prompt, Segmenter};
+#[cfg(feature = "model")]
+pub use segmenter::{cpu, ImageEmbedding, Prediction, Segmenter};
 pub use volume::{Intensity, LesionStats, Modality, Volume};
 
 /// A wgpu device (Vulkan, Metal, DX12 or WebGPU; the best adapter available).

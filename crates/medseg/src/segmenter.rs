@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::model::{ModelFamily, PromptBatch, Sam};
 use crate::preprocess::{self, Image, ModelInput};
+pub use crate::prompt::Prompt;
 use crate::weights::{self, StateDict};
 
 /// The CPU device (Burn's `flex` backend).
@@ -30,29 +31,6 @@ pub struct ImageEmbedding {
     pub original_size: (usize, usize),
     /// `(height, width)` of the resized image inside the model frame.
     pub content_size: (usize, usize),
-}
-
-/// A prompt in original-image pixel coordinates.
-#[derive(Debug, Clone, Default)]
-pub struct Prompt {
-    /// Boxes `[x0, y0, x1, y1]`; several boxes run as one batched decoder call.
-    pub boxes: Vec<[f64; 4]>,
-    /// Points `(x, y)` with labels (1 foreground, 0 background), shared by every box.
-    pub points: Vec<([f64; 2], i64)>,
-    /// Optional low-res mask logits `256 × 256` from an earlier prediction.
-    pub mask_input: Option<Vec<f32>>,
-    /// Return the three multimask outputs instead of the single mask.
-    pub multimask: bool,
-}
-
-impl Prompt {
-    /// One box, single-mask output (the MedSAM use).
-    pub fn from_box(b: [f64; 4]) -> Self {
-        Self {
-            boxes: vec![b],
-            ..Default::default()
-        }
-    }
 }
 
 /// The decoder's answer for each prompt of a batch.
@@ -186,25 +164,9 @@ impl Segmenter {
         }
     }
 
-    /// Check a box against the image.
+    /// Check a box against the image (see [`crate::prompt::validate_box`]).
     pub fn validate_box(b: [f64; 4], size: (usize, usize)) -> Result<()> {
-        let (h, w) = size;
-        let err = |reason: &str| Error::InvalidBox {
-            bbox: b,
-            width: w,
-            height: h,
-            reason: reason.into(),
-        };
-        if b.iter().any(|v| !v.is_finite()) {
-            return Err(err("coordinates must be finite"));
-        }
-        if b[0] < 0.0 || b[1] < 0.0 || b[2] > w as f64 || b[3] > h as f64 {
-            return Err(err("the box lies (partly) outside the image"));
-        }
-        if b[2] <= b[0] || b[3] <= b[1] {
-            return Err(err("need x0 < x1 and y0 < y1"));
-        }
-        Ok(())
+        crate::prompt::validate_box(b, size)
     }
 
     /// Decode prompts on an embedding; masks come back at the original image size.
@@ -216,24 +178,7 @@ impl Segmenter {
             )));
         }
         let size = emb.original_size;
-        for b in &prompt.boxes {
-            Self::validate_box(*b, size)?;
-        }
-        for (p, l) in &prompt.points {
-            if p.iter().any(|v| !v.is_finite()) {
-                return Err(Error::InvalidPrompt(
-                    "point coordinates must be finite".into(),
-                ));
-            }
-            if !(*l == 0 || *l == 1) {
-                return Err(Error::InvalidPrompt(format!(
-                    "point label {l}: expected 1 (foreground) or 0 (background)"
-                )));
-            }
-        }
-        if prompt.boxes.is_empty() && prompt.points.is_empty() && prompt.mask_input.is_none() {
-            return Err(Error::InvalidPrompt("no box, point or mask given".into()));
-        }
+        prompt.validate(size)?;
         let bs = prompt.boxes.len().max(1);
         let mut batch = PromptBatch::default();
         if !prompt.boxes.is_empty() {
@@ -258,17 +203,6 @@ impl Segmenter {
             batch.points = Some((coords, labels, n));
         }
         if let Some(m) = &prompt.mask_input {
-            if m.len() != 256 * 256 {
-                return Err(Error::InvalidPrompt(format!(
-                    "mask input has {} values, expected 256x256",
-                    m.len()
-                )));
-            }
-            if m.iter().any(|v| !v.is_finite()) {
-                return Err(Error::InvalidPrompt(
-                    "mask input holds non-finite values".into(),
-                ));
-            }
             let data: Vec<f32> = (0..bs).flat_map(|_| m.iter().copied()).collect();
             batch.masks = Some(Tensor::from_data(
                 TensorData::new(data, [bs, 1, 256, 256]),

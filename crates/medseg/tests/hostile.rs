@@ -72,3 +72,20 @@ fn lying_safetensors_headers_are_refused() {
         other => panic!("expected NonFiniteWeights, got {other:?}"),
     }
 }
+
+/// Inputs found by the fuzz targets (`fuzz/regressions/<target>/`): each is refused with a
+/// specific error, without the allocation that the declared sizes asked for.
+#[test]
+fn fuzz_findings_are_refused() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    // A 17 KB DICOM file whose OB element declares 2.8 GB: dicom-rs would allocate and
+    // zero-fill that before failing to read it; the length walk refuses it first.
+    let dcm = root.join("dicom/oom-declared-value-length-2.8GB.dcm");
+    assert!(std::fs::metadata(&dcm).unwrap().len() < 20_000);
+    match medseg::io::dicom::read_file(&dcm) {
+        Err(Error::Dicom { reason, .. }) => {
+            assert!(reason.contains("declares") && reason.contains("remain"), "{reason}")
+        }
+        other => panic!("expected a DICOM length error, got {other:?}"),
+    }
+}

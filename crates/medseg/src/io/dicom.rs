@@ -42,9 +42,128 @@ fn floats(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> 
 }
 
 fn open(path: &Path) -> Result<DefaultDicomObject> {
+    check_value_lengths(path)?;
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| bad(path, e.to_string()))
+}
+
+/// Refuse a file whose elements declare more bytes than the file holds, before dicom-rs
+/// reads it: dicom-parser allocates (and zero-fills) a value's declared length before reading
+/// it, so a 17 KB file declaring a 2.8 GB value costs 2.8 GB (found by `fuzz/`'s `dicom`
+/// target; the same class as GDCM's CVE-2026-3650). This walk reads element headers only, with
+/// dicom-rs's own header decoders; where it cannot follow the structure (deflated data sets,
+/// a header it cannot decode) it stops and leaves the verdict to dicom-rs.
+fn check_value_lengths(path: &Path) -> Result<()> {
+    use std::io::{BufReader, Read, Seek, SeekFrom};
+
+    use dicom_encoding::decode::explicit_le::ExplicitVRLittleEndianDecoder;
+    use dicom_encoding::decode::Decode;
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    const ITEM: dicom_object::Tag = dicom_object::Tag(0xFFFE, 0xE000);
+    const SEQUENCE_END: dicom_object::Tag = dicom_object::Tag(0xFFFE, 0xE0DD);
+
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut src = BufReader::new(file);
+    let mut pos = 0u64;
+    let mut magic = [0u8; 132];
+    if src.read_exact(&mut magic).is_ok() && &magic[128..] == b"DICM" {
+        pos = 132;
+    }
+    src.seek(SeekFrom::Start(pos))
+        .map_err(|e| Error::io(path, e))?;
+    let too_long = |tag: dicom_object::Tag, len: u32, at: u64| {
+        bad(
+            path,
+            format!(
+                "element {tag} at byte {at} declares {len} bytes, but only {} remain in the file",
+                size.saturating_sub(at)
+            ),
+        )
+    };
+
+    // File meta group (0002,xxxx): always explicit VR little endian.
+    let meta = ExplicitVRLittleEndianDecoder::default();
+    let mut ts_uid = None;
+    loop {
+        let mut group = [0u8; 2];
+        if src.read_exact(&mut group).is_err() {
+            return Ok(());
+        }
+        src.seek_relative(-2).map_err(|e| Error::io(path, e))?;
+        if u16::from_le_bytes(group) != 0x0002 {
+            break; // the first data set element: walk on with the data set's decoder
+        }
+        let Ok((h, n)) = meta.decode_header(&mut src) else {
+            return Ok(());
+        };
+        pos += n as u64;
+        let Some(len) = h.len.get() else {
+            return Ok(());
+        };
+        if len as u64 > size - pos {
+            return Err(too_long(h.tag, len, pos));
+        }
+        if h.tag == dicom_object::Tag(0x0002, 0x0010) && len <= 64 {
+            let mut uid = vec![0u8; len as usize];
+            src.read_exact(&mut uid).map_err(|e| Error::io(path, e))?;
+            ts_uid = Some(
+                String::from_utf8_lossy(&uid)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        } else {
+            src.seek_relative(len as i64)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        pos += len as u64;
+    }
+    // No meta group: dicom-rs reads such a data set as implicit VR little endian.
+    let ts = TransferSyntaxRegistry.get(ts_uid.as_deref().unwrap_or("1.2.840.10008.1.2"));
+    let Some(ts) = ts else { return Ok(()) };
+    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+        return Ok(()); // deflated: the declared lengths refer to the inflated stream
+    }
+    let Some(decoder) = ts.decoder_for::<BufReader<std::fs::File>>() else {
+        return Ok(());
+    };
+    // Walk every header. Sequences and items are stepped into (their content is headers);
+    // inside encapsulated pixel data the items are fragments, skipped as bytes.
+    let mut in_fragments = false;
+    while pos < size {
+        let Ok((h, n)) = decoder.decode_header(&mut src) else {
+            return Ok(());
+        };
+        pos += n as u64;
+        let len = h.len.get();
+        if let Some(len) = len {
+            if len as u64 > size - pos {
+                return Err(too_long(h.tag, len, pos));
+            }
+        }
+        let descend = if in_fragments {
+            if h.tag == SEQUENCE_END {
+                in_fragments = false;
+            }
+            h.tag != ITEM
+        } else if len.is_none() {
+            // An undefined length outside a sequence or item is encapsulated pixel data.
+            in_fragments = h.vr != dicom_core::VR::SQ && h.tag.group() != 0xFFFE;
+            true
+        } else {
+            h.vr == dicom_core::VR::SQ || h.tag == ITEM || h.tag.group() == 0xFFFE
+        };
+        if !descend {
+            let len = len.unwrap_or(0);
+            src.seek_relative(len as i64)
+                .map_err(|e| Error::io(path, e))?;
+            pos += len as u64;
+        }
+    }
+    Ok(())
 }
 
 fn read_slice(path: &Path) -> Result<Slice> {

@@ -1,0 +1,176 @@
+//! Prompts in original-image pixel coordinates: parsing and validation (no Burn).
+//!
+//! Everything a user types or passes in as a prompt is checked here before it reaches the
+//! model, so a bad box or point is an [`Error`], never a panic or a silent clamp.
+
+use crate::error::{Error, Result};
+
+/// A prompt in original-image pixel coordinates.
+#[derive(Debug, Clone, Default)]
+pub struct Prompt {
+    /// Boxes `[x0, y0, x1, y1]`; several boxes run as one batched decoder call.
+    pub boxes: Vec<[f64; 4]>,
+    /// Points `(x, y)` with labels (1 foreground, 0 background), shared by every box.
+    pub points: Vec<([f64; 2], i64)>,
+    /// Optional low-res mask logits `256 × 256` from an earlier prediction.
+    pub mask_input: Option<Vec<f32>>,
+    /// Return the three multimask outputs instead of the single mask.
+    pub multimask: bool,
+}
+
+impl Prompt {
+    /// One box, single-mask output (the MedSAM use).
+    pub fn from_box(b: [f64; 4]) -> Self {
+        Self {
+            boxes: vec![b],
+            ..Default::default()
+        }
+    }
+
+    /// Check every part of the prompt against an image of `size = (height, width)`.
+    pub fn validate(&self, size: (usize, usize)) -> Result<()> {
+        for b in &self.boxes {
+            validate_box(*b, size)?;
+        }
+        for (p, l) in &self.points {
+            if p.iter().any(|v| !v.is_finite()) {
+                return Err(Error::InvalidPrompt(
+                    "point coordinates must be finite".into(),
+                ));
+            }
+            if !(*l == 0 || *l == 1) {
+                return Err(Error::InvalidPrompt(format!(
+                    "point label {l}: expected 1 (foreground) or 0 (background)"
+                )));
+            }
+        }
+        if let Some(m) = &self.mask_input {
+            if m.len() != 256 * 256 {
+                return Err(Error::InvalidPrompt(format!(
+                    "mask input has {} values, expected 256x256",
+                    m.len()
+                )));
+            }
+            if m.iter().any(|v| !v.is_finite()) {
+                return Err(Error::InvalidPrompt(
+                    "mask input holds non-finite values".into(),
+                ));
+            }
+        }
+        if self.boxes.is_empty() && self.points.is_empty() && self.mask_input.is_none() {
+            return Err(Error::InvalidPrompt("no box, point or mask given".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Check a box `[x0, y0, x1, y1]` against an image of `size = (height, width)`: finite,
+/// inside the image, and not degenerate.
+pub fn validate_box(b: [f64; 4], size: (usize, usize)) -> Result<()> {
+    let (h, w) = size;
+    let err = |reason: &str| Error::InvalidBox {
+        bbox: b,
+        width: w,
+        height: h,
+        reason: reason.into(),
+    };
+    if b.iter().any(|v| !v.is_finite()) {
+        return Err(err("coordinates must be finite"));
+    }
+    if b[0] < 0.0 || b[1] < 0.0 || b[2] > w as f64 || b[3] > h as f64 {
+        return Err(err("the box lies (partly) outside the image"));
+    }
+    if b[2] <= b[0] || b[3] <= b[1] {
+        return Err(err("need x0 < x1 and y0 < y1"));
+    }
+    Ok(())
+}
+
+/// Parse a box written `X0,Y0,X1,Y1` (pixels; spaces around the numbers are allowed).
+///
+/// Only the syntax is checked here (four finite numbers); [`validate_box`] checks the box
+/// against an image.
+///
+/// ```
+/// assert_eq!(medseg::prompt::parse_box("95, 255,190,350").unwrap(), [95.0, 255.0, 190.0, 350.0]);
+/// assert!(medseg::prompt::parse_box("1,2,3").is_err());
+/// assert!(medseg::prompt::parse_box("1,2,3,NaN").is_err());
+/// ```
+pub fn parse_box(s: &str) -> Result<[f64; 4]> {
+    let bad = |why: &str| Error::InvalidPrompt(format!("box {s:?}: {why}"));
+    let mut out = [0.0f64; 4];
+    let mut n = 0;
+    for part in s.split(',') {
+        if n == 4 {
+            return Err(bad("expected four numbers X0,Y0,X1,Y1, got more"));
+        }
+        let v: f64 = part
+            .trim()
+            .parse()
+            .map_err(|_| bad("expected four numbers X0,Y0,X1,Y1"))?;
+        if !v.is_finite() {
+            return Err(bad("coordinates must be finite"));
+        }
+        out[n] = v;
+        n += 1;
+    }
+    if n != 4 {
+        return Err(bad("expected four numbers X0,Y0,X1,Y1"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_box_accepts_four_numbers_only() {
+        assert_eq!(parse_box("1,2,3,4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(parse_box(" 1.5 , 2e1,3,4 ").unwrap(), [1.5, 20.0, 3.0, 4.0]);
+        for bad in [
+            "",
+            "1,2,3",
+            "1,2,3,4,5",
+            "a,b,c,d",
+            "1,,3,4",
+            "1,2,3,inf",
+            "1;2;3;4",
+        ] {
+            assert!(
+                matches!(parse_box(bad), Err(Error::InvalidPrompt(_))),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_checks_every_part() {
+        let size = (100, 200); // height, width
+        assert!(Prompt::from_box([0.0, 0.0, 200.0, 100.0])
+            .validate(size)
+            .is_ok());
+        assert!(Prompt::from_box([0.0, 0.0, 201.0, 100.0])
+            .validate(size)
+            .is_err());
+        assert!(Prompt::from_box([10.0, 0.0, 10.0, 100.0])
+            .validate(size)
+            .is_err());
+        assert!(Prompt::default().validate(size).is_err());
+        let p = Prompt {
+            points: vec![([5.0, 5.0], 2)],
+            ..Default::default()
+        };
+        assert!(p.validate(size).is_err());
+        let p = Prompt {
+            mask_input: Some(vec![0.0; 10]),
+            ..Default::default()
+        };
+        assert!(p.validate(size).is_err());
+        let p = Prompt {
+            mask_input: Some(vec![0.0; 65536]),
+            ..Default::default()
+        };
+        assert!(p.validate(size).is_ok());
+    }
+}
