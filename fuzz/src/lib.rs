@@ -15,7 +15,14 @@ const FUZZ_MAX_VOXELS: &str = "4194304";
 
 fn init() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var("MEDSEG_MAX_VOXELS", FUZZ_MAX_VOXELS));
+    ONCE.call_once(|| {
+        std::env::set_var("MEDSEG_MAX_VOXELS", FUZZ_MAX_VOXELS);
+        // libfuzzer-sys's panic hook aborts on every panic, even one that medseg catches at a
+        // third-party decoder and returns as an error (see `medseg::io`'s decoder guard). Print
+        // instead: a panic that escapes medseg still aborts (libfuzzer-sys catches it at the
+        // target's boundary) and is reported as a crash.
+        std::panic::set_hook(Box::new(|info| eprintln!("{info}")));
+    });
 }
 
 /// A scratch file per process and target (libFuzzer's `-fork`/`-jobs` run separate processes).

@@ -161,8 +161,15 @@ fn percentile(sorted: &[f32], q: f64) -> f64 {
     let pos = q / 100.0 * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
-    let f = pos - lo as f64;
-    sorted[lo] as f64 * (1.0 - f) + sorted[hi] as f64 * f
+    let t = pos - lo as f64;
+    let (a, b) = (sorted[lo] as f64, sorted[hi] as f64);
+    // numpy's `_lerp`: from the nearer end, so equal neighbours give that value exactly
+    // (`a*(1-t) + b*t` gave 255.00000000000003 for a = b = 255, and a clip range lo > hi).
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
 }
 
 /// Map intensities to `uint8` for the whole volume at once (MedSAM's `pre_CT_MR.py`).
@@ -182,8 +189,8 @@ pub fn to_u8(values: &[f32], rule: Intensity) -> Vec<u8> {
                 return vec![0; values.len()];
             }
             fg.sort_by(|a, b| a.total_cmp(b));
-            let lo = percentile(&fg, 0.5);
             let hi = percentile(&fg, 99.5);
+            let lo = percentile(&fg, 0.5).min(hi);
             let clipped: Vec<f64> = values.iter().map(|&v| (v as f64).clamp(lo, hi)).collect();
             let mn = clipped.iter().copied().fold(f64::MAX, f64::min);
             let mx = clipped.iter().copied().fold(f64::MIN, f64::max);
@@ -375,5 +382,35 @@ impl std::fmt::Display for LesionStats {
                 self.mean_intensity
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        // np.percentile([1, 2, 4, 8], q) for q = 0, 10, 50, 99.5, 100
+        let v = [1.0f32, 2.0, 4.0, 8.0];
+        for (q, want) in [
+            (0.0, 1.0),
+            (10.0, 1.3),
+            (50.0, 3.0),
+            (99.5, 7.94),
+            (100.0, 8.0),
+        ] {
+            assert!((percentile(&v, q) - want).abs() < 1e-12, "q={q}");
+        }
+        // Equal neighbours give that value exactly, from either side.
+        let flat = [255.0f32; 7];
+        assert_eq!(percentile(&flat, 0.5), 255.0);
+        assert_eq!(percentile(&flat, 99.5), 255.0);
+    }
+
+    #[test]
+    fn percentile_window_of_a_constant_foreground_does_not_panic() {
+        let values = [0.0f32, 255.0, 255.0, 255.0, 255.0];
+        assert_eq!(to_u8(&values, Intensity::Percentile), vec![0; 5]);
     }
 }

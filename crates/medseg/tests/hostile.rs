@@ -84,8 +84,33 @@ fn fuzz_findings_are_refused() {
     assert!(std::fs::metadata(&dcm).unwrap().len() < 20_000);
     match medseg::io::dicom::read_file(&dcm) {
         Err(Error::Dicom { reason, .. }) => {
-            assert!(reason.contains("declares") && reason.contains("remain"), "{reason}")
+            assert!(
+                reason.contains("declares") && reason.contains("remain"),
+                "{reason}"
+            )
         }
         other => panic!("expected a DICOM length error, got {other:?}"),
     }
+    // An RLE frame whose segment is shorter than the frame: dicom-rs 0.10.1 indexes past it
+    // (a panic); medseg returns the panic as an error.
+    let dcm = root.join("dicom/rle-short-segment-panics-dicom-rs.dcm");
+    match medseg::io::dicom::read_file(&dcm) {
+        Err(Error::Dicom { reason, .. }) => {
+            assert!(reason.contains("decoder failed"), "{reason}")
+        }
+        other => panic!("expected a DICOM decoder error, got {other:?}"),
+    }
+    // Big-endian NIfTI with less data than the header declares: the nifti crate panicked
+    // while swapping bytes; the length check refuses it first.
+    let nii = root.join("nifti/big-endian-truncated-data.nii");
+    match medseg::io::nifti::read(&nii) {
+        Err(Error::Nifti { reason, .. }) => assert!(reason.contains("truncated"), "{reason}"),
+        other => panic!("expected a truncated-NIfTI error, got {other:?}"),
+    }
+    // A picture whose foreground is nearly all one grey level: the MR percentile window's
+    // interpolation gave lo = 255.00000000000003 > hi = 255 and `clamp` panicked.
+    let png = root.join("png/mr-percentile-equal-ranks.png");
+    let vol = medseg::io::read_image_volume(&png).unwrap();
+    let u8s = medseg::volume::to_u8(&vol.data, medseg::Intensity::Percentile);
+    assert_eq!(u8s.len(), vol.data.len());
 }

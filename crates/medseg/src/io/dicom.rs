@@ -167,6 +167,10 @@ fn check_value_lengths(path: &Path) -> Result<()> {
 }
 
 fn read_slice(path: &Path) -> Result<Slice> {
+    super::guard_decoder(|| read_slice_unguarded(path), |m| bad(path, m))
+}
+
+fn read_slice_unguarded(path: &Path) -> Result<Slice> {
     let obj = open(path)?;
     // Declared size, checked before the pixel data is decoded.
     let dim = |tag| {

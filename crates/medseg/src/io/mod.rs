@@ -144,6 +144,28 @@ pub mod dicom;
 #[cfg(feature = "nifti")]
 pub mod nifti;
 
+/// Run a third-party decoder on untrusted bytes, turning a panic inside it into an error.
+///
+/// dicom-rs and the nifti crate index past buffers on some malformed inputs (found by the fuzz
+/// targets in `fuzz/`; e.g. a short RLE segment); such a panic must not cross medseg's API.
+/// Needs the default `panic = "unwind"`.
+pub(crate) fn guard_decoder<T>(
+    f: impl FnOnce() -> Result<T>,
+    err: impl FnOnce(String) -> Error,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(err(format!("the decoder failed on malformed data ({msg})")))
+        }
+    }
+}
+
 /// Largest volume (in voxels) a reader accepts, checked against the file's declared size
 /// before the pixel data is allocated: `$MEDSEG_MAX_VOXELS`, default 2³⁰ (4 GiB as `f32`).
 pub fn max_voxels() -> usize {

@@ -77,6 +77,40 @@ fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
 /// Data with negative values below −100 is taken as CT (HU), other data as MR.
 pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
+    super::guard_decoder(|| read_unguarded(path), |m| bad(path, m))
+}
+
+/// Refuse a file holding fewer data bytes than its header declares (the nifti crate indexes
+/// past the end of such data when it swaps bytes). A `.nii.gz` is inflated once to count.
+fn check_data_length(path: &Path, hdr: &nifti::NiftiHeader, dims: &[usize]) -> Result<()> {
+    let elem = hdr
+        .data_type()
+        .map_err(|e| bad(path, e.to_string()))?
+        .size_of() as u64;
+    let offset = hdr.vox_offset.max(0.0) as u64;
+    let nvox = dims.iter().map(|&d| d as u64).product::<u64>();
+    let needed = offset.saturating_add(nvox * elem.max(1));
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let have = if path.to_string_lossy().to_ascii_lowercase().ends_with(".gz") {
+        let mut z = flate2::read::GzDecoder::new(f).take(needed);
+        std::io::copy(&mut z, &mut std::io::sink())
+            .map_err(|e| bad(path, format!("cannot inflate: {e}")))?
+    } else {
+        f.metadata().map_err(|e| Error::io(path, e))?.len()
+    };
+    if have < needed {
+        return Err(bad(
+            path,
+            format!(
+                "truncated: the header declares {nvox} voxels of {elem} bytes from byte {offset} \
+                 ({needed} bytes), the file holds {have}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_unguarded(path: &Path) -> Result<Volume> {
     match header_size(path)? {
         348 => {}
         540 => {
@@ -92,6 +126,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     let nd = (hdr.dim[0] as usize).clamp(1, 7);
     let dims: Vec<usize> = hdr.dim[1..=nd].iter().map(|&d| d as usize).collect();
     super::check_declared_size(path, &dims)?;
+    check_data_length(path, &hdr, &dims)?;
     let obj = ReaderOptions::new()
         .read_file(path)
         .map_err(|e| bad(path, e.to_string()))?;
