@@ -91,6 +91,15 @@ fn fuzz_findings_are_refused() {
         }
         other => panic!("expected a DICOM length error, got {other:?}"),
     }
+    // An UL element of 2 bytes: dicom-rs reads no number but counts 2 bytes, so every later
+    // header is read 2 bytes early, and pixel data bytes became a 0xFFFF0000-byte length.
+    let dcm = root.join("dicom/ul-length-2-misaligns-dicom-rs.dcm");
+    match medseg::io::dicom::read_file(&dcm) {
+        Err(Error::Dicom { reason, .. }) => {
+            assert!(reason.contains("not a multiple of 4"), "{reason}")
+        }
+        other => panic!("expected a DICOM value-length error, got {other:?}"),
+    }
     // An RLE frame whose segment is shorter than the frame: dicom-rs 0.10.1 indexes past it
     // (a panic); medseg returns the panic as an error.
     let dcm = root.join("dicom/rle-short-segment-panics-dicom-rs.dcm");

@@ -143,6 +143,20 @@ fn check_value_lengths(path: &Path) -> Result<()> {
             if len as u64 > size - pos {
                 return Err(too_long(h.tag, len, pos));
             }
+            // dicom-parser reads `len / unit` numbers but counts `len` bytes, so a binary value
+            // of a length that is not a multiple of its unit shifts every later header (one
+            // such shift read a length of 0xFFFF0000 from pixel data bytes). At the end of the
+            // file nothing follows, so an odd tail there is left to dicom-rs.
+            let unit = binary_unit(h.vr);
+            if !in_fragments && len as u64 % unit != 0 && pos + (len as u64) < size {
+                return Err(bad(
+                    path,
+                    format!(
+                        "element {} ({:?}) at byte {pos} has {len} bytes, not a multiple of {unit}",
+                        h.tag, h.vr
+                    ),
+                ));
+            }
         }
         let descend = if in_fragments {
             if h.tag == SEQUENCE_END {
@@ -164,6 +178,17 @@ fn check_value_lengths(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes per number of a binary VR (1 for the others).
+fn binary_unit(vr: dicom_core::VR) -> u64 {
+    use dicom_core::VR;
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::OL | VR::OF | VR::AT => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    }
 }
 
 fn read_slice(path: &Path) -> Result<Slice> {

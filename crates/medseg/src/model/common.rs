@@ -294,9 +294,48 @@ impl ConvTranspose2x2 {
     }
 }
 
-/// Exact (erf) GELU, as PyTorch's `nn.GELU()`.
+/// Exact (erf) GELU, as PyTorch's `nn.GELU()`. On the CPU backend it runs in place on all
+/// cores ([`super::host`]); elsewhere it is Burn's.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    activation::gelu(x)
+    on_host(x, activation::gelu, super::host::gelu)
+}
+
+/// `gelu(x + y)` in one pass on the CPU backend.
+pub fn add_gelu<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    if x.device() != Device::flex() || x.dims() != y.dims() {
+        return activation::gelu(x + y);
+    }
+    let y = y.into_data();
+    match y.as_slice::<f32>() {
+        Ok(ys) => on_host(
+            x,
+            |x| activation::gelu(x),
+            |xs| super::host::add_gelu(xs, ys),
+        ),
+        Err(_) => activation::gelu(x + Tensor::from_data(y, &Device::flex())),
+    }
+}
+
+/// Run `host` on the tensor's `f32` values in place when it lives on the CPU backend (the
+/// buffer moves out and back without a copy when the tensor is contiguous and not shared);
+/// otherwise run `device_op`.
+fn on_host<const D: usize>(
+    x: Tensor<D>,
+    device_op: impl FnOnce(Tensor<D>) -> Tensor<D>,
+    host: impl FnOnce(&mut [f32]),
+) -> Tensor<D> {
+    let device = x.device();
+    if device != Device::flex() {
+        return device_op(x);
+    }
+    let mut data = x.into_data();
+    match data.as_mut_slice::<f32>() {
+        Ok(values) => {
+            host(values);
+            Tensor::from_data(data, &device)
+        }
+        Err(_) => device_op(Tensor::from_data(data, &device)),
+    }
 }
 
 /// Zero-pad the two spatial dims of `[B, H, W, C]` at the bottom and right.

@@ -10,8 +10,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
-    Linear, Loader,
+    add_gelu, conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm,
+    LayerNorm2d, Linear, Loader,
 };
 
 /// TinyViT hyper-parameters.
@@ -51,7 +51,7 @@ impl MBConv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = gelu(self.conv1.forward(x.clone()));
         let y = gelu(self.conv2.forward(y));
-        gelu(self.conv3.forward(y) + x)
+        add_gelu(self.conv3.forward(y), x)
     }
 }
 
