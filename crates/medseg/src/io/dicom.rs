@@ -148,7 +148,7 @@ fn check_value_lengths(path: &Path) -> Result<()> {
             // such shift read a length of 0xFFFF0000 from pixel data bytes). At the end of the
             // file nothing follows, so an odd tail there is left to dicom-rs.
             let unit = binary_unit(h.vr);
-            if !in_fragments && len as u64 % unit != 0 && pos + (len as u64) < size {
+            if !in_fragments && !(len as u64).is_multiple_of(unit) && pos + (len as u64) < size {
                 return Err(bad(
                     path,
                     format!(

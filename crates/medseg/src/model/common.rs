@@ -302,17 +302,32 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `gelu(x + y)` in one pass on the CPU backend.
 pub fn add_gelu<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    binary_on_host(x, y, |x, y| activation::gelu(x + y), super::host::add_gelu)
+}
+
+/// `x + y` (same shape), in place on the CPU backend.
+pub fn add<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    binary_on_host(x, y, |x, y| x + y, super::host::add)
+}
+
+/// [`on_host`] for `x ← f(x, y)` with `y` read only.
+fn binary_on_host<const D: usize>(
+    x: Tensor<D>,
+    y: Tensor<D>,
+    device_op: fn(Tensor<D>, Tensor<D>) -> Tensor<D>,
+    host: fn(&mut [f32], &[f32]),
+) -> Tensor<D> {
     if x.device() != Device::flex() || x.dims() != y.dims() {
-        return activation::gelu(x + y);
+        return device_op(x, y);
     }
     let y = y.into_data();
     match y.as_slice::<f32>() {
         Ok(ys) => on_host(
             x,
-            |x| activation::gelu(x),
-            |xs| super::host::add_gelu(xs, ys),
+            |x| device_op(x, Tensor::from_data(y.clone(), &Device::flex())),
+            |xs| host(xs, ys),
         ),
-        Err(_) => activation::gelu(x + Tensor::from_data(y, &Device::flex())),
+        Err(_) => device_op(x, Tensor::from_data(y, &Device::flex())),
     }
 }
 

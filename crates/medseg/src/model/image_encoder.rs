@@ -15,8 +15,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d, Linear,
-    Loader,
+    add, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
+    Linear, Loader,
 };
 
 /// ViT hyper-parameters (`sam_model_registry`): ViT-B is the MedSAM one.
@@ -171,11 +171,11 @@ impl Block {
         } else {
             self.attn.forward(x)
         };
-        let x = shortcut + x;
+        let x = add(shortcut, x);
         let y = self
             .lin2
             .forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
-        x + y
+        add(x, y)
     }
 }
 

@@ -10,8 +10,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    add_gelu, conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm,
-    LayerNorm2d, Linear, Loader,
+    add, add_gelu, conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d,
+    LayerNorm, LayerNorm2d, Linear, Loader,
 };
 
 /// TinyViT hyper-parameters.
@@ -179,7 +179,7 @@ impl TinyViTBlock {
             let y = window_unpartition(y.reshape([nw, ws, ws, c]), ws, b, h + ph, w + pw);
             y.slice([0..b, 0..h, 0..w, 0..c]).reshape([b, l, c])
         };
-        let x = res + x;
+        let x = add(res, x);
         let x = x.swap_dims(1, 2).reshape([b, c, h, w]);
         let x = self
             .local_conv
@@ -188,7 +188,7 @@ impl TinyViTBlock {
             .swap_dims(1, 2);
         let y = self.mlp_norm.forward(x.clone());
         let y = self.fc2.forward(gelu(self.fc1.forward(y)));
-        x + y
+        add(x, y)
     }
 }
 
