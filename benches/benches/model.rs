@@ -6,6 +6,9 @@
 //! seeded random weights of the parity tests (same shapes and cost as `medsam_vit_b.pth`).
 //! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use burn::tensor::{Device, Tensor, TensorData};

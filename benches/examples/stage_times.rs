@@ -1,7 +1,7 @@
 //! medseg's side of `benches/compare/compare.sh`: median time of each stage on the inputs the
 //! PyTorch side uses, and peak RSS. Prints one JSON object.
 //!
-//! `stage_times lite|vitb REPEATS` (thread count: `RAYON_NUM_THREADS`).
+//! `stage_times lite|vitb REPEATS [DECODER_REPEATS]` (thread count: `RAYON_NUM_THREADS`).
 
 use std::time::Instant;
 
@@ -10,6 +10,9 @@ use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
 use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
 use medseg::{io, ModelFamily, Segmenter};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -30,6 +33,10 @@ fn main() -> medseg::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("lite");
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let dec_reps: usize = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(reps.max(10));
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let t0 = Instant::now();
     let (family, sd) = if which == "vitb" {
@@ -72,7 +79,7 @@ fn main() -> medseg::Result<()> {
         ..Default::default()
     };
     let mut dec = Vec::new();
-    for _ in 0..reps.max(10) {
+    for _ in 0..dec_reps {
         let t = Instant::now();
         let (m, i) = seg.model().decode(emb.clone(), &batch);
         let _ = (to_vec(m)?, to_vec(i)?);

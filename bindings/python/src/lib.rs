@@ -11,6 +11,11 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+/// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
+/// the kernel for every op (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume, VolumeOptions};
 
 pyo3::create_exception!(

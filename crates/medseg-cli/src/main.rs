@@ -8,6 +8,11 @@ use medseg::io::InputKind;
 use medseg::weights::{lite_medsam, StateDict};
 use medseg::{io, EmptySlice, Intensity, ModelFamily, Segmenter, Volume, VolumeOptions};
 
+/// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
+/// the kernel for every op (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "medseg",

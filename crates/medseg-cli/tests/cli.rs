@@ -433,6 +433,40 @@ fn every_bad_input_in_the_corpus_is_one_line_and_a_failure() {
             needle,
         );
     }
+    // the fuzz targets' findings (fuzz/regressions/): each a failure with one line
+    let regressions = fixtures().join("../../fuzz/regressions");
+    for dir in ["dicom", "nifti"] {
+        for entry in std::fs::read_dir(regressions.join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            fails_with(
+                &[
+                    "segment",
+                    "--model",
+                    "lite-medsam",
+                    "--input",
+                    p.to_str().unwrap(),
+                    "--box",
+                    "1,1,5,5",
+                    "--output",
+                    out,
+                ],
+                "",
+            );
+        }
+    }
+    let big = regressions.join("png/217x62736-grey-past-the-voxel-limit.png");
+    let run = medseg()
+        .env("MEDSEG_MAX_VOXELS", "4194304")
+        .args(["info", big.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && err.trim().lines().count() == 1
+            && err.contains("exceeds the limit"),
+        "{err}"
+    );
     // sizes over the configured limit are refused before allocation
     for f in [
         testdata("CT_small.dcm"),

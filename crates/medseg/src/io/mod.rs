@@ -13,8 +13,7 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = image_reader(path)?;
-    let img = reader.decode().map_err(|e| codec(e.to_string()))?;
+    let img = decode_checked(path)?;
     use image::DynamicImage as D;
     match img {
         D::ImageLuma8(g) => Image::new(g.width() as usize, g.height() as usize, 1, g.into_raw()),
@@ -48,17 +47,28 @@ fn image_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std
     Ok(reader)
 }
 
+/// Decode an image after checking its declared width × height against [`max_voxels`] (the
+/// decoders' own byte limit alone let a 217 × 62736 grey PNG past a 4 Mi-voxel limit).
+fn decode_checked(path: &Path) -> Result<image::DynamicImage> {
+    use image::ImageDecoder;
+    let codec = |reason: String| Error::ImageCodec {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let decoder = image_reader(path)?
+        .into_decoder()
+        .map_err(|e| codec(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_declared_size(path, &[h as usize, w as usize])?;
+    image::DynamicImage::from_decoder(decoder).map_err(|e| codec(e.to_string()))
+}
+
 /// Read a PNG/JPEG of any supported depth (8- or 16-bit, grey or RGB; RGB is averaged) as a
 /// one-slice volume of raw intensities, for images that are data rather than pictures
 /// (e.g. 16-bit CT exports). Spacing 1 mm.
 pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
     let path = path.as_ref();
-    let img = image_reader(path)?
-        .decode()
-        .map_err(|e| Error::ImageCodec {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let img = decode_checked(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let data: Vec<f32> = match img.color().channel_count() {
         1 | 2 => img.to_luma32f().into_raw(),

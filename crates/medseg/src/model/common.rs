@@ -169,22 +169,41 @@ pub struct LayerNorm2d {
     pub weight: Tensor<4>,
     pub bias: Tensor<4>,
     pub eps: f64,
+    /// The same weight and bias on the host, for the CPU backend's in-place kernel.
+    host_weight: Option<Vec<f32>>,
+    host_bias: Option<Vec<f32>>,
 }
 
 impl LayerNorm2d {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
+        let w = l.values(&format!("{prefix}.weight"), &[c]);
+        let b = l.values(&format!("{prefix}.bias"), &[c]);
+        let on_cpu = l.device == Device::flex();
         Self {
-            weight: l
-                .tensor(&format!("{prefix}.weight"), [c])
-                .reshape([1, c, 1, 1]),
-            bias: l
-                .tensor(&format!("{prefix}.bias"), [c])
-                .reshape([1, c, 1, 1]),
+            weight: l.from_vec(w.clone(), [c]).reshape([1, c, 1, 1]),
+            bias: l.from_vec(b.clone(), [c]).reshape([1, c, 1, 1]),
             eps: 1e-6,
+            host_weight: on_cpu.then_some(w),
+            host_bias: on_cpu.then_some(b),
         }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if x.device() == Device::flex() {
+            if let (Some(w), Some(b)) = (&self.host_weight, &self.host_bias) {
+                let [_, c, h, wd] = x.dims();
+                let eps = self.eps as f32;
+                return on_host(
+                    x,
+                    |x| self.forward_tensor(x),
+                    |xs| super::host::layer_norm_channels(xs, c, h * wd, w, b, eps),
+                );
+            }
+        }
+        self.forward_tensor(x)
+    }
+
+    fn forward_tensor(&self, x: Tensor<4>) -> Tensor<4> {
         let u = x.clone().mean_dim(1);
         let d = x - u;
         let s = d.clone().square().mean_dim(1);
@@ -298,6 +317,16 @@ impl ConvTranspose2x2 {
 /// cores ([`super::host`]); elsewhere it is Burn's.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     on_host(x, activation::gelu, super::host::gelu)
+}
+
+/// The same values in a contiguous row-major buffer on the CPU backend (one copy of a permuted
+/// view, so that the elementwise ops that follow take flex's fast path); elsewhere `x`.
+pub fn contiguous<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if device != Device::flex() {
+        return x;
+    }
+    Tensor::from_data(x.into_data(), &device)
 }
 
 /// `gelu(x + y)` in one pass on the CPU backend.

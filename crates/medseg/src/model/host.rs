@@ -123,6 +123,85 @@ pub fn add(x: &mut [f32], y: &[f32]) {
         .for_each(|(a, b)| add_chunk(a, b));
 }
 
+/// `LayerNorm2d` in place: `x` is `[B, C, HW]`; each pixel is normalised over its `C` channels
+/// (mean, then the mean of squared deviations, as SAM's `LayerNorm2d`), then scaled and shifted
+/// per channel. Batches run in parallel; within one, the channel loops vectorise over pixels.
+pub fn layer_norm_channels(x: &mut [f32], c: usize, hw: usize, w: &[f32], b: &[f32], eps: f32) {
+    assert!(c > 0 && x.len().is_multiple_of(c * hw) && w.len() == c && b.len() == c);
+    // Split the pixels into tiles so that one batch of a large map also uses every core.
+    let tile = hw.clamp(1, 4096);
+    let tiles_per_batch = hw.div_ceil(tile);
+    let batches = x.len() / (c * hw);
+    let x_ptr = SyncPtr(x.as_mut_ptr());
+    (0..batches * tiles_per_batch)
+        .into_par_iter()
+        .for_each(|job| {
+            let (bi, ti) = (job / tiles_per_batch, job % tiles_per_batch);
+            let p0 = ti * tile;
+            let n = tile.min(hw - p0);
+            // SAFETY: each job touches the pixels [p0, p0 + n) of batch `bi` in every channel:
+            // disjoint between jobs, and inside `x` by the assert above.
+            unsafe { layer_norm_tile(x_ptr.get().add(bi * c * hw + p0), hw, c, n, w, b, eps) };
+        });
+}
+
+/// A raw pointer handed to rayon jobs that write disjoint ranges of one buffer.
+struct SyncPtr(*mut f32);
+// SAFETY: the jobs that share it write disjoint ranges (see `layer_norm_channels`).
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// # Safety
+/// `base + ch * stride + [0, n)` must be valid, exclusively owned memory for every `ch < c`.
+unsafe fn layer_norm_tile(
+    base: *mut f32,
+    stride: usize,
+    c: usize,
+    n: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) {
+    let plane = |ch: usize| unsafe { std::slice::from_raw_parts_mut(base.add(ch * stride), n) };
+    let mut mean = vec![0.0f32; n];
+    for ch in 0..c {
+        acc_chunk(&mut mean, plane(ch));
+    }
+    let inv_c = 1.0 / c as f32;
+    mean.iter_mut().for_each(|m| *m *= inv_c);
+    let mut var = vec![0.0f32; n];
+    for ch in 0..c {
+        acc_sq_dev_chunk(&mut var, plane(ch), &mean);
+    }
+    let rstd: Vec<f32> = var.iter().map(|v| 1.0 / (v * inv_c + eps).sqrt()).collect();
+    for ch in 0..c {
+        norm_chunk(plane(ch), &mean, &rstd, w[ch], b[ch]);
+    }
+}
+
+multiversion!(acc_chunk(acc: &mut [f32], x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += v;
+    }
+});
+
+multiversion!(acc_sq_dev_chunk(acc: &mut [f32], x: &[f32], mean: &[f32]) {
+    for ((a, &v), &m) in acc.iter_mut().zip(x).zip(mean) {
+        let d = v - m;
+        *a += d * d;
+    }
+});
+
+multiversion!(norm_chunk(x: &mut [f32], mean: &[f32], rstd: &[f32], w: f32, b: f32) {
+    for ((v, &m), &r) in x.iter_mut().zip(mean).zip(rstd) {
+        *v = (*v - m) * r * w + b;
+    }
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +234,33 @@ mod tests {
                 (got - want).abs() <= 2.5e-7 * want + 1e-38,
                 "exp({x}) = {got}, want {want}"
             );
+        }
+    }
+
+    #[test]
+    fn layer_norm_channels_matches_the_formula() {
+        let (bsz, c, hw) = (2, 5, 4099); // several pixel tiles, a ragged last one
+        let x: Vec<f32> = (0..bsz * c * hw)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.01 - 3.0)
+            .collect();
+        let w: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
+        let b: Vec<f32> = (0..c).map(|i| i as f32 - 2.0).collect();
+        let mut y = x.clone();
+        layer_norm_channels(&mut y, c, hw, &w, &b, 1e-6);
+        for bi in 0..bsz {
+            for p in (0..hw).step_by(97) {
+                let at = |ch: usize| x[(bi * c + ch) * hw + p] as f64;
+                let m = (0..c).map(at).sum::<f64>() / c as f64;
+                let v = (0..c).map(|ch| (at(ch) - m).powi(2)).sum::<f64>() / c as f64;
+                for ch in 0..c {
+                    let want = (at(ch) - m) / (v + 1e-6).sqrt() * w[ch] as f64 + b[ch] as f64;
+                    let got = y[(bi * c + ch) * hw + p] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{got} vs {want}"
+                    );
+                }
+            }
         }
     }
 

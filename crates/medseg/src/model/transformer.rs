@@ -5,7 +5,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
-use super::common::{LayerNorm, Linear, Loader};
+use super::common::{contiguous, LayerNorm, Linear, Loader};
 
 /// Multi-head attention with an optional down-projection of the internal dimension.
 #[derive(Debug, Clone)]
@@ -164,8 +164,9 @@ impl TwoWayTransformer {
         point_embedding: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
         let [b, c, h, w] = image.dims();
-        let keys0 = image.reshape([b, c, h * w]).swap_dims(1, 2);
-        let key_pe = image_pe.reshape([b, c, h * w]).swap_dims(1, 2);
+        // Contiguous once here: `keys + key_pe` runs five times below.
+        let keys0 = contiguous(image.reshape([b, c, h * w]).swap_dims(1, 2));
+        let key_pe = contiguous(image_pe.reshape([b, c, h * w]).swap_dims(1, 2));
         let mut queries = point_embedding.clone();
         let mut keys = keys0;
         for layer in &self.layers {
