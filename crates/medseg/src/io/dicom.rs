@@ -164,8 +164,10 @@ fn check_value_lengths(path: &Path) -> Result<()> {
             }
             h.tag != ITEM
         } else if len.is_none() {
-            // An undefined length outside a sequence or item is encapsulated pixel data.
-            in_fragments = h.vr != dicom_core::VR::SQ && h.tag.group() != 0xFFFE;
+            // As dicom-parser: undefined-length PixelData holds fragments; any other
+            // undefined-length element is read as a sequence of items (a fuzzed (7FE4,0010)
+            // OB was one, and its "fragment" bytes were parsed as elements).
+            in_fragments = h.tag == dicom_object::Tag(0x7FE0, 0x0010);
             true
         } else {
             h.vr == dicom_core::VR::SQ || h.tag == ITEM || h.tag.group() == 0xFFFE

@@ -202,6 +202,73 @@ multiversion!(norm_chunk(x: &mut [f32], mean: &[f32], rstd: &[f32], w: f32, b: f
     }
 });
 
+/// `[B, R, C]` → `[B, C, R]` (row-major), in cache-sized tiles, batches and tile rows in
+/// parallel.
+pub fn transpose(src: &[f32], batches: usize, rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let plane = rows * cols;
+    assert_eq!(src.len(), batches * plane);
+    let mut out = vec![0.0f32; src.len()];
+    if plane == 0 {
+        return out;
+    }
+    // One job per (batch, band of T output rows = T source columns).
+    let bands = cols.div_ceil(T);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    (0..batches * bands).into_par_iter().for_each(|job| {
+        let (bi, band) = (job / bands, job % bands);
+        let (c0, c1) = (band * T, ((band + 1) * T).min(cols));
+        let s = &src[bi * plane..(bi + 1) * plane];
+        for r0 in (0..rows).step_by(T) {
+            let r1 = (r0 + T).min(rows);
+            for c in c0..c1 {
+                // SAFETY: output row `c` of batch `bi` belongs to this job's band only.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add(bi * plane + c * rows), rows)
+                };
+                for r in r0..r1 {
+                    o[r] = s[r * cols + c];
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The pixel shuffle of a 2×2 stride-2 transposed convolution, plus its bias: `src` holds
+/// `planes` blocks of `[2, 2, H, W]` (the `(i, j)` kernel taps of one output channel) and the
+/// result `planes` blocks of `[2H, 2W]` with `out[2y + i, 2x + j] = src[i, j, y, x] + bias`.
+/// `bias` has one value per output channel and repeats over the batch.
+pub fn pixel_shuffle2_bias(
+    src: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    bias: &[f32],
+) -> Vec<f32> {
+    let plane = 4 * h * w;
+    assert!(src.len() == planes * plane && !bias.is_empty() && planes.is_multiple_of(bias.len()));
+    let mut out = vec![0.0f32; planes * plane];
+    out.par_chunks_mut(plane)
+        .zip(src.par_chunks(plane))
+        .enumerate()
+        .for_each(|(p, (o, s))| {
+            let bv = bias[p % bias.len()];
+            for i in 0..2 {
+                for y in 0..h {
+                    let row = &mut o[(2 * y + i) * 2 * w..(2 * y + i + 1) * 2 * w];
+                    let s0 = &s[((2 * i) * h + y) * w..][..w];
+                    let s1 = &s[((2 * i + 1) * h + y) * w..][..w];
+                    for (x, pair) in row.chunks_exact_mut(2).enumerate() {
+                        pair[0] = s0[x] + bv;
+                        pair[1] = s1[x] + bv;
+                    }
+                }
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +326,42 @@ mod tests {
                         (got - want).abs() < 1e-5 * (1.0 + want.abs()),
                         "{got} vs {want}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_swaps_the_last_two_dims() {
+        for (b, r, c) in [(1, 1, 1), (2, 33, 70), (3, 64, 5), (1, 100, 257)] {
+            let src: Vec<f32> = (0..b * r * c).map(|v| v as f32).collect();
+            let out = transpose(&src, b, r, c);
+            for bi in 0..b {
+                for i in 0..r {
+                    for j in 0..c {
+                        assert_eq!(out[bi * r * c + j * r + i], src[bi * r * c + i * c + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pixel_shuffle_places_every_tap() {
+        let (planes, h, w) = (6, 3, 5); // 2 batches × 3 channels
+        let src: Vec<f32> = (0..planes * 4 * h * w).map(|v| v as f32).collect();
+        let bias = [0.5f32, 1.5, 2.5];
+        let out = pixel_shuffle2_bias(&src, planes, h, w, &bias);
+        for p in 0..planes {
+            for i in 0..2 {
+                for j in 0..2 {
+                    for y in 0..h {
+                        for x in 0..w {
+                            let s = src[p * 4 * h * w + ((i * 2 + j) * h + y) * w + x];
+                            let o = out[p * 4 * h * w + (2 * y + i) * 2 * w + 2 * x + j];
+                            assert_eq!(o, s + bias[p % 3]);
+                        }
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::Tensor;
 
-use super::common::{gelu, ConvTranspose2x2, LayerNorm2d, Linear, Loader};
+use super::common::{gelu, transpose12, ConvTranspose2x2, LayerNorm2d, Linear, Loader};
 use super::transformer::TwoWayTransformer;
 
 /// SAM's `MLP`: ReLU between layers, none after the last.
@@ -101,7 +101,7 @@ impl MaskDecoder {
         let (hs, src) = self.transformer.forward(src, pos, tokens);
         let t = hs.dims()[1];
         let iou_token_out = hs.clone().slice([0..b, 0..1, 0..c]).reshape([b, c]);
-        let src = src.swap_dims(1, 2).reshape([b, c, h, w]);
+        let src = transpose12(src).reshape([b, c, h, w]);
         let up = gelu(self.up_ln.forward(self.up1.forward(src)));
         let up = gelu(self.up2.forward(up)); // [B, C/8, 4h, 4w]
         let [_, cu, hu, wu] = up.dims();

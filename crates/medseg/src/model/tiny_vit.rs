@@ -10,8 +10,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    add, add_gelu, conv2d_bn, gelu, pad_hw, window_partition, window_unpartition, Conv2d,
-    LayerNorm, LayerNorm2d, Linear, Loader,
+    add, add_gelu, conv2d_bn, gelu, pad_hw, transpose12, window_partition, window_unpartition,
+    Conv2d, LayerNorm, LayerNorm2d, Linear, Loader,
 };
 
 /// TinyViT hyper-parameters.
@@ -180,12 +180,8 @@ impl TinyViTBlock {
             y.slice([0..b, 0..h, 0..w, 0..c]).reshape([b, l, c])
         };
         let x = add(res, x);
-        let x = x.swap_dims(1, 2).reshape([b, c, h, w]);
-        let x = self
-            .local_conv
-            .forward(x)
-            .reshape([b, c, l])
-            .swap_dims(1, 2);
+        let x = transpose12(x).reshape([b, c, h, w]);
+        let x = transpose12(self.local_conv.forward(x).reshape([b, c, l]));
         let y = self.mlp_norm.forward(x.clone());
         let y = self.fc2.forward(gelu(self.fc1.forward(y)));
         add(x, y)
@@ -307,11 +303,11 @@ impl TinyViT {
         for (s, (blocks, _ws)) in self.stages.iter().enumerate() {
             x = self.merges[s].forward(x); // [B, C, H, W]
             let [b, c, h, w] = x.dims();
-            let mut t = x.reshape([b, c, h * w]).swap_dims(1, 2); // [B, L, C]
+            let mut t = transpose12(x.reshape([b, c, h * w])); // [B, L, C]
             for blk in blocks {
                 t = blk.forward(t, h, w);
             }
-            x = t.swap_dims(1, 2).reshape([b, c, h, w]);
+            x = transpose12(t).reshape([b, c, h, w]);
         }
         let x = self.neck_ln1.forward(self.neck_conv1.forward(x));
         self.neck_ln2.forward(self.neck_conv2.forward(x))

@@ -5,7 +5,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
-use super::common::{contiguous, LayerNorm, Linear, Loader};
+use super::common::{transpose12, LayerNorm, Linear, Loader};
 
 /// Multi-head attention with an optional down-projection of the internal dimension.
 #[derive(Debug, Clone)]
@@ -165,8 +165,8 @@ impl TwoWayTransformer {
     ) -> (Tensor<3>, Tensor<3>) {
         let [b, c, h, w] = image.dims();
         // Contiguous once here: `keys + key_pe` runs five times below.
-        let keys0 = contiguous(image.reshape([b, c, h * w]).swap_dims(1, 2));
-        let key_pe = contiguous(image_pe.reshape([b, c, h * w]).swap_dims(1, 2));
+        let keys0 = transpose12(image.reshape([b, c, h * w]));
+        let key_pe = transpose12(image_pe.reshape([b, c, h * w]));
         let mut queries = point_embedding.clone();
         let mut keys = keys0;
         for layer in &self.layers {
