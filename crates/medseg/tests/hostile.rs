@@ -100,6 +100,15 @@ fn fuzz_findings_are_refused() {
         }
         other => panic!("expected a DICOM value-length error, got {other:?}"),
     }
+    // A JPEG 2000 frame whose codestream declares a far larger image than the DICOM header:
+    // openjp2 allocated 640 MB for it; the SIZ marker is checked first.
+    let dcm = root.join("dicom/j2k-frame-declares-640MB.dcm");
+    match medseg::io::dicom::read_file(&dcm) {
+        Err(Error::Dicom { reason, .. }) => {
+            assert!(reason.contains("compressed frame declares"), "{reason}")
+        }
+        other => panic!("expected a frame-size error, got {other:?}"),
+    }
     // An RLE frame whose segment is shorter than the frame: dicom-rs 0.10.1 indexes past it
     // (a panic); medseg returns the panic as an error.
     let dcm = root.join("dicom/rle-short-segment-panics-dicom-rs.dcm");

@@ -182,6 +182,46 @@ fn check_value_lengths(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `(width, height, components)` declared by a JPEG 2000 codestream (SIZ) or a JPEG frame
+/// header (SOFn) at the start of a pixel data fragment; `None` for anything else. The J2K and
+/// JPEG decoders allocate from these, not from the DICOM header (a fuzzed J2K frame inside a
+/// small DICOM made openjp2 allocate 640 MB), so they are checked first.
+fn codestream_size(f: &[u8]) -> Option<(usize, usize, usize)> {
+    let be16 = |i: usize| {
+        f.get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let be32 = |i: usize| {
+        f.get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
+        // SOC, SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz
+        let (x, y, xo, yo) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
+        return Some((x.saturating_sub(xo), y.saturating_sub(yo), be16(40)?));
+    }
+    if f.starts_with(&[0xFF, 0xD8]) {
+        // Markers up to the first SOFn (C0-CF but C4 DHT, C8 JPG, CC DAC).
+        let mut i = 2;
+        while i + 4 <= f.len() {
+            if f[i] != 0xFF {
+                return None;
+            }
+            let m = f[i + 1];
+            if m == 0xFF {
+                i += 1;
+                continue;
+            }
+            if (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
+                // Lf P Y X Nf
+                return Some((be16(i + 7)?, be16(i + 5)?, *f.get(i + 9)? as usize));
+            }
+            i += 2 + be16(i + 2)?;
+        }
+    }
+    None
+}
+
 /// Bytes per number of a binary VR (1 for the others).
 fn binary_unit(vr: dicom_core::VR) -> u64 {
     use dicom_core::VR;
@@ -216,6 +256,28 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
             dim(tags::SAMPLES_PER_PIXEL),
         ],
     )?;
+    if let Some(frags) = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().fragments())
+    {
+        let (rows, cols) = (dim(tags::ROWS), dim(tags::COLUMNS));
+        for f in frags {
+            if let Some((w, h, c)) = codestream_size(f) {
+                super::check_declared_size(path, &[h, w, c])?;
+                if (w, h) != (cols, rows) {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "the compressed frame declares {w}x{h} pixels, the DICOM header \
+                             {cols}x{rows}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let ts = obj
         .meta()
         .transfer_syntax()
