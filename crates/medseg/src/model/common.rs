@@ -220,6 +220,9 @@ pub struct Conv2d {
     pub stride: usize,
     pub padding: usize,
     pub groups: usize,
+    /// CPU backend, depthwise 3×3 with padding 1: the taps and bias on the host for
+    /// [`super::host::depthwise3x3`] (flex's grouped convolution was ~5× slower).
+    host_depthwise: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Conv2d {
@@ -240,10 +243,26 @@ impl Conv2d {
             stride,
             padding,
             groups: 1,
+            host_depthwise: None,
         }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some((taps, bias)) = &self.host_depthwise {
+            let [b, c, h, w] = x.dims();
+            let device = x.device();
+            let data = x.into_data();
+            if let Ok(src) = data.as_slice::<f32>() {
+                let (out, ho, wo) =
+                    super::host::depthwise3x3(src, b * c, h, w, self.stride, taps, bias);
+                return Tensor::from_data(TensorData::new(out, [b, c, ho, wo]), &device);
+            }
+            return self.forward_tensor(Tensor::from_data(data, &device));
+        }
+        self.forward_tensor(x)
+    }
+
+    fn forward_tensor(&self, x: Tensor<4>) -> Tensor<4> {
         conv2d(
             x,
             self.weight.clone(),
@@ -279,12 +298,15 @@ pub fn conv2d_bn(
         }
         b[o] = beta[o] - mean[o] * gamma[o] / (var[o] + 1e-5).sqrt();
     }
+    let depthwise = groups == c_in && c_in == c_out && k == 3 && (stride == 1 || stride == 2);
+    let host_depthwise = (depthwise && l.device == Device::flex()).then(|| (wf.clone(), b.clone()));
     Conv2d {
         weight: l.from_vec(wf, [c_out, c_in / groups, k, k]),
         bias: Some(l.from_vec(b, [c_out])),
         stride,
         padding: k / 2,
         groups,
+        host_depthwise,
     }
 }
 

@@ -202,6 +202,78 @@ multiversion!(norm_chunk(x: &mut [f32], mean: &[f32], rstd: &[f32], w: f32, b: f
     }
 });
 
+/// Depthwise 3×3 convolution with padding 1 and stride 1 or 2, plus bias: `src` holds
+/// `planes` (batch × channel) maps of `h × w`; channel `p % c` of each plane uses the 9 taps
+/// `weight[9·ch..]` and `bias[ch]`. Planes run in parallel; with stride 1 the inner loops run
+/// along rows and vectorise.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise3x3(
+    src: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    stride: usize,
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, usize, usize) {
+    let c = bias.len();
+    assert!(src.len() == planes * h * w && weight.len() == 9 * c && planes.is_multiple_of(c));
+    assert!(stride == 1 || stride == 2);
+    let (ho, wo) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
+    let mut out = vec![0.0f32; planes * ho * wo];
+    out.par_chunks_mut(ho * wo)
+        .zip(src.par_chunks(h * w))
+        .enumerate()
+        .for_each(|(p, (o, s))| {
+            let ch = p % c;
+            dw_plane(
+                o,
+                s,
+                h,
+                w,
+                ho,
+                wo,
+                stride,
+                &weight[9 * ch..9 * ch + 9],
+                bias[ch],
+            );
+        });
+    (out, ho, wo)
+}
+
+multiversion!(dw_plane(o: &mut [f32], s: &[f32], h: usize, w: usize, ho: usize, wo: usize, stride: usize, k: &[f32], b: f32) {
+    for oy in 0..ho {
+        let orow = &mut o[oy * wo..(oy + 1) * wo];
+        orow.fill(b);
+        for i in 0..3 {
+            let iy = (oy * stride + i) as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let irow = &s[iy as usize * w..(iy as usize + 1) * w];
+            for j in 0..3 {
+                let kv = k[i * 3 + j];
+                if stride == 1 {
+                    // ox + j - 1 inside [0, w)
+                    let lo = 1usize.saturating_sub(j);
+                    let hi = (w + 1 - j).min(wo);
+                    let src = &irow[lo + j - 1..hi + j - 1];
+                    for (ov, &iv) in orow[lo..hi].iter_mut().zip(src) {
+                        *ov += kv * iv;
+                    }
+                } else {
+                    for (ox, ov) in orow.iter_mut().enumerate() {
+                        let ix = (ox * stride + j) as isize - 1;
+                        if ix >= 0 && ix < w as isize {
+                            *ov += kv * irow[ix as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+});
+
 /// `[B, R, C]` → `[B, C, R]` (row-major), in cache-sized tiles, batches and tile rows in
 /// parallel.
 pub fn transpose(src: &[f32], batches: usize, rows: usize, cols: usize) -> Vec<f32> {
@@ -340,6 +412,47 @@ mod tests {
                 for i in 0..r {
                     for j in 0..c {
                         assert_eq!(out[bi * r * c + j * r + i], src[bi * r * c + i * c + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_direct_convolution() {
+        for (planes, c, h, w, stride) in [
+            (6, 3, 7, 9, 1),
+            (4, 2, 8, 5, 2),
+            (2, 2, 1, 1, 1),
+            (3, 3, 9, 10, 2),
+        ] {
+            let src: Vec<f32> = (0..planes * h * w)
+                .map(|v| ((v * 37) % 11) as f32 - 5.0)
+                .collect();
+            let wt: Vec<f32> = (0..9 * c).map(|v| (v % 7) as f32 * 0.25 - 0.5).collect();
+            let bias: Vec<f32> = (0..c).map(|v| v as f32).collect();
+            let (out, ho, wo) = depthwise3x3(&src, planes, h, w, stride, &wt, &bias);
+            for p in 0..planes {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut want = bias[p % c];
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (iy, ix) = (
+                                    (oy * stride + i) as isize - 1,
+                                    (ox * stride + j) as isize - 1,
+                                );
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    want += wt[9 * (p % c) + i * 3 + j]
+                                        * src[p * h * w + iy as usize * w + ix as usize];
+                                }
+                            }
+                        }
+                        assert_eq!(
+                            out[p * ho * wo + oy * wo + ox],
+                            want,
+                            "{planes} {h}x{w} s{stride}"
+                        );
                     }
                 }
             }

@@ -37,6 +37,7 @@ pub struct PromptEncoder {
     gaussian: Tensor<2>,
     /// Rows: not-a-point, point 0 (bg), point 1 (fg), box corner 0, box corner 1. `[5, C]`
     point_table: Tensor<2>,
+    /// `[1, C, h, w]`: `no_mask_embed` repeated over the grid.
     no_mask_embed: Tensor<4>,
     mask_downscaling: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d, Conv2d),
     /// `[1, C, h, w]`, `get_dense_pe()`, computed once.
@@ -75,10 +76,15 @@ impl PromptEncoder {
             LayerNorm2d::load(l, &format!("{md}.4"), mask_in_chans),
             Conv2d::load(l, &format!("{md}.6"), mask_in_chans, c, 1, 1, 0, true),
         );
-        let no_mask_embed = l
-            .tensor(&format!("{p}.no_mask_embed.weight"), [1, c])
-            .reshape([1, c, 1, 1]);
         let (h, w) = embedding_size;
+        // `no_mask_embed` broadcast over the embedding grid, stored dense: adding a stride-0
+        // view to the image embedding took flex's slow strided path on every decode.
+        let nm = l.values(&format!("{p}.no_mask_embed.weight"), &[1, c]);
+        let dense: Vec<f32> = nm
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, h * w))
+            .collect();
+        let no_mask_embed = l.from_vec(dense, [1, c, h, w]);
         // Grid of pixel centres: x = (j + 0.5) / w, y = (i + 0.5) / h, stacked [x, y].
         let mut grid = Vec::with_capacity(h * w * 2);
         for i in 0..h {
@@ -189,6 +195,7 @@ impl PromptEncoder {
                 let x = gelu(n2.forward(c2.forward(x)));
                 c3.forward(x)
             }
+            None if bs == 1 => self.no_mask_embed.clone(),
             None => self.no_mask_embed.clone().expand([bs, c, h, w]),
         };
         (sparse, dense)
