@@ -159,6 +159,7 @@ pub mod nifti;
 /// dicom-rs and the nifti crate index past buffers on some malformed inputs (found by the fuzz
 /// targets in `fuzz/`; e.g. a short RLE segment); such a panic must not cross medseg's API.
 /// Needs the default `panic = "unwind"`.
+#[cfg(any(feature = "dicom", feature = "nifti"))]
 pub(crate) fn guard_decoder<T>(
     f: impl FnOnce() -> Result<T>,
     err: impl FnOnce(String) -> Error,
