@@ -256,6 +256,11 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
             dim(tags::SAMPLES_PER_PIXEL),
         ],
     )?;
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     if let Some(frags) = obj
         .element_opt(tags::PIXEL_DATA)
         .ok()
@@ -264,6 +269,24 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
     {
         let (rows, cols) = (dim(tags::ROWS), dim(tags::COLUMNS));
         for f in frags {
+            // RLE Lossless: a 64-byte header of at most 15 segment offsets (PS3.5 G.5).
+            // dicom-rs allocates the header's segment count before checking it (a fuzzed
+            // count asked for 814 MB).
+            if ts == "1.2.840.10008.1.2.5" {
+                let n = f
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if f.len() < 64 || n.is_none_or(|n| n > 15) {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "RLE fragment of {} bytes with {n:?} segments (at most 15, header \
+                             64 bytes)",
+                            f.len()
+                        ),
+                    ));
+                }
+            }
             if let Some((w, h, c)) = codestream_size(f) {
                 super::check_declared_size(path, &[h, w, c])?;
                 if (w, h) != (cols, rows) {
@@ -278,11 +301,6 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
             }
         }
     }
-    let ts = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
     let decoded = obj.decode_pixel_data().map_err(|e| {
         use dicom_encoding::TransferSyntaxIndex;
         use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
