@@ -4,7 +4,8 @@
 //!
 //! LiteMedSAM uses the official weights (cached, see `medseg fetch-weights`); ViT-B uses the
 //! seeded random weights of the parity tests (same shapes and cost as `medsam_vit_b.pth`).
-//! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B.
+//! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B. LiteMedSAM also runs a 32-slice volume
+//! (`segment_volume`, throughput in slices/s).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -16,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
 use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
-use medseg::{io, ModelFamily, Prompt, Segmenter};
+use medseg::{io, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions};
 
 fn fixtures() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -78,6 +79,36 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
                     .unwrap()
             })
         });
+        if family == ModelFamily::LiteMedSam {
+            // 32 slices: the demo CT slice repeated, so the mask carries through every slice
+            // (one embedding + one decode per slice, as a real volume costs).
+            let grey: Vec<f32> = image
+                .data
+                .chunks_exact(image.channels)
+                .map(|p| p[0] as f32)
+                .collect();
+            let n = 32;
+            let data: Vec<f32> = (0..n).flat_map(|_| grey.iter().copied()).collect();
+            let vol = Volume::new(
+                data,
+                [n, image.height, image.width],
+                [1.0; 3],
+                Modality::Other,
+            )
+            .unwrap();
+            let mut opts = VolumeOptions::new(n / 2, [95.0, 255.0, 190.0, 350.0]);
+            opts.intensity = Some(Intensity::MinMax);
+            opts.max_intensity_drift = None;
+            g.throughput(Throughput::Elements(n as u64));
+            g.measurement_time(Duration::from_secs(60));
+            g.bench_function("volume_32_slices", |b| {
+                b.iter(|| {
+                    let r = seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
+                    assert_eq!(r.slices_run.len(), n, "the mask carries through every slice");
+                    r
+                })
+            });
+        }
         g.finish();
     }
 }
