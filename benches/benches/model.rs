@@ -104,7 +104,11 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
             g.bench_function("volume_32_slices", |b| {
                 b.iter(|| {
                     let r = seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
-                    assert_eq!(r.slices_run.len(), n, "the mask carries through every slice");
+                    assert_eq!(
+                        r.slices_run.len(),
+                        n,
+                        "the mask carries through every slice"
+                    );
                     r
                 })
             });

@@ -432,6 +432,11 @@ fn fetch_weights(py: Python<'_>) -> PyResult<PathBuf> {
 #[pymodule]
 fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // medseg catches panics inside third-party decoders (malformed files) and returns them as
+    // errors, which arrive here as exceptions; keep Rust's panic message off the notebook's
+    // stderr. A panic that escapes still becomes pyo3's PanicException, with its message. The
+    // hook belongs to this extension module's own Rust runtime.
+    std::panic::set_hook(Box::new(|_| {}));
     m.add_class::<Segmenter>()?;
     m.add_class::<Embedding>()?;
     m.add_function(wrap_pyfunction!(read_volume, m)?)?;

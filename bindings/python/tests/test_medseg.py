@@ -139,6 +139,21 @@ def test_bad_input_raises_python_exceptions(seg):
     assert issubclass(medseg.PromptError, medseg.MedsegError)
 
 
+def test_malformed_files_from_the_fuzzers_are_exceptions(capfd):
+    """Each fuzz finding (fuzz/regressions) is a MedsegError, with nothing else on stderr,
+    including the one where dicom-rs panics inside its RLE decoder."""
+    regressions = ROOT / "fuzz" / "regressions"
+    files = sorted((regressions / "dicom").glob("*.dcm")) + sorted(
+        (regressions / "nifti").glob("*.nii")
+    )
+    assert len(files) >= 8
+    for f in files:
+        with pytest.raises(medseg.MedsegError):
+            medseg.read_volume(str(f))
+    err = capfd.readouterr().err
+    assert "panicked" not in err, err
+
+
 def test_dicom_nifti_io_and_volume(seg, tmp_path):
     ct = TESTDATA / "CT_small.dcm"
     assert ct.exists(), "run tests/data/fetch.sh"
