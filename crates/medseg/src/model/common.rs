@@ -170,37 +170,33 @@ pub struct LayerNorm2d {
     pub bias: Tensor<4>,
     pub eps: f64,
     /// The same weight and bias on the host, for the CPU backend's in-place kernel.
-    host_weight: Option<Vec<f32>>,
-    host_bias: Option<Vec<f32>>,
+    host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LayerNorm2d {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[c]);
         let b = l.values(&format!("{prefix}.bias"), &[c]);
-        let on_cpu = l.device == Device::flex();
+        let host = (l.device == Device::flex()).then(|| (w.clone(), b.clone()));
         Self {
-            weight: l.from_vec(w.clone(), [c]).reshape([1, c, 1, 1]),
-            bias: l.from_vec(b.clone(), [c]).reshape([1, c, 1, 1]),
+            weight: l.from_vec(w, [c]).reshape([1, c, 1, 1]),
+            bias: l.from_vec(b, [c]).reshape([1, c, 1, 1]),
             eps: 1e-6,
-            host_weight: on_cpu.then_some(w),
-            host_bias: on_cpu.then_some(b),
+            host,
         }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if x.device() == Device::flex() {
-            if let (Some(w), Some(b)) = (&self.host_weight, &self.host_bias) {
-                let [_, c, h, wd] = x.dims();
-                let eps = self.eps as f32;
-                return on_host(
-                    x,
-                    |x| self.forward_tensor(x),
-                    |xs| super::host::layer_norm_channels(xs, c, h * wd, w, b, eps),
-                );
-            }
-        }
-        self.forward_tensor(x)
+        let Some((w, b)) = &self.host else {
+            return self.forward_tensor(x);
+        };
+        let [_, c, h, wd] = x.dims();
+        let eps = self.eps as f32;
+        on_host(
+            x,
+            |x| self.forward_tensor(x),
+            |xs| super::host::layer_norm_channels(xs, c, h * wd, w, b, eps),
+        )
     }
 
     fn forward_tensor(&self, x: Tensor<4>) -> Tensor<4> {
@@ -248,18 +244,19 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Some((taps, bias)) = &self.host_depthwise {
-            let [b, c, h, w] = x.dims();
-            let device = x.device();
-            let data = x.into_data();
-            if let Ok(src) = data.as_slice::<f32>() {
+        let Some((taps, bias)) = &self.host_depthwise else {
+            return self.forward_tensor(x);
+        };
+        let [b, c, h, w] = x.dims();
+        from_host(
+            x,
+            |x| self.forward_tensor(x),
+            |src| {
                 let (out, ho, wo) =
                     super::host::depthwise3x3(src, b * c, h, w, self.stride, taps, bias);
-                return Tensor::from_data(TensorData::new(out, [b, c, ho, wo]), &device);
-            }
-            return self.forward_tensor(Tensor::from_data(data, &device));
-        }
-        self.forward_tensor(x)
+                (out, [b, c, ho, wo])
+            },
+        )
     }
 
     fn forward_tensor(&self, x: Tensor<4>) -> Tensor<4> {
@@ -353,23 +350,25 @@ impl ConvTranspose2x2 {
         };
         let [b, c_in, h, w] = x.dims();
         let c_out = bias.len();
-        let device = x.device();
         // [B, Cout·4, H·W]: every output pixel's value before the shuffle.
         let wm = wmat.clone().unsqueeze::<3>();
         // A materialised batch: flex's matmul takes a slow path on a broadcast (stride-0) one.
         let wm = if b > 1 { wm.repeat_dim(0, b) } else { wm };
         let y = wm.matmul(x.reshape([b, c_in, h * w]));
-        let data = y.into_data();
-        let Ok(src) = data.as_slice::<f32>() else {
+        from_host(
+            y,
             // Not f32 (not produced by this model): the same shuffle with tensor ops.
-            return Tensor::<3>::from_data(data, &device)
-                .reshape([b, c_out, 2, 2, h, w])
-                .permute([0, 1, 4, 2, 5, 3])
-                .reshape([b, c_out, 2 * h, 2 * w])
-                + self.bias.clone().reshape([1, c_out, 1, 1]);
-        };
-        let out = super::host::pixel_shuffle2_bias(src, b * c_out, h, w, bias);
-        Tensor::from_data(TensorData::new(out, [b, c_out, 2 * h, 2 * w]), &device)
+            |y| {
+                y.reshape([b, c_out, 2, 2, h, w])
+                    .permute([0, 1, 4, 2, 5, 3])
+                    .reshape([b, c_out, 2 * h, 2 * w])
+                    + self.bias.clone().reshape([1, c_out, 1, 1])
+            },
+            |src| {
+                let out = super::host::pixel_shuffle2_bias(src, b * c_out, h, w, bias);
+                (out, [b, c_out, 2 * h, 2 * w])
+            },
+        )
     }
 }
 
@@ -383,19 +382,12 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// copy (flex's strided copy of a `swap_dims` view was a tenth of the decoder's time);
 /// elsewhere `swap_dims(1, 2)`.
 pub fn transpose12(x: Tensor<3>) -> Tensor<3> {
-    let device = x.device();
-    if device != Device::flex() {
-        return x.swap_dims(1, 2);
-    }
     let [b, r, c] = x.dims();
-    let data = x.into_data();
-    match data.as_slice::<f32>() {
-        Ok(src) => {
-            let out = super::host::transpose(src, b, r, c);
-            Tensor::from_data(TensorData::new(out, [b, c, r]), &device)
-        }
-        Err(_) => Tensor::<3>::from_data(data, &device).swap_dims(1, 2),
-    }
+    from_host(
+        x,
+        |x| x.swap_dims(1, 2),
+        |src| (super::host::transpose(src, b, r, c), [b, c, r]),
+    )
 }
 
 /// `gelu(x + y)` in one pass on the CPU backend.
@@ -446,6 +438,27 @@ fn on_host<const D: usize>(
         Ok(values) => {
             host(values);
             Tensor::from_data(data, &device)
+        }
+        Err(_) => device_op(Tensor::from_data(data, &device)),
+    }
+}
+
+/// Like [`on_host`] for kernels that write a new buffer: `host` reads the `f32` values and
+/// returns the result with its shape; off the CPU backend (or for other dtypes) `device_op`.
+fn from_host<const D: usize, const E: usize>(
+    x: Tensor<D>,
+    device_op: impl FnOnce(Tensor<D>) -> Tensor<E>,
+    host: impl FnOnce(&[f32]) -> (Vec<f32>, [usize; E]),
+) -> Tensor<E> {
+    let device = x.device();
+    if device != Device::flex() {
+        return device_op(x);
+    }
+    let data = x.into_data();
+    match data.as_slice::<f32>() {
+        Ok(values) => {
+            let (out, shape) = host(values);
+            Tensor::from_data(TensorData::new(out, shape), &device)
         }
         Err(_) => device_op(Tensor::from_data(data, &device)),
     }
