@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Lay out fuzz/corpus/<target>/ from the committed seeds, the crafted hostile checkpoints,
-# the committed regression inputs and the real files of tests/data/fetch.sh (pydicom's and
-# nibabel's test files, fetched from PyPI).
+# Lay out OUT/<target>/ (default fuzz/corpus) from the committed seeds, the crafted hostile
+# checkpoints, the committed regression inputs and the real files of tests/data/fetch.sh
+# (pydicom's and nibabel's test files, fetched from PyPI). run.sh fuzzes from it, replay.sh
+# runs every input once.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 data=${MEDSEG_TESTDATA:-$root/target/testdata}
+out=$(mkdir -p "${1:-$here/corpus}" && cd "${1:-$here/corpus}" && pwd)
 [ -f "$data/.complete" ] || bash "$root/tests/data/fetch.sh"
 for t in checkpoint dicom nifti png prompt; do
-  mkdir -p "$here/corpus/$t"
+  mkdir -p "$out/$t"
   for d in "$here/seeds/$t" "$here/regressions/$t"; do
-    [ -d "$d" ] && find "$d" -type f ! -name .keep -exec cp -n {} "$here/corpus/$t/" \;
+    if [ -d "$d" ]; then find "$d" -type f -exec cp -n {} "$out/$t/" \;; fi
   done
 done
-cp -n "$root"/tests/fixtures/hostile/* "$here/corpus/checkpoint/"
-cp -n "$data"/*.dcm "$here/corpus/dicom/"
-cp -n "$data"/anatomical.nii "$data"/example4d.nii.gz "$data"/example_nifti2.nii.gz "$here/corpus/nifti/"
-cp -n "$root"/tests/fixtures/images/mr_small.png "$root"/tests/fixtures/images/ct_small.png "$here/corpus/png/"
+cp -n "$root"/tests/fixtures/hostile/* "$out/checkpoint/"
+cp -n "$data"/*.dcm "$out/dicom/"
+cp -n "$data"/anatomical.nii "$data"/example4d.nii.gz "$data"/example_nifti2.nii.gz "$out/nifti/"
+cp -n "$root"/tests/fixtures/images/mr_small.png "$root"/tests/fixtures/images/ct_small.png "$out/png/"
 for t in checkpoint dicom nifti png prompt; do
-  echo "corpus/$t: $(ls "$here/corpus/$t" | wc -l) inputs"
+  echo "$out/$t: $(ls "$out/$t" | wc -l) inputs"
 done

@@ -73,51 +73,66 @@ fn lying_safetensors_headers_are_refused() {
     }
 }
 
+/// A DICOM fuzz finding (`fuzz/regressions/dicom/NAME`) is refused with an `Error::Dicom`
+/// whose reason holds every one of `needles`.
+fn dicom_refused(name: &str, needles: &[&str]) {
+    let path = regressions().join("dicom").join(name);
+    match medseg::io::dicom::read_file(&path) {
+        Err(Error::Dicom { reason, .. }) => {
+            for n in needles {
+                assert!(reason.contains(n), "{name}: {reason} lacks {n:?}");
+            }
+        }
+        other => panic!("{name}: expected an Error::Dicom, got {other:?}"),
+    }
+}
+
+fn regressions() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions")
+}
+
 /// Inputs found by the fuzz targets (`fuzz/regressions/<target>/`): each is refused with a
 /// specific error, without the allocation that the declared sizes asked for.
 #[test]
 fn fuzz_findings_are_refused() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    let root = regressions();
     // A 17 KB DICOM file whose OB element declares 2.8 GB: dicom-rs would allocate and
     // zero-fill that before failing to read it; the length walk refuses it first.
-    let dcm = root.join("dicom/oom-declared-value-length-2.8GB.dcm");
-    assert!(std::fs::metadata(&dcm).unwrap().len() < 20_000);
-    match medseg::io::dicom::read_file(&dcm) {
-        Err(Error::Dicom { reason, .. }) => {
-            assert!(
-                reason.contains("declares") && reason.contains("remain"),
-                "{reason}"
-            )
-        }
-        other => panic!("expected a DICOM length error, got {other:?}"),
-    }
+    let name = "oom-declared-value-length-2.8GB.dcm";
+    assert!(
+        std::fs::metadata(root.join("dicom").join(name))
+            .unwrap()
+            .len()
+            < 20_000
+    );
+    dicom_refused(name, &["declares", "remain"]);
     // An UL element of 2 bytes: dicom-rs reads no number but counts 2 bytes, so every later
     // header is read 2 bytes early, and pixel data bytes became a 0xFFFF0000-byte length.
-    let dcm = root.join("dicom/ul-length-2-misaligns-dicom-rs.dcm");
-    match medseg::io::dicom::read_file(&dcm) {
-        Err(Error::Dicom { reason, .. }) => {
-            assert!(reason.contains("not a multiple of 4"), "{reason}")
-        }
-        other => panic!("expected a DICOM value-length error, got {other:?}"),
-    }
+    dicom_refused(
+        "ul-length-2-misaligns-dicom-rs.dcm",
+        &["not a multiple of 4"],
+    );
     // A JPEG 2000 frame whose codestream declares a far larger image than the DICOM header:
     // openjp2 allocated 640 MB for it; the SIZ marker is checked first.
-    let dcm = root.join("dicom/j2k-frame-declares-640MB.dcm");
-    match medseg::io::dicom::read_file(&dcm) {
-        Err(Error::Dicom { reason, .. }) => {
-            assert!(reason.contains("compressed frame declares"), "{reason}")
-        }
-        other => panic!("expected a frame-size error, got {other:?}"),
-    }
+    dicom_refused(
+        "j2k-frame-declares-640MB.dcm",
+        &["compressed frame declares"],
+    );
     // An RLE frame whose segment is shorter than the frame: dicom-rs 0.10.1 indexes past it
     // (a panic); medseg returns the panic as an error.
-    let dcm = root.join("dicom/rle-short-segment-panics-dicom-rs.dcm");
-    match medseg::io::dicom::read_file(&dcm) {
-        Err(Error::Dicom { reason, .. }) => {
-            assert!(reason.contains("decoder failed"), "{reason}")
-        }
-        other => panic!("expected a DICOM decoder error, got {other:?}"),
-    }
+    dicom_refused("rle-short-segment-panics-dicom-rs.dcm", &["decoder failed"]);
+    // An RLE header declaring 203 M segments (dicom-rs allocated the count, 814 MB).
+    dicom_refused(
+        "rle-header-declares-200M-segments.dcm",
+        &["RLE fragment", "at most 15"],
+    );
+    // Structures the walk must read as dicom-parser does, to see the length dicom-rs would
+    // allocate: an (FFFE,xxxx) element with a value; an undefined-length OB read as a sequence.
+    dicom_refused("unknown-fffe-tag-with-a-value.dcm", &["declares", "remain"]);
+    dicom_refused(
+        "undefined-length-ob-read-as-sequence.dcm",
+        &["declares", "remain"],
+    );
     // Big-endian NIfTI with less data than the header declares: the nifti crate panicked
     // while swapping bytes; the length check refuses it first.
     let nii = root.join("nifti/big-endian-truncated-data.nii");
