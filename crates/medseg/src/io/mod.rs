@@ -65,7 +65,8 @@ fn decode_checked(path: &Path) -> Result<image::DynamicImage> {
 
 /// Read a PNG/JPEG of any supported depth (8- or 16-bit, grey or RGB; RGB is averaged) as a
 /// one-slice volume of raw intensities, for images that are data rather than pictures
-/// (e.g. 16-bit CT exports). Spacing 1 mm.
+/// (e.g. 16-bit CT exports). An image has no voxel size: 1 mm is assumed
+/// ([`Volume::spacing_known`](crate::Volume::spacing_known) is `false`).
 pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
     let path = path.as_ref();
     let img = decode_checked(path)?;
@@ -86,7 +87,10 @@ pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume
         255.0
     };
     let data = data.into_iter().map(|v| (v * scale).round()).collect();
-    crate::volume::Volume::new(data, [1, h, w], [1.0; 3], crate::volume::Modality::Other)
+    let mut vol =
+        crate::volume::Volume::new(data, [1, h, w], [1.0; 3], crate::volume::Modality::Other)?;
+    vol.spacing_known = false;
+    Ok(vol)
 }
 
 /// Bits per channel of an image file (8 or 16).
@@ -151,6 +155,20 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<f32>, Vec<usize>)> {
 
 #[cfg(feature = "dicom")]
 pub mod dicom;
+#[cfg(feature = "dicom")]
+mod geometry;
+pub mod output;
+#[cfg(feature = "dicom")]
+pub use geometry::UnevenSlices;
+
+/// How volumes are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// DICOM series (and enhanced multi-frame objects) whose slices are not evenly spaced:
+    /// refused by default.
+    #[cfg(feature = "dicom")]
+    pub uneven_slices: UnevenSlices,
+}
 #[cfg(feature = "nifti")]
 pub mod nifti;
 
@@ -235,8 +253,17 @@ pub fn input_kind(path: &Path) -> InputKind {
 }
 
 /// Read any supported input as a volume: an image (one slice), a DICOM file or series
-/// folder, or a NIfTI file.
+/// folder, or a NIfTI file. What the reader found worth telling (duplicates dropped, a sheared
+/// stack, the modality assumed, ...) is in [`Volume::notes`](crate::Volume::notes).
 pub fn read_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
+    read_volume_with(path, &ReadOptions::default())
+}
+
+/// [`read_volume`] with options.
+pub fn read_volume_with(
+    path: impl AsRef<Path>,
+    #[allow(unused_variables)] opts: &ReadOptions,
+) -> Result<crate::volume::Volume> {
     let path = path.as_ref();
     if !path.exists() {
         return Err(Error::io(
@@ -247,9 +274,9 @@ pub fn read_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume> {
     match input_kind(path) {
         InputKind::Image => read_image_volume(path),
         #[cfg(feature = "dicom")]
-        InputKind::Dicom => dicom::read_file(path),
+        InputKind::Dicom => dicom::read_file_with(path, opts),
         #[cfg(feature = "dicom")]
-        InputKind::DicomSeries => dicom::read_series(path),
+        InputKind::DicomSeries => dicom::read_series_with(path, opts),
         #[cfg(feature = "nifti")]
         InputKind::Nifti => nifti::read(path),
         #[allow(unreachable_patterns)]

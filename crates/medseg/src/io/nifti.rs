@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use ndarray::{Array3, Dimension};
+use ndarray::Array3;
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
 use crate::error::{Error, Result};
@@ -73,8 +73,10 @@ fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
     m
 }
 
-/// Read a 3D (or 2D) NIfTI-1 volume; intensities are scaled by `scl_slope`/`scl_inter`.
-/// Data with negative values below −100 is taken as CT (HU), other data as MR.
+/// Read a 3D (or 2D) NIfTI-1 volume; intensities are scaled by `scl_slope`/`scl_inter`. The
+/// geometry is the sform (else the qform, else `pixdim`), and the spacing and voxel volume
+/// follow it. The modality comes from the header's description when it names one, else from
+/// the values (see `Volume::notes` for which was assumed).
 pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
     super::guard_decoder(|| read_unguarded(path), |m| bad(path, m))
@@ -151,44 +153,164 @@ fn read_unguarded(path: &Path) -> Result<Volume> {
         shape.get(1).copied().unwrap_or(1),
         shape.get(2).copied().unwrap_or(1),
     );
-    let mut data = vec![0.0f32; nx * ny * nz];
-    for (i, v) in arr.indexed_iter() {
-        let i = i.slice();
-        let at = |k: usize| i.get(k).copied().unwrap_or(0);
-        let (x, y, z) = (at(0), at(1), at(2));
-        data[(z * ny + y) * nx + x] = *v;
+    // NIfTI stores x fastest, then y, then z: `data[z][y][x]` is the reversed axes in standard
+    // order, usually without a copy.
+    let arr = arr.reversed_axes();
+    let data = if arr.is_standard_layout() {
+        let (v, offset) = arr.into_raw_vec_and_offset();
+        if offset.unwrap_or(0) == 0 {
+            v
+        } else {
+            v[offset.unwrap_or(0)..].to_vec()
+        }
+    } else {
+        arr.iter().copied().collect()
+    };
+    let (affine, notes) = geometry(&header);
+    let (modality, why) = guess_modality(&header, &data);
+    let norm = |c: usize| (0..3).map(|r| affine[r][c].powi(2)).sum::<f64>().sqrt();
+    let mut vol = Volume::new(data, [nz, ny, nx], [norm(2), norm(1), norm(0)], modality)
+        .map_err(|e| bad(path, e.to_string()))?;
+    vol.affine = affine;
+    vol.notes = notes;
+    vol.notes.push(why);
+    vol.nifti_header = Some(Box::new(header));
+    Ok(vol)
+}
+
+fn header_affine(rows: [[f32; 4]; 3]) -> [[f64; 4]; 4] {
+    let mut m = [[0.0; 4]; 4];
+    for (r, row) in rows.iter().enumerate() {
+        m[r] = row.map(|v| v as f64);
     }
+    m[3][3] = 1.0;
+    m
+}
+
+fn det3(a: &[[f64; 4]; 4]) -> f64 {
+    a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+        - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+}
+
+fn usable(a: &[[f64; 4]; 4]) -> bool {
+    a.iter().flatten().all(|v| v.is_finite()) && det3(a).abs() > 1e-12
+}
+
+/// The affine that is kept and used for every spacing and volume, as nibabel chooses it: the
+/// sform when its code is set, else the qform, else `pixdim` alone. Notes say where these
+/// disagree (the voxel volume then follows the kept affine, not `pixdim`).
+fn geometry(h: &nifti::NiftiHeader) -> ([[f64; 4]; 4], Vec<String>) {
+    let sform = header_affine([h.srow_x, h.srow_y, h.srow_z]);
+    let qform = qform_affine(h);
     let px = |i: usize| {
-        let v = header.pixdim[i].abs() as f64;
+        let v = h.pixdim[i].abs() as f64;
         if v.is_finite() && v > 0.0 {
             v
         } else {
             1.0
         }
     };
-    let min = data.iter().copied().fold(f32::MAX, f32::min);
-    let modality = if min < -100.0 {
-        Modality::Ct
-    } else {
-        Modality::Mr
-    };
-    let mut vol = Volume::new(data, [nz, ny, nx], [px(3), px(2), px(1)], modality)
-        .map_err(|e| bad(path, e.to_string()))?;
-    if header.sform_code > 0 {
-        let s = [header.srow_x, header.srow_y, header.srow_z];
-        for (row, srow) in vol.affine.iter_mut().zip(s) {
-            *row = srow.map(|v| v as f64);
-        }
-    } else if header.qform_code > 0 {
-        vol.affine = qform_affine(&header);
+    let mut pixdim = [[0.0; 4]; 4];
+    for (i, row) in pixdim.iter_mut().enumerate().take(3) {
+        row[i] = px(i + 1);
     }
-    vol.nifti_header = Some(Box::new(header));
-    Ok(vol)
+    pixdim[3][3] = 1.0;
+    let mut notes = Vec::new();
+    let mut candidates = Vec::new();
+    if h.sform_code > 0 {
+        candidates.push(("sform", sform));
+    }
+    if h.qform_code > 0 {
+        candidates.push(("qform", qform));
+    }
+    candidates.push(("pixdim", pixdim));
+    let (name, kept) = candidates
+        .iter()
+        .copied()
+        .find(|(n, a)| {
+            let ok = usable(a);
+            if !ok {
+                notes.push(format!("NIfTI: the {n} is degenerate and is ignored"));
+            }
+            ok
+        })
+        .unwrap_or(("pixdim", pixdim));
+    let differs =
+        |a: &[[f64; 4]; 4]| (0..3).any(|r| (0..4).any(|c| (a[r][c] - kept[r][c]).abs() > 1e-3));
+    if name == "sform" && h.qform_code > 0 && usable(&qform) && differs(&qform) {
+        notes.push(format!(
+            "NIfTI: sform and qform disagree (voxel {:.4} vs {:.4} mL); the sform is used for \
+             the geometry and every volume, as nibabel does",
+            det3(&kept).abs() / 1000.0,
+            det3(&qform).abs() / 1000.0
+        ));
+    }
+    let col = |a: &[[f64; 4]; 4], c: usize| (0..3).map(|r| a[r][c].powi(2)).sum::<f64>().sqrt();
+    if name != "pixdim" && (0..3).any(|c| (col(&kept, c) - px(c + 1)).abs() > 1e-3) {
+        notes.push(format!(
+            "NIfTI: pixdim ({}, {}, {}) differs from the {name}'s voxel size ({:.4}, {:.4}, \
+             {:.4}) mm; the {name} is used",
+            px(1),
+            px(2),
+            px(3),
+            col(&kept, 0),
+            col(&kept, 1),
+            col(&kept, 2)
+        ));
+    }
+    (kept, notes)
 }
+
+/// CT or MR: the header's description (`descrip`, `intent_name`) when it names one, else the
+/// values: Hounsfield data holds air (≤ −500) and stays within the HU range; an int8 file or
+/// MR data with small negative values (bias-corrected, z-scored) is MR. The second value says
+/// which was assumed and why.
+fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
+    let text = format!(
+        "{} {}",
+        String::from_utf8_lossy(&h.descrip),
+        String::from_utf8_lossy(&h.intent_name)
+    );
+    let named = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find_map(|t| match t.to_ascii_uppercase().as_str() {
+            "CT" => Some(Modality::Ct),
+            "MR" | "MRI" => Some(Modality::Mr),
+            _ => None,
+        });
+    if let Some(m) = named {
+        return (
+            m,
+            format!("modality {m} from the NIfTI header's description"),
+        );
+    }
+    let (lo, hi) = data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let ct = lo <= -500.0 && lo >= -8192.0 && hi <= 40000.0;
+    let m = if ct { Modality::Ct } else { Modality::Mr };
+    let why = if ct {
+        "values reach air in Hounsfield units"
+    } else {
+        "no Hounsfield air (≤ −500)"
+    };
+    (
+        m,
+        format!(
+            "modality {m} assumed (the NIfTI header names none; values {lo}..{hi}: {why}); \
+             give the modality or a window to override"
+        ),
+    )
+}
+
+/// What a NIfTI output may be called (the nifti crate would quietly write `x.png` as `x.nii`).
+pub const NIFTI_EXTENSIONS: &[&str] = &[".nii", ".nii.gz"];
 
 /// Write a volume's intensities as float32 NIfTI, with its header or affine.
 pub fn write_volume(path: impl AsRef<Path>, vol: &Volume) -> Result<()> {
     let path = path.as_ref();
+    super::output::check_extension(path, NIFTI_EXTENSIONS)?;
     let [nz, ny, nx] = vol.dims;
     let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| vol.data[(z * ny + y) * nx + x]);
     let header = header_for(vol);
@@ -222,6 +344,7 @@ fn header_for(vol: &Volume) -> nifti::NiftiHeader {
 /// volume's NIfTI header when it came from NIfTI, else with its affine.
 pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result<()> {
     let path = path.as_ref();
+    super::output::check_extension(path, NIFTI_EXTENSIONS)?;
     let [nz, ny, nx] = vol.dims;
     if mask.len() != nz * ny * nx {
         return Err(bad(
