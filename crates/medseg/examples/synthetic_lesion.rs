@@ -22,7 +22,8 @@ fn main() -> medseg::Result<()> {
     let stats = LesionStats::compute(&truth, &vol);
     println!(
         "{output}: synthetic lesion, true volume {:.3} mL, slices {:?}; key slice 100, box 56,109,84,141",
-        stats.volume_ml, stats.slice_range
+        stats.volume_ml.unwrap_or(f64::NAN),
+        stats.slice_range
     );
     Ok(())
 }

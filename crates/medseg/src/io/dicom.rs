@@ -30,6 +30,8 @@ struct DicomImage {
     between: Option<f64>,
     series: Option<String>,
     modality: Modality,
+    /// Signed MONOCHROME1 pixels, inverted later over the whole series' common range.
+    invert_in_series: bool,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -293,7 +295,7 @@ fn read_image_unguarded(path: &Path) -> Result<Option<DicomImage>> {
         .trim_end_matches('\0')
         .to_string();
     check_fragments(&obj, path, &ts, rows, cols)?;
-    let (pixels, rows, cols, frames) = decode_grey(&obj, path, &ts)?;
+    let (pixels, rows, cols, frames, invert_in_series) = decode_grey(&obj, path, &ts)?;
     let modality = match text(&obj, tags::MODALITY).as_deref() {
         Some("CT") => Modality::Ct,
         Some("MR") => Modality::Mr,
@@ -309,6 +311,7 @@ fn read_image_unguarded(path: &Path) -> Result<Option<DicomImage>> {
         between: floats(&obj, tags::SPACING_BETWEEN_SLICES).and_then(|v| v.first().copied()),
         series: text(&obj, tags::SERIES_INSTANCE_UID),
         modality,
+        invert_in_series,
     }))
 }
 
@@ -361,13 +364,14 @@ fn check_fragments(
     Ok(())
 }
 
-/// Decoded grey values (Modality LUT applied; RGB averaged; MONOCHROME1 inverted) and
-/// `(rows, cols, frames)`.
+/// Decoded grey values (Modality LUT applied; RGB averaged; unsigned MONOCHROME1 inverted),
+/// `(rows, cols, frames)`, and whether the values are signed MONOCHROME1, left to be inverted
+/// over the series' common range (a signed stored range would make them negative).
 fn decode_grey(
     obj: &DefaultDicomObject,
     path: &Path,
     ts: &str,
-) -> Result<(Vec<f32>, usize, usize, usize)> {
+) -> Result<(Vec<f32>, usize, usize, usize, bool)> {
     let decoded = obj.decode_pixel_data().map_err(|e| {
         use dicom_encoding::TransferSyntaxIndex;
         use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -403,26 +407,24 @@ fn decode_grey(
             .map(|p| p.iter().sum::<f32>() / spp as f32)
             .collect()
     };
-    if decoded.photometric_interpretation().as_str().trim() == "MONOCHROME1" {
+    let monochrome1 = decoded.photometric_interpretation().as_str().trim() == "MONOCHROME1";
+    let signed = decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
+    if monochrome1 && !signed {
         invert_monochrome1(&mut pixels, &decoded, frames).map_err(|m| bad(path, m))?;
     }
-    Ok((pixels, rows, cols, frames))
+    Ok((pixels, rows, cols, frames, monochrome1 && signed))
 }
 
-/// MONOCHROME1 (low values white): every value `v` becomes `R(lo) + R(hi) − v`, where
-/// `lo..=hi` is the stored range (`0..=2^BitsStored − 1`, or the signed range) and `R` the
-/// frame's rescale. The same mapping for every slice and frame, whatever each one holds.
+/// Unsigned MONOCHROME1 (low values white): every value `v` becomes `R(0) + R(hi) − v`, where
+/// `0..=hi` is the stored range (`hi = 2^BitsStored − 1`) and `R` the frame's rescale. The same
+/// mapping for every slice and frame, whatever each one holds.
 fn invert_monochrome1(
     pixels: &mut [f32],
     decoded: &dicom_pixeldata::DecodedPixelData<'_>,
     frames: usize,
 ) -> std::result::Result<(), String> {
-    use dicom_pixeldata::PixelRepresentation as R;
     let bits = decoded.bits_stored().clamp(1, 32) as i32;
-    let (lo, hi) = match decoded.pixel_representation() {
-        R::Signed => (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0),
-        R::Unsigned => (0.0, 2f64.powi(bits) - 1.0),
-    };
+    let (lo, hi) = (0.0, 2f64.powi(bits) - 1.0);
     let rescale = decoded.rescale().map_err(|e| e.to_string())?;
     let per_frame = pixels.len() / frames;
     for (f, frame) in pixels.chunks_mut(per_frame).enumerate() {
@@ -506,6 +508,19 @@ fn frame_planes(
             }
         })
         .collect()
+}
+
+/// Signed MONOCHROME1 images: `v → min + max − v` with the minimum and maximum over all of
+/// them, one mapping for the whole series.
+fn invert_signed_monochrome1(images: &mut [DicomImage]) {
+    let (lo, hi) = images
+        .iter()
+        .filter(|im| im.invert_in_series)
+        .flat_map(|im| &im.pixels)
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    for im in images.iter_mut().filter(|im| im.invert_in_series) {
+        im.pixels.iter_mut().for_each(|v| *v = lo + hi - *v);
+    }
 }
 
 /// The images' frames as one volume, arranged by [`geometry::arrange`].
@@ -598,7 +613,9 @@ pub fn read_file_with(path: impl AsRef<Path>, opts: &super::ReadOptions) -> Resu
              state, ...)",
         )
     })?;
-    build(&[image], opts.uneven_slices, path)
+    let mut images = [image];
+    invert_signed_monochrome1(&mut images);
+    build(&images, opts.uneven_slices, path)
 }
 
 /// Read a series folder: every DICOM image in it (other files, and DICOM objects without
@@ -649,6 +666,7 @@ pub fn read_series_with(dir: impl AsRef<Path>, opts: &super::ReadOptions) -> Res
             ),
         ));
     }
+    invert_signed_monochrome1(&mut images);
     let mut vol = build(&images, opts.uneven_slices, dir)?;
     if !skipped.is_empty() {
         vol.notes.insert(

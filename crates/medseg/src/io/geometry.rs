@@ -178,13 +178,17 @@ fn check_consistent(planes: &[Plane]) -> Result<(), String> {
             ))
         } else if !close_pairs(p.pixel_spacing, first.pixel_spacing, SPACING_TOL) {
             Some(format!(
-                "pixel spacing {:?} mm, {} has {:?}",
-                p.pixel_spacing, first.label, first.pixel_spacing
+                "pixel spacing {} mm, {} has {}",
+                shown(p.pixel_spacing.map(|(a, b)| [a, b])),
+                first.label,
+                shown(first.pixel_spacing.map(|(a, b)| [a, b]))
             ))
         } else if !close_orientation(p.orientation, first.orientation) {
             Some(format!(
-                "ImageOrientationPatient {:?}, {} has {:?}",
-                p.orientation, first.label, first.orientation
+                "ImageOrientationPatient {}, {} has {}",
+                shown(p.orientation),
+                first.label,
+                shown(first.orientation)
             ))
         } else {
             None
@@ -198,6 +202,11 @@ fn check_consistent(planes: &[Plane]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[a, b, …]`, or "none".
+fn shown<const N: usize>(v: Option<[f64; N]>) -> String {
+    v.map(|v| format!("{v:?}")).unwrap_or_else(|| "none".into())
 }
 
 fn close_pairs(a: Option<(f64, f64)>, b: Option<(f64, f64)>, tol: f64) -> bool {
@@ -359,7 +368,8 @@ fn check_steps(
 /// For output slices at `keys[0] + j × step`: the neighbours and the weight of the second.
 fn resample_plan(keys: &[f64], step: f64) -> Vec<(usize, usize, f64)> {
     let last = keys.len() - 1;
-    let count = ((keys[last] - keys[0]) / step).round() as usize + 1;
+    // Never past the last slice (no extrapolation).
+    let count = ((keys[last] - keys[0]) / step + 1e-6).floor() as usize + 1;
     let mut lo = 0;
     (0..count)
         .map(|j| {

@@ -263,8 +263,8 @@ fn geometry(h: &nifti::NiftiHeader) -> ([[f64; 4]; 4], Vec<String>) {
 }
 
 /// CT or MR: the header's description (`descrip`, `intent_name`) when it names one, else the
-/// values: Hounsfield data holds air (≤ −500) and stays within the HU range; an int8 file or
-/// MR data with small negative values (bias-corrected, z-scored) is MR. The second value says
+/// values: Hounsfield data has air (≤ −500) in at least 1 % of its voxels and stays within
+/// the HU range; an int8 file or MR data with some negative values is MR. The second value says
 /// which was assumed and why.
 fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
     let text = format!(
@@ -288,12 +288,15 @@ fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
     let (lo, hi) = data
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    let ct = lo <= -500.0 && lo >= -8192.0 && hi <= 40000.0;
+    // A CT holds air (−1000 HU) around the body in a good share of its voxels; MR data with
+    // a few negative values (bias fields, resampling ringing, z-scores) does not.
+    let air = data.iter().filter(|&&v| v <= -500.0).count();
+    let ct = air * 100 >= data.len() && lo >= -8192.0 && hi <= 32767.0;
     let m = if ct { Modality::Ct } else { Modality::Mr };
     let why = if ct {
-        "values reach air in Hounsfield units"
+        "at least 1 % of the voxels are air in Hounsfield units (≤ −500)"
     } else {
-        "no Hounsfield air (≤ −500)"
+        "under 1 % of the voxels are ≤ −500, no Hounsfield air"
     };
     (
         m,
