@@ -114,11 +114,53 @@ pub fn checkpoint(data: &[u8]) {
     }
 }
 
-/// One DICOM file (any transfer syntax the readers know, compressed pixel data included).
+/// Inputs starting with this are a series: files separated by [`SERIES_NEXT`].
+pub const SERIES_MAGIC: &[u8] = b"MEDSEG-SERIES\0";
+/// Separates the files of a series input.
+pub const SERIES_NEXT: &[u8] = b"\0MEDSEG-NEXT\0";
+
+/// One DICOM file (any transfer syntax the readers know, compressed pixel data included), or,
+/// behind [`SERIES_MAGIC`], a series folder of up to 16 files read with each uneven-slice
+/// policy (the geometry checks: sizes, orientations, duplicates, gaps, shear).
 pub fn dicom(data: &[u8]) {
+    if let Some(series) = data.strip_prefix(SERIES_MAGIC) {
+        return dicom_series(series);
+    }
     if let Ok(v) = with_file("file.dcm", data, |p| io::dicom::read_file(p)) {
         check_volume(&v);
     }
+}
+
+fn dicom_series(data: &[u8]) {
+    init();
+    let dir = scratch("series");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let mut rest = data;
+    for k in 0..16 {
+        let (file, next) = match rest.windows(SERIES_NEXT.len()).position(|w| w == SERIES_NEXT) {
+            Some(i) => (&rest[..i], Some(&rest[i + SERIES_NEXT.len()..])),
+            None => (rest, None),
+        };
+        std::fs::write(dir.join(format!("s{k:02}.dcm")), file).expect("scratch file");
+        match next {
+            Some(n) => rest = n,
+            None => break,
+        }
+    }
+    use io::{ReadOptions, UnevenSlices};
+    for uneven_slices in [UnevenSlices::Error, UnevenSlices::Resample, UnevenSlices::AsIs] {
+        let opts = ReadOptions { uneven_slices };
+        if let Ok(v) = io::dicom::read_series_with(&dir, &opts) {
+            check_volume(&v);
+            assert!(
+                v.affine.iter().flatten().all(|x| x.is_finite()),
+                "non-finite affine {:?}",
+                v.affine
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// NIfTI-1 (`.nii`, or `.nii.gz` when the bytes are gzip). A volume that reads must write

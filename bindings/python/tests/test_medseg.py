@@ -185,3 +185,73 @@ def test_readme_python_example_runs():
             exec(compile(code, "README.md", "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+def series(case):
+    p = TESTDATA / "series" / case
+    assert p.exists(), "run tests/data/fetch.sh"
+    return str(p)
+
+
+def test_series_geometry_rules_reach_python(seg, tmp_path):
+    with pytest.raises(medseg.FileError, match="step of 8.000 mm between s04.dcm and s06.dcm"):
+        medseg.read_volume(series("gap"))
+    with pytest.warns(medseg.GeometryWarning, match="resampled linearly onto 12 slices"):
+        data, spacing, affine, _ = medseg.read_volume(series("gap"), uneven_slices="resample")
+    clean, _, clean_affine, _ = medseg.read_volume(series("clean"))
+    assert data.shape == clean.shape and np.allclose(affine, clean_affine)
+    with pytest.warns(medseg.GeometryWarning, match="s06b.dcm duplicates s06.dcm"):
+        dup, _, _, _ = medseg.read_volume(series("duplicate"))
+    assert np.array_equal(dup, clean)
+    with pytest.warns(medseg.GeometryWarning, match="gantry tilt"):
+        _, _, tilt_affine, _ = medseg.read_volume(series("tilt"))
+    assert np.allclose(tilt_affine[:3, 2], [0, -0.3, 4])
+    with pytest.raises(medseg.FileError, match="missing in 1 of 12"):
+        seg.segment_volume(series("noipp"), 6, [14, 10, 50, 54])
+    with pytest.raises(ValueError, match="uneven_slices"):
+        medseg.read_volume(series("gap"), uneven_slices="sometimes")
+
+
+def test_data_integrity(seg, tmp_path):
+    ct = str(TESTDATA / "CT_small.dcm")
+    nii = tmp_path / "scan.nii.gz"
+    data, spacing, _, _ = medseg.read_volume(ct)
+    mask = np.zeros(data.shape, dtype=bool)
+    mask[0, 10:20, 10:20] = True
+    medseg.write_nifti_mask(str(nii), mask, ct)
+    before = nii.read_bytes()
+    # never over the reference, never a wrong extension, nothing left behind
+    with pytest.raises(medseg.FileError, match="overwrite an input"):
+        medseg.write_nifti_mask(str(nii), mask, str(nii))
+    assert nii.read_bytes() == before
+    with pytest.raises(medseg.FileError, match=r"\.nii\.gz"):
+        medseg.write_nifti_mask(str(tmp_path / "x.png"), mask, ct)
+    with pytest.raises(medseg.FileError, match="does not exist"):
+        medseg.write_nifti_mask(str(tmp_path / "no" / "x.nii"), mask, ct)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+    # arrays: a modality is required, a bogus one refused, windows checked
+    with pytest.raises(ValueError, match="modality"):
+        seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing)
+    with pytest.raises(ValueError, match="modality"):
+        seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, modality="xyz")
+    with pytest.raises(ValueError, match="invalid window"):
+        seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, window="40,1e-30")
+    with pytest.raises(ValueError, match="maps the whole key slice"):
+        seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, window="40,1e30")
+    with pytest.raises(ValueError, match="max_drift"):
+        seg.segment_volume(ct, 0, [30, 40, 90, 100], window="soft", max_drift=float("nan"))
+    _, stats = seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, modality="ct")
+    assert stats["volume_ml"] > 0
+
+
+def test_arrays_obey_the_voxel_limit():
+    code = (
+        "import numpy as np, medseg\n"
+        "try:\n"
+        "    medseg.window(np.zeros((2000, 2000), np.float32), 'brain')\n"
+        "except medseg.ImageError as e:\n"
+        "    print('refused', e)\n"
+    )
+    env = dict(os.environ, MEDSEG_MAX_VOXELS="1000000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "refused" in out.stdout and "MEDSEG_MAX_VOXELS" in out.stdout, out

@@ -464,3 +464,133 @@ fn every_bad_input_in_the_corpus_is_one_line_and_a_failure() {
     }
     assert!(!std::path::Path::new(out).exists());
 }
+
+/// Run to success; (stdout, stderr).
+fn succeeds(args: &[&str]) -> (String, String) {
+    let run = medseg().args(args).output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    );
+    assert!(run.status.success(), "{args:?}: {err}");
+    (out, err)
+}
+
+#[test]
+fn series_geometry_is_checked_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mask.nii.gz");
+    let gap = testdata("series/gap");
+    let args = segment_lite(gap.to_str().unwrap(), "14,10,50,54", out.to_str().unwrap());
+    fails_with(&args, "step of 8.000 mm between s04.dcm and s06.dcm");
+    assert!(!out.exists());
+    // Opted in: resampled onto 12 slices, the clean series' geometry, and a note on stderr.
+    let mut resample = args.to_vec();
+    resample.extend(["--uneven-slices", "resample"]);
+    let (_, err) = succeeds(&resample);
+    assert!(
+        err.contains("medseg: note: uneven slice positions"),
+        "{err}"
+    );
+    let mask = medseg::io::read_volume(&out).unwrap();
+    let clean = medseg::io::read_volume(testdata("series/clean")).unwrap();
+    assert_eq!(mask.dims, clean.dims);
+    for r in 0..3 {
+        for c in 0..4 {
+            assert!((mask.affine[r][c] - clean.affine[r][c]).abs() < 1e-4);
+        }
+    }
+    // `info` describes what it finds, also for a series that segment refuses by default.
+    let tilt = testdata("series/tilt");
+    let (text, _) = succeeds(&["info", tilt.to_str().unwrap()]);
+    assert!(text.contains("gantry tilt 4.29°"), "{text}");
+    let (text, _) = succeeds(&["info", gap.to_str().unwrap()]);
+    assert!(text.contains("refused by default: DICOM"), "{text}");
+    fails_with(
+        &["info", testdata("series/noipp").to_str().unwrap()],
+        "ImagePositionPatient is missing in 1 of 12 images (s03.dcm)",
+    );
+}
+
+#[test]
+fn outputs_are_checked_first_and_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = fixtures().join("images/demo_ct.png");
+    let demo = demo.to_str().unwrap();
+    let existing = dir.path().join("mask.png");
+    std::fs::write(&existing, b"an earlier result").unwrap();
+    let o = existing.to_str().unwrap();
+    let with = |extra: &[&str]| {
+        let mut a = segment_lite(demo, "95,255,190,350", o).to_vec();
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let missing_dir = dir.path().join("missing/overlay.png");
+    let npy = dir.path().join("o.npy");
+    for (extra, needle) in [
+        (vec!["--logits", o], "the same file as another output"),
+        (
+            vec!["--overlay", missing_dir.to_str().unwrap()],
+            "output directory",
+        ),
+        (
+            vec![
+                "--logits",
+                npy.to_str().unwrap(),
+                "--overlay",
+                npy.to_str().unwrap(),
+            ],
+            "--overlay",
+        ),
+        (vec!["--logits", "logits.png"], "--logits"),
+    ] {
+        let args = with(&extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, needle);
+        assert_eq!(std::fs::read(&existing).unwrap(), b"an earlier result");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "nothing else written: {left:?}");
+}
+
+#[test]
+fn windows_drift_and_modality_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.nii");
+    let ct = testdata("CT_small.dcm");
+    let base = segment_lite(ct.to_str().unwrap(), "30,40,90,100", out.to_str().unwrap());
+    let with = |extra: &[&str]| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let fails_with = |args: &[String], needle: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, needle)
+    };
+    for w in ["40,1e-30", "40,0", "NaN,40", "40,-5"] {
+        fails_with(&with(&["--window", w]), "--window: invalid window");
+    }
+    // Accepted by the parser, but the key slice comes out one flat grey level.
+    fails_with(&with(&["--window", "40,1e30"]), "maps the whole key slice");
+    fails_with(&with(&["--window", "5000,10"]), "maps the whole key slice");
+    for d in ["NaN", "-1"] {
+        fails_with(&with(&["--max-drift", d]), "--max-drift");
+    }
+    fails_with(&with(&["--modality", "xyz"]), "--modality");
+    fails_with(&with(&["--uneven-slices", "maybe"]), "--uneven-slices");
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_image_has_no_voxel_size_and_no_millilitres() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.png");
+    let png = fixtures().join("images/ct_small.png");
+    let mut args =
+        segment_lite(png.to_str().unwrap(), "30,40,90,100", out.to_str().unwrap()).to_vec();
+    args.extend(["--window", "minmax"]);
+    let (text, _) = succeeds(&args);
+    assert!(text.contains("lesion volume: unknown"), "{text}");
+    assert!(!text.contains(" mL"), "{text}");
+}
