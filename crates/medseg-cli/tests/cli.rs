@@ -528,7 +528,7 @@ fn outputs_are_checked_first_and_written_together() {
     let missing_dir = dir.path().join("missing/overlay.png");
     let npy = dir.path().join("o.npy");
     for (extra, needle) in [
-        (vec!["--logits", o], "the same file as another output"),
+        (vec!["--overlay", o], "the same file as another output"),
         (
             vec!["--overlay", missing_dir.to_str().unwrap()],
             "output directory",
@@ -574,8 +574,8 @@ fn windows_drift_and_modality_are_validated() {
     // Accepted by the parser, but the key slice comes out one flat grey level.
     fails_with(&with(&["--window", "40,1e30"]), "maps the whole key slice");
     fails_with(&with(&["--window", "5000,10"]), "maps the whole key slice");
-    for d in ["NaN", "-1"] {
-        fails_with(&with(&["--max-drift", d]), "--max-drift");
+    for d in ["--max-drift=NaN", "--max-drift=-1"] {
+        fails_with(&with(&[d]), "--max-drift");
     }
     fails_with(&with(&["--modality", "xyz"]), "--modality");
     fails_with(&with(&["--uneven-slices", "maybe"]), "--uneven-slices");
@@ -592,5 +592,8 @@ fn an_image_has_no_voxel_size_and_no_millilitres() {
     args.extend(["--window", "minmax"]);
     let (text, _) = succeeds(&args);
     assert!(text.contains("lesion volume: unknown"), "{text}");
-    assert!(!text.contains(" mL"), "{text}");
+    assert!(
+        !text.contains(" mL ("),
+        "no millilitres from an assumed 1 mm: {text}"
+    );
 }

@@ -283,3 +283,28 @@ fn nifti_outputs_need_a_nifti_name() {
     }
     assert!(!out.exists() && !dir.path().join("mask.nii").exists());
 }
+
+#[test]
+fn the_default_voxel_limit_refuses_a_billion_voxels_from_the_header() {
+    // A NIfTI header declaring 1000³ int16 (a 2 MB .nii.gz of zeros took 9.8 GB before): refused
+    // from the header, before any data is inflated. (Assumes MEDSEG_MAX_VOXELS is not set.)
+    let mut h = vec![0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    for (i, d) in [3i16, 1000, 1000, 1000, 1, 1, 1, 1].iter().enumerate() {
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    h[70..72].copy_from_slice(&4i16.to_le_bytes());
+    h[72..74].copy_from_slice(&16i16.to_le_bytes());
+    for i in 0..8 {
+        h[76 + 4 * i..80 + 4 * i].copy_from_slice(&1f32.to_le_bytes());
+    }
+    h[108..112].copy_from_slice(&352f32.to_le_bytes());
+    h[344..348].copy_from_slice(b"n+1\0");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("billion.nii");
+    std::fs::write(&p, &h).unwrap();
+    match io::read_volume(&p) {
+        Err(Error::InvalidImage(m)) => assert!(m.contains("MEDSEG_MAX_VOXELS"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

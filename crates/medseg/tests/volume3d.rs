@@ -119,7 +119,7 @@ fn largest_component_keeps_the_biggest_blob() {
 #[test]
 fn volume_prompts_are_validated() {
     let vol = Volume::new(
-        vec![0.0; 3 * 8 * 8],
+        (0..3 * 8 * 8).map(|i| (i % 8) as f32).collect(),
         [3, 8, 8],
         [1.0; 3],
         medseg::Modality::Mr,
@@ -142,6 +142,30 @@ fn volume_prompts_are_validated() {
     let mut o = VolumeOptions::new(1, [1.0, 1.0, 4.0, 4.0]);
     o.on_empty = EmptySlice::KeyBoxFallback;
     assert!(run(o).is_ok());
+    for bad in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
+        let mut o = VolumeOptions::new(1, [1.0, 1.0, 4.0, 4.0]);
+        o.max_intensity_drift = Some(bad);
+        assert!(
+            matches!(run(o), Err(medseg::Error::InvalidOption(_))),
+            "drift {bad}"
+        );
+    }
+    // A key slice that the window maps to one grey level leaves nothing to segment.
+    let mut o = VolumeOptions::new(1, [1.0, 1.0, 4.0, 4.0]);
+    o.intensity = Some(medseg::Intensity::Window {
+        level: 5000.0,
+        width: 10.0,
+    });
+    match run(o) {
+        Err(medseg::Error::InvalidWindow(m)) => assert!(m.contains("key slice 1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let flat = Volume::new(vec![0.0; 64], [1, 8, 8], [1.0; 3], medseg::Modality::Mr).unwrap();
+    let o = VolumeOptions::new(0, [1.0, 1.0, 4.0, 4.0]);
+    assert!(matches!(
+        seg.segment_volume(&flat, &o, &mut |_, _| {}),
+        Err(medseg::Error::InvalidWindow(_))
+    ));
     assert!(Volume::new(vec![f32::NAN; 8], [2, 2, 2], [1.0; 3], medseg::Modality::Mr).is_err());
     assert!(Volume::new(
         vec![0.0; 8],
