@@ -50,7 +50,7 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     _medseg,
-    GeometryWarning,
+    ReadWarning,
     pyo3::exceptions::PyUserWarning,
     "What a volume reader found and handled: a duplicate slice dropped, a sheared (gantry-tilted) stack kept in the affine, slices resampled, the modality assumed."
 );
@@ -377,9 +377,9 @@ fn read_options(uneven_slices: &str) -> PyResult<medseg::io::ReadOptions> {
     Ok(medseg::io::ReadOptions { uneven_slices: u })
 }
 
-/// The reader's notes as `medseg.GeometryWarning`s (duplicates dropped, shear kept, ...).
+/// The reader's notes as `medseg.ReadWarning`s (duplicates dropped, shear kept, ...).
 fn warn_notes(py: Python<'_>, notes: &[String]) -> PyResult<()> {
-    let category = py.get_type::<GeometryWarning>();
+    let category = py.get_type::<ReadWarning>();
     for n in notes {
         let msg = std::ffi::CString::new(n.as_str()).unwrap_or_default();
         PyErr::warn(py, &category, &msg, 2)?;
@@ -439,7 +439,7 @@ fn stats_dict<'py>(
 
 /// Read a DICOM file, DICOM series folder, NIfTI-1 file or image as
 /// (data (Z, Y, X) float32, spacing (z, y, x) mm, affine 4×4, modality).
-/// What the reader noted comes as `GeometryWarning`s.
+/// What the reader noted comes as `ReadWarning`s.
 #[pyfunction]
 #[pyo3(signature = (path, uneven_slices="error"))]
 #[allow(clippy::type_complexity)]
@@ -558,6 +558,6 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PromptError", py.get_type::<PromptError>())?;
     m.add("FileError", py.get_type::<FileError>())?;
     m.add("BackendError", py.get_type::<BackendError>())?;
-    m.add("GeometryWarning", py.get_type::<GeometryWarning>())?;
+    m.add("ReadWarning", py.get_type::<ReadWarning>())?;
     Ok(())
 }

@@ -196,14 +196,14 @@ def series(case):
 def test_series_geometry_rules_reach_python(seg, tmp_path):
     with pytest.raises(medseg.FileError, match="step of 8.000 mm between s04.dcm and s06.dcm"):
         medseg.read_volume(series("gap"))
-    with pytest.warns(medseg.GeometryWarning, match="resampled linearly onto 12 slices"):
+    with pytest.warns(medseg.ReadWarning, match="resampled linearly onto 12 slices"):
         data, spacing, affine, _ = medseg.read_volume(series("gap"), uneven_slices="resample")
     clean, _, clean_affine, _ = medseg.read_volume(series("clean"))
     assert data.shape == clean.shape and np.allclose(affine, clean_affine)
-    with pytest.warns(medseg.GeometryWarning, match="s06b.dcm duplicates s06.dcm"):
+    with pytest.warns(medseg.ReadWarning, match="s06b.dcm duplicates s06.dcm"):
         dup, _, _, _ = medseg.read_volume(series("duplicate"))
     assert np.array_equal(dup, clean)
-    with pytest.warns(medseg.GeometryWarning, match="gantry tilt"):
+    with pytest.warns(medseg.ReadWarning, match="gantry tilt"):
         _, _, tilt_affine, _ = medseg.read_volume(series("tilt"))
     assert np.allclose(tilt_affine[:3, 2], [0, -0.3, 4])
     with pytest.raises(medseg.FileError, match="missing in 1 of 12"):

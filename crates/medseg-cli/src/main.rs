@@ -330,17 +330,9 @@ fn segment_3d(
     }
     outputs.commit().map_err(|e| e.to_string())?;
     println!(
-        "{}: {} {} slices {}x{}x{} ({:.2}x{:.2}x{:.2} mm{}), {} slices segmented from slice {key}: {}",
+        "{}: {}, {} slices segmented from slice {key}: {}",
         job.input.display(),
-        vol.modality,
-        vol.dims[0],
-        vol.dims[2],
-        vol.dims[1],
-        vol.dims[0],
-        vol.spacing[2],
-        vol.spacing[1],
-        vol.spacing[0],
-        if vol.spacing_known { "" } else { ", assumed: the input gives no voxel size" },
+        describe(vol),
         res.slices_run.len(),
         res.stats
     );
@@ -453,10 +445,7 @@ fn info(file: &Path) -> Result<(), String> {
         InputKind::Image if io::image_bit_depth(file).is_ok() => {
             let depth = io::image_bit_depth(file).map_err(|e| e.to_string())?;
             let vol = io::read_image_volume(file).map_err(|e| e.to_string())?;
-            let (lo, hi) = vol
-                .data
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = medseg::volume::value_range(&vol.data);
             if depth == 8 {
                 let img = io::read_png(file).map_err(|e| e.to_string())?;
                 println!(
@@ -493,6 +482,21 @@ fn info(file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// "MR volume 64x64x12 (x, y, slices), voxel 0.312x0.312x4.000 mm".
+fn describe(vol: &Volume) -> String {
+    let [nz, ny, nx] = vol.dims;
+    let [sz, sy, sx] = vol.spacing;
+    let assumed = if vol.spacing_known {
+        ""
+    } else {
+        " (assumed: the input gives no voxel size)"
+    };
+    format!(
+        "{} volume {nx}x{ny}x{nz} (x, y, slices), voxel {sx:.3}x{sy:.3}x{sz:.3} mm{assumed}",
+        vol.modality
+    )
+}
+
 /// A volume's size, geometry and what the readers found. A series that `segment` refuses by
 /// default (uneven slices) is still described, read as it is, with the reason it is refused.
 fn info_volume(file: &Path) -> Result<(), String> {
@@ -508,22 +512,8 @@ fn info_volume(file: &Path) -> Result<(), String> {
             }
         }
     };
-    let (lo, hi) = vol
-        .data
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    println!(
-        "{}: {} volume {}x{}x{} (x, y, slices), voxel {:.3}x{:.3}x{:.3} mm{}, values {lo}..{hi}",
-        file.display(),
-        vol.modality,
-        vol.dims[2],
-        vol.dims[1],
-        vol.dims[0],
-        vol.spacing[2],
-        vol.spacing[1],
-        vol.spacing[0],
-        if vol.spacing_known { "" } else { " (assumed)" },
-    );
+    let (lo, hi) = medseg::volume::value_range(&vol.data);
+    println!("{}: {}, values {lo}..{hi}", file.display(), describe(&vol));
     for row in &vol.affine[..3] {
         println!(
             "  affine (RAS mm): {:>10.4} {:>10.4} {:>10.4} {:>10.4}",

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::{ModelFamily, PromptBatch};
 use crate::preprocess::{resize_area_u8, Image};
 use crate::segmenter::Segmenter;
-use crate::volume::{largest_component, to_u8, Intensity, LesionStats, Volume};
+use crate::volume::{largest_component, to_u8, value_range, Intensity, LesionStats, Volume};
 
 /// What to do when a slice's mask comes back empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,10 +140,7 @@ fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8>> {
     let n = vol.slice_len();
     let key = &u8vol[opts.key_slice * n..(opts.key_slice + 1) * n];
     if key.iter().all(|&v| v == key[0]) {
-        let (lo, hi) = vol
-            .slice(opts.key_slice)
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = value_range(vol.slice(opts.key_slice));
         return Err(Error::InvalidWindow(format!(
             "{rule} maps the whole key slice {} (values {lo}..{hi}) to grey level {}: nothing \
              is left to segment; choose a window inside the data",

@@ -215,6 +215,13 @@ impl Modality {
     }
 }
 
+/// `(min, max)` of values (`(f32::MAX, f32::MIN)` for none).
+pub fn value_range(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)))
+}
+
 /// Percentile by linear interpolation between closest ranks (numpy's default).
 fn percentile(sorted: &[f32], q: f64) -> f64 {
     let pos = q / 100.0 * (sorted.len() - 1) as f64;

@@ -185,10 +185,7 @@ fn monochrome1_is_inverted_identically_on_every_slice() {
         .iter()
         .zip(&m2.data)
         .all(|(a, b)| (a + b - c).abs() < 1e-3));
-    let (lo, hi) = m2
-        .data
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = medseg::volume::value_range(&m2.data);
     assert_eq!(c, lo + hi);
 }
 

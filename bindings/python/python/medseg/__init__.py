@@ -23,7 +23,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
     BackendError,
     Embedding,
     FileError,
-    GeometryWarning,
+    ReadWarning,
     ImageError,
     MedsegError,
     PromptError,
@@ -37,7 +37,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
-    "FileError", "BackendError", "GeometryWarning",
+    "FileError", "BackendError", "ReadWarning",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -153,7 +153,7 @@ class Segmenter:
         """3D segmentation from one box on a key slice, propagated slice by slice.
 
         ``volume`` is a path (DICOM file or series folder, NIfTI-1), read with its geometry
-        (what the reader notes comes as ``GeometryWarning``; a series with uneven slices is
+        (what the reader notes comes as ``ReadWarning``; a series with uneven slices is
         refused unless ``uneven_slices`` is ``"resample"`` or ``"as-is"``), or a (Z, Y, X) array
         with ``spacing`` (z, y, x) in mm and ``modality`` ("ct", "mr" or "other"; a ``window``
         alone also does). Returns the (Z, Y, X) bool mask and statistics (``volume_ml``,

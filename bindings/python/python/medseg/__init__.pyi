@@ -7,7 +7,7 @@ from ._medseg import (
     BackendError as BackendError,
     Embedding as Embedding,
     FileError as FileError,
-    GeometryWarning as GeometryWarning,
+    ReadWarning as ReadWarning,
     ImageError as ImageError,
     MedsegError as MedsegError,
     PromptError as PromptError,

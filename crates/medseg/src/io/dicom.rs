@@ -538,6 +538,9 @@ fn build(images: &[DicomImage], policy: UnevenSlices, origin_path: &Path) -> Res
     };
     let stack = geometry::arrange(&planes, policy, |a, b| frame(a) == frame(b))
         .map_err(|m| bad(origin_path, m))?;
+    let out_slices = stack.resample.as_ref().map_or(stack.order.len(), Vec::len);
+    let first = &planes[stack.order[0]];
+    super::check_declared_size(origin_path, &[out_slices, first.rows, first.cols])?;
     let data: Vec<f32> = match &stack.resample {
         Some(plan) => plan
             .iter()
@@ -638,9 +641,15 @@ pub fn read_series_with(dir: impl AsRef<Path>, opts: &super::ReadOptions) -> Res
     }
     let mut images = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
+    let mut voxels = 0usize;
     for p in &paths {
         match read_image(p)? {
-            Some(im) => images.push(im),
+            Some(im) => {
+                // The series as a whole obeys the voxel limit, not only each file.
+                voxels = voxels.saturating_add(im.pixels.len());
+                super::check_declared_size(dir, &[voxels])?;
+                images.push(im);
+            }
             None => skipped.push(p.file_name().unwrap_or_default().to_string_lossy()),
         }
     }

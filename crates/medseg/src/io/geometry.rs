@@ -111,6 +111,7 @@ pub(crate) fn arrange(
     policy: UnevenSlices,
     same_pixels: impl Fn(usize, usize) -> bool,
 ) -> Result<Stack, String> {
+    check_values(&planes[0])?;
     check_consistent(planes)?;
     let positioned = planes.iter().filter(|p| p.position.is_some()).count();
     let oriented = planes.iter().all(|p| p.orientation.is_some());
@@ -167,10 +168,32 @@ fn list(names: &[&str]) -> String {
     }
 }
 
+/// Finite positions, and an orientation of two orthogonal unit vectors (else the normal, and
+/// every position along it, means nothing).
+fn check_values(p: &Plane) -> Result<(), String> {
+    if let Some(pos) = p.position {
+        if !pos.iter().all(|v| v.is_finite()) {
+            return Err(format!("{} has ImagePositionPatient {pos:?}", p.label));
+        }
+    }
+    if let Some(o) = p.orientation {
+        let (r, c) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+        let unit = |v: [f64; 3]| (norm(v) - 1.0).abs() <= 0.01;
+        if !(o.iter().all(|v| v.is_finite()) && unit(r) && unit(c) && dot(r, c).abs() <= 0.01) {
+            return Err(format!(
+                "{} has ImageOrientationPatient {o:?}, not two orthogonal unit vectors",
+                p.label
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every plane must have the first plane's size, pixel spacing and orientation.
 fn check_consistent(planes: &[Plane]) -> Result<(), String> {
     let first = &planes[0];
     for p in &planes[1..] {
+        check_values(p)?;
         let what = if (p.rows, p.cols) != (first.rows, first.cols) {
             Some(format!(
                 "{}×{} pixels, {} has {}×{}",
@@ -353,6 +376,14 @@ fn check_steps(
             Ok(None)
         }
         UnevenSlices::Resample => {
+            let count = grid_count(keys, median);
+            if count > 2.0 * keys.len() as f64 {
+                return Err(format!(
+                    "uneven slice positions ({first}{more}): a regular {median:.3} mm grid would \
+                     need {count} slices for {} images; too sparse to resample",
+                    keys.len()
+                ));
+            }
             let plan = resample_plan(keys, median);
             notes.push(format!(
                 "uneven slice positions ({first}{more}): {} slices resampled linearly onto {} \
@@ -365,11 +396,16 @@ fn check_steps(
     }
 }
 
+/// How many slices a regular grid from the first slice at `step` holds, never past the last
+/// slice (no extrapolation).
+fn grid_count(keys: &[f64], step: f64) -> f64 {
+    ((keys[keys.len() - 1] - keys[0]) / step + 1e-6).floor() + 1.0
+}
+
 /// For output slices at `keys[0] + j × step`: the neighbours and the weight of the second.
 fn resample_plan(keys: &[f64], step: f64) -> Vec<(usize, usize, f64)> {
     let last = keys.len() - 1;
-    // Never past the last slice (no extrapolation).
-    let count = ((keys[last] - keys[0]) / step + 1e-6).floor() as usize + 1;
+    let count = grid_count(keys, step) as usize;
     let mut lo = 0;
     (0..count)
         .map(|j| {
@@ -467,6 +503,17 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_too_sparse_to_resample_is_refused() {
+        let e = arrange(
+            &stack(&[0.0, 1.0, 2.0, 1e9]),
+            UnevenSlices::Resample,
+            |_, _| false,
+        )
+        .unwrap_err();
+        assert!(e.contains("too sparse to resample"), "{e}");
+    }
+
+    #[test]
     fn a_gap_is_refused_resampled_or_kept() {
         let zs = [0.0, 4.0, 12.0, 16.0];
         let e = arrange(&stack(&zs), UnevenSlices::Error, |_, _| false).unwrap_err();
@@ -544,6 +591,18 @@ mod tests {
         assert!(arrange(&p, UnevenSlices::Error, |_, _| false)
             .unwrap_err()
             .contains("pixel spacing"));
+        let mut p = stack(&[0.0, 4.0, 8.0]);
+        p[1].position = Some([0.0, f64::NAN, 4.0]);
+        assert!(arrange(&p, UnevenSlices::Error, |_, _| false)
+            .unwrap_err()
+            .contains("s1 has ImagePositionPatient"));
+        let mut p = stack(&[0.0, 4.0, 8.0]);
+        for q in &mut p {
+            q.orientation = Some([0.0; 6]);
+        }
+        assert!(arrange(&p, UnevenSlices::Error, |_, _| false)
+            .unwrap_err()
+            .contains("not two orthogonal unit vectors"));
         let mut p = stack(&[0.0, 4.0, 8.0]);
         p[0].position = None;
         let e = arrange(&p, UnevenSlices::Error, |_, _| false).unwrap_err();

@@ -285,9 +285,7 @@ fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
             format!("modality {m} from the NIfTI header's description"),
         );
     }
-    let (lo, hi) = data
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = crate::volume::value_range(data);
     // A CT holds air (−1000 HU) around the body in a good share of its voxels; MR data with
     // a few negative values (bias fields, resampling ringing, z-scores) does not.
     let air = data.iter().filter(|&&v| v <= -500.0).count();
