@@ -52,6 +52,9 @@ pub(crate) struct Plane {
     pub uid: Option<String>,
 }
 
+/// An output slice between two slices (indices into [`Stack::order`]): the weight of the second.
+pub(crate) type Blend = (usize, usize, f64);
+
 /// How the planes become a volume.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stack {
@@ -62,9 +65,8 @@ pub(crate) struct Stack {
     /// World (LPS) step from one slice to the next: the normal × spacing, plus the in-plane
     /// shift of a sheared stack. `None` without positions.
     pub step: Option<[f64; 3]>,
-    /// With [`UnevenSlices::Resample`] and irregular steps: for each output slice, the two
-    /// neighbours (indices into `order`) and the weight of the second.
-    pub resample: Option<Vec<(usize, usize, f64)>>,
+    /// With [`UnevenSlices::Resample`] and irregular steps: how to make each output slice.
+    pub resample: Option<Vec<Blend>>,
     /// What the user should be told (duplicates dropped, shear kept, slices resampled).
     pub notes: Vec<String>,
 }
@@ -337,7 +339,7 @@ fn check_steps(
     median: f64,
     policy: UnevenSlices,
     notes: &mut Vec<String>,
-) -> Result<Option<Vec<(usize, usize, f64)>>, String> {
+) -> Result<Option<Vec<Blend>>, String> {
     let tol = step_tolerance(median);
     let odd: Vec<usize> = (0..keys.len() - 1)
         .filter(|&k| (keys[k + 1] - keys[k] - median).abs() > tol)
@@ -403,7 +405,7 @@ fn grid_count(keys: &[f64], step: f64) -> f64 {
 }
 
 /// For output slices at `keys[0] + j × step`: the neighbours and the weight of the second.
-fn resample_plan(keys: &[f64], step: f64) -> Vec<(usize, usize, f64)> {
+fn resample_plan(keys: &[f64], step: f64) -> Vec<Blend> {
     let last = keys.len() - 1;
     let count = grid_count(keys, step) as usize;
     let mut lo = 0;
