@@ -546,6 +546,7 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // stderr. A panic that escapes still becomes pyo3's PanicException, with its message. The
     // hook belongs to this extension module's own Rust runtime.
     std::panic::set_hook(Box::new(|_| {}));
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Segmenter>()?;
     m.add_class::<Embedding>()?;
     m.add_function(wrap_pyfunction!(read_volume, m)?)?;

@@ -255,3 +255,12 @@ def test_arrays_obey_the_voxel_limit():
     env = dict(os.environ, MEDSEG_MAX_VOXELS="1000000")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "refused" in out.stdout and "MEDSEG_MAX_VOXELS" in out.stdout, out
+
+
+def test_module_surface():
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", medseg.__version__)
+    names = dir(medseg)
+    assert "Segmenter" in names and "ReadWarning" in names and "__version__" in names
+    assert not {"Optional", "Sequence", "np", "Union", "Tuple"} & set(names), names
+    with pytest.raises(medseg.WeightsError, match="weights unavailable: MedSAM"):
+        medseg.Segmenter("medsam")

@@ -22,8 +22,9 @@ pub enum Error {
     /// The checkpoint holds NaN or infinite values.
     #[error("checkpoint tensor {name} holds {count} non-finite values")]
     NonFiniteWeights { name: String, count: usize },
-    /// The default LiteMedSAM weights are not cached and could not be fetched.
-    #[error("LiteMedSAM weights unavailable: {0}")]
+    /// No weights for the requested model: the default LiteMedSAM weights are not cached and
+    /// could not be fetched, or a model without default weights was given no path.
+    #[error("weights unavailable: {0}")]
     WeightsUnavailable(String),
     /// A downloaded or cached weights file has the wrong SHA-256.
     #[error("SHA-256 mismatch for {path}: expected {expected}, got {actual}")]

@@ -397,12 +397,21 @@ pub mod lite_medsam {
     pub fn fetch() -> Result<PathBuf> {
         let dir = cache_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let tmp = dir.join(format!(".download-{}", std::process::id()));
+        // Unique per call: two threads of one process may fetch at once (parallel tests, a
+        // thread pool); a per-process name let one remove the other's download.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".download-{}-{call}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let result = fetch_into(&tmp, &dir);
         let _ = std::fs::remove_dir_all(&tmp);
-        result
+        result.map_err(|e| match e {
+            Error::WeightsUnavailable(m) => {
+                Error::WeightsUnavailable(format!("the default LiteMedSAM weights: {m}"))
+            }
+            other => other,
+        })
     }
 
     fn how_to() -> String {

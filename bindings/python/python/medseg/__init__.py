@@ -28,6 +28,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
     MedsegError,
     PromptError,
     WeightsError,
+    __version__,
     fetch_weights,
     read_volume,
     window,
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
+
+
+def __dir__():
+    # The public names only (not the typing and numpy imports this module uses).
+    return sorted(__all__ + ["__version__"])
 
 
 def _check_image(image) -> np.ndarray:

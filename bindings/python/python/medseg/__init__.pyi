@@ -12,6 +12,7 @@ from ._medseg import (
     MedsegError as MedsegError,
     PromptError as PromptError,
     WeightsError as WeightsError,
+    __version__ as __version__,
     fetch_weights as fetch_weights,
     read_volume as read_volume,
     window as window,
