@@ -328,7 +328,8 @@ impl Segmenter {
                 let mut v = py
                     .detach(|| medseg::io::read_volume_with(&path, &opts))
                     .map_err(err)?;
-                warn_notes(py, &v.notes)?;
+                // Called through medseg.Segmenter.segment_volume: its caller.
+                warn_notes(py, &v.notes, 2)?;
                 if let Some(m) = modality {
                     v.modality = m;
                 }
@@ -378,11 +379,12 @@ fn read_options(uneven_slices: &str) -> PyResult<medseg::io::ReadOptions> {
 }
 
 /// The reader's notes as `medseg.ReadWarning`s (duplicates dropped, shear kept, ...).
-fn warn_notes(py: Python<'_>, notes: &[String]) -> PyResult<()> {
+/// `stacklevel` 1 is the Python code calling into this module.
+fn warn_notes(py: Python<'_>, notes: &[String], stacklevel: i32) -> PyResult<()> {
     let category = py.get_type::<ReadWarning>();
     for n in notes {
         let msg = std::ffi::CString::new(n.as_str()).unwrap_or_default();
-        PyErr::warn(py, &category, &msg, 2)?;
+        PyErr::warn(py, &category, &msg, stacklevel)?;
     }
     Ok(())
 }
@@ -457,7 +459,7 @@ fn read_volume<'py>(
     let vol = py
         .detach(|| medseg::io::read_volume_with(&path, &opts))
         .map_err(err)?;
-    warn_notes(py, &vol.notes)?;
+    warn_notes(py, &vol.notes, 1)?;
     let [nz, ny, nx] = vol.dims;
     let data = Array3::from_shape_vec((nz, ny, nx), vol.data.clone())
         .map_err(|e| MedsegError::new_err(e.to_string()))?;

@@ -117,8 +117,8 @@ def test_bad_input_raises_python_exceptions(seg):
     with pytest.raises(medseg.ImageError, match="non-finite"):
         seg.set_image(nan)
     seg.set_image(png("images/mr_small.png"))
-    with pytest.raises(medseg.PromptError, match="outside the image"):
-        seg.predict(box=[10, 10, 80, 20])
+    with pytest.raises(medseg.PromptError, match="wholly outside the 64x64 image"):
+        seg.predict(box=[70, 10, 80, 20])
     with pytest.raises(medseg.PromptError):
         seg.predict(point_coords=[[3, 3]], point_labels=[5])
     with pytest.raises(ValueError, match="box"):
@@ -264,3 +264,19 @@ def test_module_surface():
     assert not {"Optional", "Sequence", "np", "Union", "Tuple"} & set(names), names
     with pytest.raises(medseg.WeightsError, match="weights unavailable: MedSAM"):
         medseg.Segmenter("medsam")
+
+
+def test_a_box_past_the_edge_is_clipped_with_a_warning(seg):
+    image = png("images/mr_small.png")
+    seg.set_image(image)
+    with pytest.warns(medseg.PromptWarning, match=r"clipped to \[0.0, 10.0, 50.0, 64.0\]"):
+        clipped, s1, _ = seg.predict(box=[-5, 10, 50, 80])
+    inside, s2, _ = seg.predict(box=[0, 10, 50, 64])
+    assert np.array_equal(clipped, inside) and np.array_equal(s1, s2)
+    # through an embedding and in a batch too
+    emb = seg.embed(image)
+    with pytest.warns(medseg.PromptWarning):
+        batch, _, _ = seg.predict(box=[[-5, 10, 50, 80], [10, 10, 40, 40]], embedding=emb)
+    assert np.array_equal(batch[0], clipped)
+    with pytest.raises(medseg.PromptError, match="wholly outside"):
+        seg.predict(box=[[10, 10, 40, 40], [-30, -30, -1, 5]], embedding=emb)

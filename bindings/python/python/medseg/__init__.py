@@ -13,6 +13,7 @@ intensities and are min-max scaled to 8 bits (use ``medseg.window(ct, "brain")``
 from __future__ import annotations
 
 import os
+import warnings
 
 from typing import Optional, Sequence, Tuple, Union
 
@@ -38,10 +39,37 @@ from ._medseg import (  # noqa: F401  (re-exported)
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
-    "FileError", "BackendError", "ReadWarning",
+    "FileError", "BackendError", "ReadWarning", "PromptWarning",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
+
+
+class PromptWarning(UserWarning):
+    """A prompt was adjusted: a box running past the image edge was clipped to the image."""
+
+
+def _clip_boxes(boxes, size):
+    """Clip boxes that run past the image (as drawing tools produce for a lesion at the border)
+    to it, with a ``PromptWarning``; a box wholly outside is a ``PromptError``. Malformed boxes
+    (reversed, NaN) are left to the core's checks."""
+    h, w = float(size[0]), float(size[1])
+    out = []
+    for b in boxes:
+        x0, y0, x1, y1 = b
+        ordered = all(np.isfinite(b)) and x0 < x1 and y0 < y1
+        if not ordered:
+            out.append(b)
+            continue
+        c = [min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h)]
+        if c[0] >= c[2] or c[1] >= c[3]:
+            raise PromptError(f"box {list(b)} lies wholly outside the {w:g}x{h:g} image")
+        if c != list(b):
+            warnings.warn(
+                f"box {list(b)} runs past the {w:g}x{h:g} image; clipped to {c}", PromptWarning,
+                stacklevel=3)
+        out.append(c)
+    return out
 
 
 def __dir__():
@@ -124,6 +152,9 @@ class Segmenter:
             if pl.shape != (pc.shape[0],):
                 raise ValueError(f"point_labels: expected shape ({pc.shape[0]},), got {pl.shape}")
             points, labels = pc.tolist(), [int(v) for v in pl]
+        size = embedding.original_size if embedding is not None else self._size
+        if boxes is not None and size is not None:
+            boxes = _clip_boxes(boxes, size)
         mask = None
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)

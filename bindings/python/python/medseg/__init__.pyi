@@ -21,6 +21,8 @@ from ._medseg import (
 
 ArrayLike = Union[npt.NDArray, Sequence[float]]
 
+class PromptWarning(UserWarning): ...
+
 class Segmenter:
     def __init__(self, model: str = ..., weights: Optional[str] = ..., device: str = ...) -> None: ...
     @property
