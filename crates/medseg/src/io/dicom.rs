@@ -435,12 +435,18 @@ fn invert_monochrome1(
     Ok(())
 }
 
+/// Three finite numbers (a non-finite position counts as none).
 fn v3(v: &[f64]) -> Option<[f64; 3]> {
-    v.try_into().ok()
+    v.try_into()
+        .ok()
+        .filter(|a: &[f64; 3]| a.iter().all(|x| x.is_finite()))
 }
 
+/// Six finite numbers.
 fn v6(v: &[f64]) -> Option<[f64; 6]> {
-    v.try_into().ok()
+    v.try_into()
+        .ok()
+        .filter(|a: &[f64; 6]| a.iter().all(|x| x.is_finite()))
 }
 
 fn spacing_pair(v: Vec<f64>) -> Option<(f64, f64)> {
