@@ -516,9 +516,15 @@ fn info_volume(file: &Path) -> Result<(), String> {
     };
     let (lo, hi) = medseg::volume::value_range(&vol.data);
     println!("{}: {}, values {lo}..{hi}", file.display(), describe(&vol));
+    // Which geometry the affine (and every spacing and mL) comes from.
+    let source = match &vol.nifti_header {
+        Some(h) => format!("NIfTI {}", io::nifti::affine_source(h)),
+        None => "DICOM positions".into(),
+    };
+    println!("  affine (voxel → RAS mm, from the {source}):");
     for row in &vol.affine[..3] {
         println!(
-            "  affine (RAS mm): {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
+            "    {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
             row[0], row[1], row[2], row[3]
         );
     }

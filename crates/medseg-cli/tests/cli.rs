@@ -502,6 +502,12 @@ fn series_geometry_is_checked_through_the_cli() {
     let tilt = testdata("series/tilt");
     let (text, _) = succeeds(&["info", tilt.to_str().unwrap()]);
     assert!(text.contains("gantry tilt 4.29°"), "{text}");
+    assert!(text.contains("from the DICOM positions"), "{text}");
+    let (text, _) = succeeds(&["info", testdata("anatomical.nii").to_str().unwrap()]);
+    assert!(
+        text.contains("from the NIfTI sform"),
+        "which geometry: {text}"
+    );
     let (text, _) = succeeds(&["info", gap.to_str().unwrap()]);
     assert!(text.contains("refused by default: DICOM"), "{text}");
     fails_with(

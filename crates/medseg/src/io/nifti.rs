@@ -197,45 +197,57 @@ fn usable(a: &[[f64; 4]; 4]) -> bool {
     a.iter().flatten().all(|v| v.is_finite()) && det3(a).abs() > 1e-12
 }
 
-/// The affine that is kept and used for every spacing and volume, as nibabel chooses it: the
-/// sform when its code is set, else the qform, else `pixdim` alone. Notes say where these
-/// disagree (the voxel volume then follows the kept affine, not `pixdim`).
-fn geometry(h: &nifti::NiftiHeader) -> ([[f64; 4]; 4], Vec<String>) {
-    let sform = header_affine([h.srow_x, h.srow_y, h.srow_z]);
-    let qform = qform_affine(h);
-    let px = |i: usize| {
-        let v = h.pixdim[i].abs() as f64;
-        if v.is_finite() && v > 0.0 {
-            v
-        } else {
-            1.0
-        }
-    };
-    let mut pixdim = [[0.0; 4]; 4];
-    for (i, row) in pixdim.iter_mut().enumerate().take(3) {
-        row[i] = px(i + 1);
+/// `pixdim` alone as an affine (1 mm where a value is not a positive number).
+fn pixdim_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
+    let mut m = [[0.0; 4]; 4];
+    for (i, row) in m.iter_mut().enumerate().take(3) {
+        row[i] = pixdim(h, i + 1);
     }
-    pixdim[3][3] = 1.0;
-    let mut notes = Vec::new();
+    m[3][3] = 1.0;
+    m
+}
+
+fn pixdim(h: &nifti::NiftiHeader, i: usize) -> f64 {
+    let v = h.pixdim[i].abs() as f64;
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        1.0
+    }
+}
+
+/// The affine that is kept, as nibabel chooses it: the sform when its code is set, else the
+/// qform, else `pixdim` alone, skipping a degenerate one (named in the returned notes).
+fn kept_affine(h: &nifti::NiftiHeader) -> (&'static str, [[f64; 4]; 4], Vec<String>) {
     let mut candidates = Vec::new();
     if h.sform_code > 0 {
-        candidates.push(("sform", sform));
+        candidates.push(("sform", header_affine([h.srow_x, h.srow_y, h.srow_z])));
     }
     if h.qform_code > 0 {
-        candidates.push(("qform", qform));
+        candidates.push(("qform", qform_affine(h)));
     }
-    candidates.push(("pixdim", pixdim));
-    let (name, kept) = candidates
-        .iter()
-        .copied()
-        .find(|(n, a)| {
-            let ok = usable(a);
-            if !ok {
-                notes.push(format!("NIfTI: the {n} is degenerate and is ignored"));
-            }
-            ok
-        })
-        .unwrap_or(("pixdim", pixdim));
+    let mut notes = Vec::new();
+    for (name, a) in candidates {
+        if usable(&a) {
+            return (name, a, notes);
+        }
+        notes.push(format!("NIfTI: the {name} is degenerate and is ignored"));
+    }
+    ("pixdim", pixdim_affine(h), notes)
+}
+
+/// Which of the header's geometries a volume read from it uses: `"sform"`, `"qform"` or
+/// `"pixdim"`.
+pub fn affine_source(h: &nifti::NiftiHeader) -> &'static str {
+    kept_affine(h).0
+}
+
+/// The kept affine (see [`kept_affine`]), used for every spacing and volume, and notes where
+/// the header's geometries disagree.
+fn geometry(h: &nifti::NiftiHeader) -> ([[f64; 4]; 4], Vec<String>) {
+    let (name, kept, mut notes) = kept_affine(h);
+    let qform = qform_affine(h);
+    let px = |i: usize| pixdim(h, i);
     let differs =
         |a: &[[f64; 4]; 4]| (0..3).any(|r| (0..4).any(|c| (a[r][c] - kept[r][c]).abs() > 1e-3));
     if name == "sform" && h.qform_code > 0 && usable(&qform) && differs(&qform) {
