@@ -328,20 +328,17 @@ impl Segmenter {
                 let mut v = py
                     .detach(|| medseg::io::read_volume_with(&path, &opts))
                     .map_err(err)?;
+                if let Some(m) = modality {
+                    v.set_modality(m);
+                }
                 // Called through medseg.Segmenter.segment_volume: its caller.
                 warn_notes(py, &v.notes, 2)?;
-                if let Some(m) = modality {
-                    v.modality = m;
-                }
                 v
             }
             Err(_) => array_volume(source, spacing, modality, window)?,
         };
-        if !(max_drift.is_finite() && max_drift >= 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "max_drift {max_drift}: a number of grey levels >= 0 (0 disables)"
-            )));
-        }
+        let max_drift = medseg::propagate::drift_limit(max_drift)
+            .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?;
         let dims = vol.dims;
         let mut opts = VolumeOptions::new(key_slice.unwrap_or(dims[0] / 2), box_);
         opts.intensity = window.map(Intensity::parse).transpose().map_err(err)?;
@@ -349,7 +346,7 @@ impl Segmenter {
         if official_fallback {
             opts.on_empty = medseg::EmptySlice::KeyBoxFallback;
         }
-        opts.max_intensity_drift = (max_drift > 0.0).then_some(max_drift);
+        opts.max_intensity_drift = max_drift;
         let seg = self.inner.clone();
         let res = py
             .detach(move || seg.segment_volume(&vol, &opts, &mut |_, _| {}))

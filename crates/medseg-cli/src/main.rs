@@ -145,11 +145,8 @@ fn run(cmd: Command) -> Result<(), String> {
                 .map(Intensity::parse)
                 .transpose()
                 .map_err(|e| format!("--window: {e}"))?;
-            if !(max_drift.is_finite() && max_drift >= 0.0) {
-                return Err(format!(
-                    "--max-drift {max_drift}: a number of grey levels >= 0 (0 disables)"
-                ));
-            }
+            let max_drift = medseg::propagate::drift_limit(max_drift)
+                .map_err(|e| format!("--max-drift: {e}"))?;
             let modality = modality
                 .as_deref()
                 .map(|m| {
@@ -179,8 +176,7 @@ fn run(cmd: Command) -> Result<(), String> {
             };
             let mut vol = io::read_volume_with(&input, &read).map_err(|e| e.to_string())?;
             if let Some(m) = modality {
-                vol.modality = m;
-                vol.notes.retain(|n| !n.starts_with("modality"));
+                vol.set_modality(m);
             }
             for note in &vol.notes {
                 eprintln!("medseg: note: {note}");
@@ -188,7 +184,7 @@ fn run(cmd: Command) -> Result<(), String> {
             let mut opts = VolumeOptions::new(slice.unwrap_or(vol.dims[0] / 2), bbox);
             opts.intensity = intensity;
             opts.largest_component = largest_component;
-            opts.max_intensity_drift = (max_drift > 0.0).then_some(max_drift);
+            opts.max_intensity_drift = max_drift;
             if official_fallback {
                 opts.on_empty = EmptySlice::KeyBoxFallback;
             }

@@ -101,6 +101,18 @@ fn grown_bbox(mask: &[u8], w: usize, h: usize, shift: usize) -> Option<[usize; 4
     })
 }
 
+/// The drift limit from a user's number of grey levels: 0 disables the rule; a negative or
+/// non-finite value is refused (the CLI's `--max-drift`, Python's `max_drift`).
+pub fn drift_limit(grey_levels: f64) -> Result<Option<f64>> {
+    if grey_levels.is_finite() && grey_levels >= 0.0 {
+        Ok((grey_levels > 0.0).then_some(grey_levels))
+    } else {
+        Err(Error::InvalidOption(format!(
+            "max drift {grey_levels}: a number of grey levels >= 0 (0 disables)"
+        )))
+    }
+}
+
 /// The key slice, box, z range and drift limit of `opts` for `vol`; the z range to cover.
 fn check_options(vol: &Volume, opts: &VolumeOptions) -> Result<(usize, usize)> {
     let [nz, ny, nx] = vol.dims;

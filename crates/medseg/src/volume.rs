@@ -18,6 +18,9 @@ pub enum Modality {
     Other,
 }
 
+/// How a reader's note on the modality it assumed begins (see [`Volume::set_modality`]).
+pub(crate) const MODALITY_NOTE: &str = "modality ";
+
 /// A 3D image.
 #[derive(Debug, Clone)]
 pub struct Volume {
@@ -97,6 +100,13 @@ impl Volume {
         let mut vol = Self::new(data, [1, img.height, img.width], [1.0; 3], Modality::Other)?;
         vol.spacing_known = false;
         Ok(vol)
+    }
+
+    /// Say what the intensities are when the file did not (or said wrong): replaces the
+    /// modality and drops the reader's note on the one it assumed.
+    pub fn set_modality(&mut self, m: Modality) {
+        self.modality = m;
+        self.notes.retain(|n| !n.starts_with(MODALITY_NOTE));
     }
 
     pub fn slice_len(&self) -> usize {

@@ -249,6 +249,15 @@ fn nifti_modality_comes_from_the_header_or_hounsfield_air() {
         "{:?}",
         v.notes
     );
+    // Said by the user: the assumption's note goes, the others stay.
+    let mut given = v.clone();
+    given.set_modality(Modality::Ct);
+    assert_eq!(given.modality, Modality::Ct);
+    assert!(
+        !given.notes.iter().any(|n| n.contains("assumed")),
+        "{:?}",
+        given.notes
+    );
     // Air around the head in a tenth of the voxels: CT.
     let v = altered_nifti(dir.path(), |v| {
         v.data.iter_mut().step_by(10).for_each(|x| *x = -1000.0)

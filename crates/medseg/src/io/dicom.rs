@@ -547,24 +547,19 @@ fn build(images: &[DicomImage], policy: UnevenSlices, origin_path: &Path) -> Res
     let out_slices = stack.resample.as_ref().map_or(stack.order.len(), Vec::len);
     let first = &planes[stack.order[0]];
     super::check_declared_size(origin_path, &[out_slices, first.rows, first.cols])?;
-    let data: Vec<f32> = match &stack.resample {
-        Some(plan) => plan
-            .iter()
-            .flat_map(|&(a, b, w)| {
+    let mut data = Vec::with_capacity(out_slices * first.rows * first.cols);
+    match &stack.resample {
+        Some(plan) => {
+            for &(a, b, w) in plan {
                 let (a, b) = (frame(stack.order[a]), frame(stack.order[b]));
-                a.iter()
-                    .zip(b)
-                    .map(move |(x, y)| x + (y - x) * w as f32)
-                    .collect::<Vec<f32>>()
-            })
-            .collect(),
+                data.extend(a.iter().zip(b).map(|(x, y)| x + (y - x) * w as f32));
+            }
+        }
         None => stack
             .order
             .iter()
-            .flat_map(|&k| frame(k).to_vec())
-            .collect(),
-    };
-    let first = &planes[stack.order[0]];
+            .for_each(|&k| data.extend_from_slice(frame(k))),
+    }
     let (rows, cols) = (first.rows, first.cols);
     let header_dz = images[0]
         .between

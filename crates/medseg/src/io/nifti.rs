@@ -8,7 +8,7 @@ use ndarray::Array3;
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
 use crate::error::{Error, Result};
-use crate::volume::{Modality, Volume};
+use crate::volume::{Modality, Volume, MODALITY_NOTE};
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Nifti {
@@ -294,7 +294,7 @@ fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
     if let Some(m) = named {
         return (
             m,
-            format!("modality {m} from the NIfTI header's description"),
+            format!("{MODALITY_NOTE}{m} from the NIfTI header's description"),
         );
     }
     let (lo, hi) = crate::volume::value_range(data);
@@ -311,7 +311,7 @@ fn guess_modality(h: &nifti::NiftiHeader, data: &[f32]) -> (Modality, String) {
     (
         m,
         format!(
-            "modality {m} assumed (the NIfTI header names none; values {lo}..{hi}: {why}); \
+            "{MODALITY_NOTE}{m} assumed (the NIfTI header names none; values {lo}..{hi}: {why}); \
              give the modality or a window to override"
         ),
     )

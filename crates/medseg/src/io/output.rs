@@ -125,18 +125,6 @@ impl Drop for Outputs {
     }
 }
 
-/// Write one file atomically (temporary file, then rename), never over one of `inputs`.
-pub fn write_atomic<P: AsRef<Path>>(
-    dest: &Path,
-    inputs: &[P],
-    write: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
-    let mut out = Outputs::new(inputs);
-    out.plan(dest)?;
-    out.stage(dest, write)?;
-    out.commit()
-}
-
 /// Refuse a path whose extension is not one of `exts` (lower case, with the dot).
 pub fn check_extension(dest: &Path, exts: &[&str]) -> Result<()> {
     let name = dest.to_string_lossy().to_ascii_lowercase();
