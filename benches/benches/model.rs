@@ -16,7 +16,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
-use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
+use medseg::testing::{parse_layout, seeded_random_state_dict};
+use medseg::weights::{self, StateDict};
 use medseg::{io, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions};
 
 fn fixtures() -> std::path::PathBuf {
@@ -53,7 +54,7 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
         let mut g = c.benchmark_group(format!("{family}/{dev_name}"));
         g.sample_size(10);
         g.measurement_time(Duration::from_secs(if s == 1024 { 60 } else { 15 }));
-        let input = seg.preprocess(&image);
+        let input = seg.preprocess(&image).unwrap();
         let x =
             || Tensor::<4>::from_data(TensorData::new(input.data.clone(), [1, 3, s, s]), &device);
         g.throughput(Throughput::Elements((s * s) as u64));
@@ -118,7 +119,7 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
 }
 
 fn lite(c: &mut Criterion) {
-    let sd = StateDict::load(lite_medsam::ensure().expect("LiteMedSAM weights")).unwrap();
+    let sd = StateDict::load(weights::fetch_default().expect("LiteMedSAM weights")).unwrap();
     bench_family(c, ModelFamily::LiteMedSam, &sd);
 }
 

@@ -4,7 +4,7 @@
 //! `cargo run --release -p medseg-benches --example random_vit_b -- /tmp/vit_b_random.safetensors`
 //! then `medseg segment --model medsam --weights /tmp/vit_b_random.safetensors ...`.
 
-use medseg::weights::{parse_layout, seeded_random_state_dict};
+use medseg::testing::{parse_layout, seeded_random_state_dict};
 
 fn main() -> medseg::Result<()> {
     let out = std::env::args()

@@ -8,7 +8,8 @@ use std::time::Instant;
 use burn::tensor::{Tensor, TensorData};
 use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
-use medseg::weights::{lite_medsam, parse_layout, seeded_random_state_dict, StateDict};
+use medseg::testing::{parse_layout, seeded_random_state_dict};
+use medseg::weights::{self, StateDict};
 use medseg::{io, ModelFamily, Segmenter};
 
 #[global_allocator]
@@ -52,7 +53,7 @@ fn main() -> medseg::Result<()> {
     } else {
         (
             ModelFamily::LiteMedSam,
-            StateDict::load(lite_medsam::ensure()?)?,
+            StateDict::load(weights::fetch_default()?)?,
         )
     };
     let device = medseg::cpu();
@@ -60,7 +61,7 @@ fn main() -> medseg::Result<()> {
     drop(sd);
     let load_s = t0.elapsed().as_secs_f64();
     let image = io::read_png(root.join("tests/fixtures/images/demo_ct.png"))?;
-    let input = seg.preprocess(&image);
+    let input = seg.preprocess(&image)?;
     let s = input.size;
     let mut enc = Vec::new();
     let mut emb = None;
@@ -73,7 +74,9 @@ fn main() -> medseg::Result<()> {
         emb = Some(e);
     }
     let emb = emb.expect("reps > 0");
-    let b = seg.box_to_model([95.0, 255.0, 190.0, 350.0], (image.height, image.width));
+    let b = seg
+        .frame((image.height, image.width))
+        .box_to_model([95.0, 255.0, 190.0, 350.0]);
     let batch = PromptBatch {
         boxes: Some(vec![b]),
         ..Default::default()

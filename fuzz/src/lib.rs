@@ -203,7 +203,8 @@ pub fn png(data: &[u8]) {
     if let Ok(img) = img {
         assert_eq!(img.data.len(), img.width * img.height * img.channels);
         if img.width * img.height <= 1 << 16 && data.len() >= 2 {
-            let lite = medseg::preprocess::lite_medsam_input(&img);
+            let frame = medseg::Frame::new(medseg::ModelFamily::LiteMedSam, (img.height, img.width));
+            let lite = frame.input(&img).expect("the frame of this image");
             assert_eq!(lite.data.len(), 3 * 256 * 256);
             assert!(lite.data.iter().all(|x| x.is_finite()));
             let (ch, cw) = lite.content;

@@ -180,7 +180,7 @@ def splitmix64(x):
 
 
 def random_tensor(index, name, shape, seed=2024):
-    """The generator that medseg reimplements bit for bit (`medseg::weights::seeded_random_state_dict`).
+    """The generator that medseg reimplements bit for bit (`medseg::testing::seeded_random_state_dict`).
 
     Element j of the tensor numbered `index` (state_dict keys in sorted order):
       z = splitmix64(seed * 2^40 + index * 2^32 + j ... ) -> u = (z >> 40) / 2^24 in [0, 1)

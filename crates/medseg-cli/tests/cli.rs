@@ -156,7 +156,7 @@ fn bad_input_is_one_clear_line() {
         "medsam_vit_b.pth",
     );
     // LiteMedSAM weights handed to MedSAM: refused, naming the mismatch.
-    let lite = medseg::weights::lite_medsam::ensure().expect("weights");
+    let lite = medseg::weights::fetch_default().expect("weights");
     fails_with(
         &[
             "segment",
@@ -186,7 +186,7 @@ fn bad_input_is_one_clear_line() {
 
 #[test]
 fn info_describes_checkpoints_and_images() {
-    let lite = medseg::weights::lite_medsam::ensure().expect("weights");
+    let lite = medseg::weights::fetch_default().expect("weights");
     let run = medseg().arg("info").arg(&lite).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(

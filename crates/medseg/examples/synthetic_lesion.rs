@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release --example synthetic_lesion -- MNI.nii.gz OUT.nii.gz`
 
-use medseg::volume::{implant_ellipsoid, LesionStats};
+use medseg::testing::implant_ellipsoid;
+use medseg::volume::LesionStats;
 
 fn main() -> medseg::Result<()> {
     let args: Vec<String> = std::env::args().collect();

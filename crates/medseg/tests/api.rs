@@ -100,7 +100,7 @@ fn eight_threads_on_different_images_match_sequential_runs() {
 #[test]
 fn points_and_mask_input_match_the_official_prompt_encoder() {
     use burn::tensor::{Tensor, TensorData};
-    use medseg::model::PromptBatch;
+    use medseg::model::{Points, PromptBatch};
     use medseg::segmenter::to_vec;
     let device = medseg::cpu();
     let seg = Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &device).unwrap();
@@ -115,14 +115,22 @@ fn points_and_mask_input_match_the_official_prompt_encoder() {
         (
             "points",
             PromptBatch {
-                points: Some((vec![[pts[0], pts[1]], [pts[2], pts[3]]], vec![1, 0], 2)),
+                points: Some(Points {
+                    coords: vec![[pts[0], pts[1]], [pts[2], pts[3]]],
+                    labels: vec![1, 0],
+                    per_prompt: 2,
+                }),
                 ..Default::default()
             },
         ),
         (
             "box_points_mask",
             PromptBatch {
-                points: Some((vec![[pts[2], pts[3]]], vec![0], 1)),
+                points: Some(Points {
+                    coords: vec![[pts[2], pts[3]]],
+                    labels: vec![0],
+                    per_prompt: 1,
+                }),
                 boxes: Some(vec![[bx[0], bx[1], bx[2], bx[3]]]),
                 masks: Some(Tensor::from_data(
                     TensorData::new(mask_in, [1, 1, 256, 256]),

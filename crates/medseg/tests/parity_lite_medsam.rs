@@ -32,7 +32,7 @@ fn lite_medsam_matches_official_pipeline() {
         let bbox = [b[0], b[1], b[2], b[3]];
 
         // 1. preprocessing: INTER_AREA resize to the grey level, and the model input tensor
-        let input = seg.preprocess(&image);
+        let input = seg.preprocess(&image).unwrap();
         let (resized, rshape) = g.u8("resized");
         let (ch, cw) = input.content;
         assert_eq!((ch, cw), (rshape[0], rshape[1]), "{name}: resized size");
@@ -53,7 +53,7 @@ fn lite_medsam_matches_official_pipeline() {
         // 3. prompt encoder + mask decoder from the reference embedding and box
         let ref_emb_t = Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device);
         let (box_model, _) = g.f32("box_model");
-        let expect_box = seg.box_to_model(bbox, (image.height, image.width));
+        let expect_box = seg.frame((image.height, image.width)).box_to_model(bbox);
         assert_eq!(box_model, expect_box.to_vec(), "{name}: box scaling");
         let batch = PromptBatch {
             boxes: Some(vec![expect_box]),

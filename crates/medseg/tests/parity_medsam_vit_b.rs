@@ -36,7 +36,7 @@ fn vit_b_matches_official_segment_anything() {
 
     // Preprocessing: skimage's anti-aliased cubic resize to 1024², to the grey level; the
     // reference input tensor is the official min-max of the official uint8 resize.
-    let input = seg.preprocess(&image);
+    let input = seg.preprocess(&image).unwrap();
     let (resized, _) = g.u8("resized");
     let lo = *resized.iter().min().unwrap() as f64;
     let hi = *resized.iter().max().unwrap() as f64;
@@ -55,7 +55,7 @@ fn vit_b_matches_official_segment_anything() {
     let d_emb = max_abs_diff(&to_vec(emb.clone()).unwrap(), &ref_emb);
 
     let (box_model, _) = g.f32("box_model");
-    let expect_box = seg.box_to_model(bbox, (image.height, image.width));
+    let expect_box = seg.frame((image.height, image.width)).box_to_model(bbox);
     assert_eq!(box_model, expect_box.to_vec(), "box scaling");
     let ref_emb_t = Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device);
     let batch = PromptBatch {
@@ -76,9 +76,7 @@ fn vit_b_matches_official_segment_anything() {
     // End to end: preprocessing, our embedding, decoder, sigmoid → bilinear → threshold.
     let emb_ours = medseg::ImageEmbedding {
         tensor: emb,
-        family: ModelFamily::MedSam,
-        original_size: (image.height, image.width),
-        content_size: (1024, 1024),
+        frame: seg.frame((image.height, image.width)),
     };
     let pred = seg
         .predict(&emb_ours, &medseg::Prompt::from_box(bbox))

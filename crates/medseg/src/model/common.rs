@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use burn::tensor::activation;
 use burn::tensor::module::{conv2d, conv_transpose2d, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::kernels::{host_in_place, host_to_new, Kernels};
 use crate::error::{Error, Result};
 use crate::weights::StateDict;
 
@@ -16,6 +16,8 @@ use crate::weights::StateDict;
 pub struct Loader<'a> {
     sd: &'a StateDict,
     pub device: Device,
+    /// The kernels every layer of this model takes on `device`.
+    pub kernels: Kernels,
     used: BTreeSet<String>,
     missing: Vec<String>,
     misshaped: Vec<String>,
@@ -26,6 +28,7 @@ impl<'a> Loader<'a> {
         Self {
             sd,
             device: device.clone(),
+            kernels: Kernels::for_device(device),
             used: BTreeSet::new(),
             missing: Vec::new(),
             misshaped: Vec::new(),
@@ -169,7 +172,7 @@ pub struct LayerNorm2d {
     pub weight: Tensor<4>,
     pub bias: Tensor<4>,
     pub eps: f64,
-    /// The same weight and bias on the host, for the CPU backend's in-place kernel.
+    /// [`Kernels::Host`]: the same weight and bias on the host, for the in-place kernel.
     host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
@@ -177,7 +180,7 @@ impl LayerNorm2d {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[c]);
         let b = l.values(&format!("{prefix}.bias"), &[c]);
-        let host = (l.device == Device::flex()).then(|| (w.clone(), b.clone()));
+        let host = (l.kernels == Kernels::Host).then(|| (w.clone(), b.clone()));
         Self {
             weight: l.from_vec(w, [c]).reshape([1, c, 1, 1]),
             bias: l.from_vec(b, [c]).reshape([1, c, 1, 1]),
@@ -192,7 +195,7 @@ impl LayerNorm2d {
         };
         let [_, c, h, wd] = x.dims();
         let eps = self.eps as f32;
-        on_host(
+        host_in_place(
             x,
             |x| self.forward_tensor(x),
             |xs| super::host::layer_norm_channels(xs, c, h * wd, w, b, eps),
@@ -216,7 +219,7 @@ pub struct Conv2d {
     pub stride: usize,
     pub padding: usize,
     pub groups: usize,
-    /// CPU backend, depthwise 3×3 with padding 1: the taps and bias on the host for
+    /// [`Kernels::Host`], depthwise 3×3 with padding 1: the taps and bias on the host for
     /// [`super::host::depthwise3x3`] (flex's grouped convolution was ~5× slower).
     host_depthwise: Option<(Vec<f32>, Vec<f32>)>,
 }
@@ -248,7 +251,7 @@ impl Conv2d {
             return self.forward_tensor(x);
         };
         let [b, c, h, w] = x.dims();
-        from_host(
+        host_to_new(
             x,
             |x| self.forward_tensor(x),
             |src| {
@@ -296,7 +299,7 @@ pub fn conv2d_bn(
         b[o] = beta[o] - mean[o] * gamma[o] / (var[o] + 1e-5).sqrt();
     }
     let depthwise = groups == c_in && c_in == c_out && k == 3 && (stride == 1 || stride == 2);
-    let host_depthwise = (depthwise && l.device == Device::flex()).then(|| (wf.clone(), b.clone()));
+    let host_depthwise = (depthwise && l.kernels == Kernels::Host).then(|| (wf.clone(), b.clone()));
     Conv2d {
         weight: l.from_vec(wf, [c_out, c_in / groups, k, k]),
         bias: Some(l.from_vec(b, [c_out])),
@@ -312,7 +315,7 @@ pub fn conv2d_bn(
 pub struct ConvTranspose2x2 {
     pub weight: Tensor<4>,
     pub bias: Tensor<1>,
-    /// CPU backend: the weight as one `[Cout·4, Cin]` matrix (rows ordered `co, i, j`) and the
+    /// [`Kernels::Host`]: the weight as one `[Cout·4, Cin]` matrix (rows ordered `co, i, j`) and the
     /// bias on the host. A 2×2 stride-2 transposed convolution is one matmul followed by a
     /// pixel shuffle; Burn's flex `conv_transpose2d` took ~40 % of the decoder's time.
     host: Option<(Tensor<2>, Vec<f32>)>,
@@ -322,7 +325,7 @@ impl ConvTranspose2x2 {
     pub fn load(l: &mut Loader, prefix: &str, c_in: usize, c_out: usize) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2]);
         let b = l.values(&format!("{prefix}.bias"), &[c_out]);
-        let host = (l.device == Device::flex()).then(|| {
+        let host = (l.kernels == Kernels::Host).then(|| {
             let mut m = vec![0.0f32; c_out * 4 * c_in];
             for ci in 0..c_in {
                 for r in 0..c_out * 4 {
@@ -355,9 +358,8 @@ impl ConvTranspose2x2 {
         // A materialised batch: flex's matmul takes a slow path on a broadcast (stride-0) one.
         let wm = if b > 1 { wm.repeat_dim(0, b) } else { wm };
         let y = wm.matmul(x.reshape([b, c_in, h * w]));
-        from_host(
+        host_to_new(
             y,
-            // Not f32 (not produced by this model): the same shuffle with tensor ops.
             |y| {
                 y.reshape([b, c_out, 2, 2, h, w])
                     .permute([0, 1, 4, 2, 5, 3])
@@ -369,98 +371,6 @@ impl ConvTranspose2x2 {
                 (out, [b, c_out, 2 * h, 2 * w])
             },
         )
-    }
-}
-
-/// Exact (erf) GELU, as PyTorch's `nn.GELU()`. On the CPU backend it runs in place on all
-/// cores ([`super::host`]); elsewhere it is Burn's.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    on_host(x, activation::gelu, super::host::gelu)
-}
-
-/// `[B, R, C]` → `[B, C, R]` as a contiguous tensor: on the CPU backend one tiled, parallel
-/// copy (flex's strided copy of a `swap_dims` view was a tenth of the decoder's time);
-/// elsewhere `swap_dims(1, 2)`.
-pub fn transpose12(x: Tensor<3>) -> Tensor<3> {
-    let [b, r, c] = x.dims();
-    from_host(
-        x,
-        |x| x.swap_dims(1, 2),
-        |src| (super::host::transpose(src, b, r, c), [b, c, r]),
-    )
-}
-
-/// `gelu(x + y)` in one pass on the CPU backend.
-pub fn add_gelu<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-    binary_on_host(x, y, |x, y| activation::gelu(x + y), super::host::add_gelu)
-}
-
-/// `x + y` (same shape), in place on the CPU backend.
-pub fn add<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-    binary_on_host(x, y, |x, y| x + y, super::host::add)
-}
-
-/// [`on_host`] for `x ← f(x, y)` with `y` read only.
-fn binary_on_host<const D: usize>(
-    x: Tensor<D>,
-    y: Tensor<D>,
-    device_op: fn(Tensor<D>, Tensor<D>) -> Tensor<D>,
-    host: fn(&mut [f32], &[f32]),
-) -> Tensor<D> {
-    if x.device() != Device::flex() || x.dims() != y.dims() {
-        return device_op(x, y);
-    }
-    let y = y.into_data();
-    match y.as_slice::<f32>() {
-        Ok(ys) => on_host(
-            x,
-            |x| device_op(x, Tensor::from_data(y.clone(), &Device::flex())),
-            |xs| host(xs, ys),
-        ),
-        Err(_) => device_op(x, Tensor::from_data(y, &Device::flex())),
-    }
-}
-
-/// Run `host` on the tensor's `f32` values in place when it lives on the CPU backend (the
-/// buffer moves out and back without a copy when the tensor is contiguous and not shared);
-/// otherwise run `device_op`.
-fn on_host<const D: usize>(
-    x: Tensor<D>,
-    device_op: impl FnOnce(Tensor<D>) -> Tensor<D>,
-    host: impl FnOnce(&mut [f32]),
-) -> Tensor<D> {
-    let device = x.device();
-    if device != Device::flex() {
-        return device_op(x);
-    }
-    let mut data = x.into_data();
-    match data.as_mut_slice::<f32>() {
-        Ok(values) => {
-            host(values);
-            Tensor::from_data(data, &device)
-        }
-        Err(_) => device_op(Tensor::from_data(data, &device)),
-    }
-}
-
-/// Like [`on_host`] for kernels that write a new buffer: `host` reads the `f32` values and
-/// returns the result with its shape; off the CPU backend (or for other dtypes) `device_op`.
-fn from_host<const D: usize, const E: usize>(
-    x: Tensor<D>,
-    device_op: impl FnOnce(Tensor<D>) -> Tensor<E>,
-    host: impl FnOnce(&[f32]) -> (Vec<f32>, [usize; E]),
-) -> Tensor<E> {
-    let device = x.device();
-    if device != Device::flex() {
-        return device_op(x);
-    }
-    let data = x.into_data();
-    match data.as_slice::<f32>() {
-        Ok(values) => {
-            let (out, shape) = host(values);
-            Tensor::from_data(TensorData::new(out, shape), &device)
-        }
-        Err(_) => device_op(Tensor::from_data(data, &device)),
     }
 }
 

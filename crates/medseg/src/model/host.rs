@@ -1,14 +1,18 @@
-//! Elementwise kernels for the CPU backend, run in place on the tensor's own buffer.
+//! medseg's CPU kernels, on plain `f32` slices: the [`super::kernels::Kernels::Host`] path.
+//! Each replaces a Burn flex operation that was a large share of the CPU time (single-threaded,
+//! scalar, or a strided copy), and each is checked against Burn's result by the parity tests:
 //!
-//! Burn's `flex` backend evaluates GELU one element at a time with libm's `erff` on one
-//! thread (≈ 80 ms for one 16.7 M-element activation of TinyViT's first stage, the largest
-//! single cost of the LiteMedSAM encoder). Here the same function runs on all cores, with a
-//! branch-free `erf` that the compiler vectorises (AVX-512 or AVX2 chosen at run time), and
-//! the residual add before an activation is fused into the same pass.
+//! * [`gelu`], [`add_gelu`], [`add`]: exact-form GELU (`erf` as Abramowitz & Stegun 7.1.26,
+//!   |error| ≤ 1.5e-7, the approximation PyTorch's own vectorised CPU GELU uses, with a
+//!   Cephes-style `exp`), fused with the residual add before it; in place, on all cores.
+//! * [`layer_norm_channels`]: SAM's `LayerNorm2d` over the channels of `[B, C, H, W]`, in place.
+//! * [`depthwise3x3`]: TinyViT's depthwise 3×3 convolutions (stride 1 or 2, padding 1).
+//! * [`transpose`]: tiled, parallel `[B, R, C]` → `[B, C, R]`.
+//! * [`pixel_shuffle2_bias`]: the shuffle + bias after the matmul that replaces a 2×2
+//!   stride-2 transposed convolution.
 //!
-//! `erf` is Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), the approximation PyTorch's own
-//! vectorised CPU GELU uses, with a Cephes-style `exp`. On other devices (wgpu) the model
-//! calls Burn's GELU instead; see [`super::common::gelu`].
+//! The elementwise loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked
+//! at run time (`multiversion!`).
 
 use rayon::prelude::*;
 

@@ -15,9 +15,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    add, gelu, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
-    Linear, Loader,
+    pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d, Linear, Loader,
 };
+use super::kernels::Kernels;
 
 /// ViT hyper-parameters (`sam_model_registry`): ViT-B is the MedSAM one.
 #[derive(Debug, Clone)]
@@ -153,6 +153,7 @@ struct Block {
     lin1: Linear,
     lin2: Linear,
     window_size: usize,
+    kernels: Kernels,
 }
 
 impl Block {
@@ -171,11 +172,10 @@ impl Block {
         } else {
             self.attn.forward(x)
         };
-        let x = add(shortcut, x);
-        let y = self
-            .lin2
-            .forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
-        add(x, y)
+        let x = self.kernels.add(shortcut, x);
+        let y = self.lin1.forward(self.norm2.forward(x.clone()));
+        let y = self.lin2.forward(self.kernels.gelu(y));
+        self.kernels.add(x, y)
     }
 }
 
@@ -208,6 +208,7 @@ impl ImageEncoderViT {
                     lin1: Linear::load(l, &format!("{bp}.mlp.lin1"), d, 4 * d, true),
                     lin2: Linear::load(l, &format!("{bp}.mlp.lin2"), 4 * d, d, true),
                     window_size: if global { 0 } else { cfg.window_size },
+                    kernels: l.kernels,
                 }
             })
             .collect();

@@ -3,7 +3,8 @@
 use burn::tensor::activation::relu;
 use burn::tensor::Tensor;
 
-use super::common::{gelu, transpose12, ConvTranspose2x2, LayerNorm2d, Linear, Loader};
+use super::common::{ConvTranspose2x2, LayerNorm2d, Linear, Loader};
+use super::kernels::Kernels;
 use super::transformer::TwoWayTransformer;
 
 /// SAM's `MLP`: ReLU between layers, none after the last.
@@ -45,6 +46,7 @@ pub struct MaskDecoder {
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
     pub num_mask_tokens: usize,
+    kernels: Kernels,
 }
 
 impl MaskDecoder {
@@ -69,6 +71,7 @@ impl MaskDecoder {
                 .collect(),
             iou_head: Mlp::load(l, &format!("{p}.iou_prediction_head"), &[dim, 256, 256, nm]),
             num_mask_tokens: nm,
+            kernels: l.kernels,
         }
     }
 
@@ -99,11 +102,11 @@ impl MaskDecoder {
         let src = src + dense;
         let pos = image_pe.expand([b, c, h, w]);
         let (hs, src) = self.transformer.forward(src, pos, tokens);
-        let t = hs.dims()[1];
         let iou_token_out = hs.clone().slice([0..b, 0..1, 0..c]).reshape([b, c]);
-        let src = transpose12(src).reshape([b, c, h, w]);
-        let up = gelu(self.up_ln.forward(self.up1.forward(src)));
-        let up = gelu(self.up2.forward(up)); // [B, C/8, 4h, 4w]
+        let k = self.kernels;
+        let src = k.transpose12(src).reshape([b, c, h, w]);
+        let up = k.gelu(self.up_ln.forward(self.up1.forward(src)));
+        let up = k.gelu(self.up2.forward(up)); // [B, C/8, 4h, 4w]
         let [_, cu, hu, wu] = up.dims();
         let hyper: Vec<Tensor<2>> = (0..nm)
             .map(|i| {
@@ -115,7 +118,6 @@ impl MaskDecoder {
         let masks = hyper_in
             .matmul(up.reshape([b, cu, hu * wu]))
             .reshape([b, nm, hu, wu]);
-        let _ = t;
         let iou = self.iou_head.forward(iou_token_out);
         (masks, iou)
     }

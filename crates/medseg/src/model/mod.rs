@@ -4,6 +4,7 @@
 pub mod common;
 mod host;
 pub mod image_encoder;
+pub mod kernels;
 pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod tiny_vit;
@@ -16,64 +17,11 @@ use crate::weights::StateDict;
 use common::Loader;
 pub use image_encoder::{ImageEncoderViT, ViTConfig};
 pub use mask_decoder::MaskDecoder;
-pub use prompt_encoder::{PromptBatch, PromptEncoder};
+pub use prompt_encoder::{Points, PromptBatch, PromptEncoder};
 pub use tiny_vit::{TinyViT, TinyViTConfig};
 pub use transformer::TwoWayTransformer;
 
-/// The two supported model families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelFamily {
-    /// MedSAM: SAM ViT-B, 1024×1024 input (`medsam_vit_b.pth`).
-    MedSam,
-    /// LiteMedSAM: TinyViT encoder, 256×256 input (`lite_medsam.pth`).
-    LiteMedSam,
-}
-
-impl ModelFamily {
-    /// Side of the square model input.
-    pub fn image_size(self) -> usize {
-        match self {
-            ModelFamily::MedSam => 1024,
-            ModelFamily::LiteMedSam => 256,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelFamily::MedSam => "medsam",
-            ModelFamily::LiteMedSam => "lite-medsam",
-        }
-    }
-
-    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().replace('_', "-").as_str() {
-            "medsam" | "medsam-vit-b" | "vit-b" => Some(ModelFamily::MedSam),
-            "lite-medsam" | "litemedsam" => Some(ModelFamily::LiteMedSam),
-            _ => None,
-        }
-    }
-
-    /// Which family a state_dict belongs to, judged by its image-encoder keys.
-    pub fn detect(sd: &StateDict) -> Option<Self> {
-        if sd.tensors.contains_key("image_encoder.pos_embed") {
-            Some(ModelFamily::MedSam)
-        } else if sd
-            .tensors
-            .contains_key("image_encoder.patch_embed.seq.0.c.weight")
-        {
-            Some(ModelFamily::LiteMedSam)
-        } else {
-            None
-        }
-    }
-}
-
-impl std::fmt::Display for ModelFamily {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::family::ModelFamily;
 
 /// The image encoder of either family.
 #[derive(Debug, Clone)]

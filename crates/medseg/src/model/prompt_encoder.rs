@@ -3,14 +3,24 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::common::{gelu, Conv2d, LayerNorm2d, Loader};
+use super::common::{Conv2d, LayerNorm2d, Loader};
+use super::kernels::Kernels;
+
+/// Points of a batch: `per_prompt` points for each of the `B` entries.
+#[derive(Debug, Clone, Default)]
+pub struct Points {
+    /// `[B, per_prompt]` coordinates (x, y) in the model frame.
+    pub coords: Vec<[f32; 2]>,
+    /// `[B, per_prompt]` labels: 1 foreground, 0 background, -1 padding.
+    pub labels: Vec<i64>,
+    pub per_prompt: usize,
+}
 
 /// Prompts for a batch of `B` decoder runs on one image embedding. Coordinates are in the
 /// model's input frame (1024² for MedSAM, 256² for LiteMedSAM).
 #[derive(Debug, Clone, Default)]
 pub struct PromptBatch {
-    /// `[B, Np, 2]` point coordinates (x, y) and `[B, Np]` labels (1 fg, 0 bg, -1 padding).
-    pub points: Option<(Vec<[f32; 2]>, Vec<i64>, usize)>,
+    pub points: Option<Points>,
     /// `[B, 4]` boxes `x0, y0, x1, y1`.
     pub boxes: Option<Vec<[f32; 4]>>,
     /// `[B, 1, 256, 256]` low-res mask logits.
@@ -19,8 +29,8 @@ pub struct PromptBatch {
 
 impl PromptBatch {
     pub fn batch_size(&self) -> usize {
-        if let Some((_, labels, n)) = &self.points {
-            labels.len() / (*n).max(1)
+        if let Some(p) = &self.points {
+            p.labels.len() / p.per_prompt.max(1)
         } else if let Some(b) = &self.boxes {
             b.len()
         } else if let Some(m) = &self.masks {
@@ -39,7 +49,7 @@ pub struct PromptEncoder {
     point_table: Tensor<2>,
     /// `[1, C, h, w]`: `no_mask_embed` repeated over the grid.
     no_mask_embed: Tensor<4>,
-    mask_downscaling: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d, Conv2d),
+    mask_downscaling: MaskDownscaling,
     /// `[1, C, h, w]`, `get_dense_pe()`, computed once.
     dense_pe: Tensor<4>,
     pub embed_dim: usize,
@@ -67,15 +77,8 @@ impl PromptEncoder {
             rows.extend(l.values(&format!("{p}.point_embeddings.{i}.weight"), &[1, c]));
         }
         let point_table = l.from_vec(rows, [5, c]);
-        let q = mask_in_chans / 4;
         let md = format!("{p}.mask_downscaling");
-        let mask_downscaling = (
-            Conv2d::load(l, &format!("{md}.0"), 1, q, 2, 2, 0, true),
-            LayerNorm2d::load(l, &format!("{md}.1"), q),
-            Conv2d::load(l, &format!("{md}.3"), q, mask_in_chans, 2, 2, 0, true),
-            LayerNorm2d::load(l, &format!("{md}.4"), mask_in_chans),
-            Conv2d::load(l, &format!("{md}.6"), mask_in_chans, c, 1, 1, 0, true),
-        );
+        let mask_downscaling = MaskDownscaling::load(l, &md, mask_in_chans, c);
         let (h, w) = embedding_size;
         // `no_mask_embed` broadcast over the embedding grid, stored dense: adding a stride-0
         // view to the image embedding took flex's slow strided path on every decode.
@@ -140,41 +143,9 @@ impl PromptEncoder {
     pub fn forward(&self, prompts: &PromptBatch) -> (Tensor<3>, Tensor<4>) {
         let bs = prompts.batch_size();
         let c = self.embed_dim;
-        let device = self.gaussian.device();
         let mut parts: Vec<Tensor<3>> = Vec::new();
-        if let Some((coords, labels, n)) = &prompts.points {
-            let mut coords: Vec<f32> = coords.iter().flat_map(|p| *p).collect();
-            let mut labels = labels.clone();
-            let mut n = *n;
-            if prompts.boxes.is_none() {
-                // Pad with one "not a point" per batch entry.
-                let mut c2 = Vec::with_capacity(bs * (n + 1) * 2);
-                let mut l2 = Vec::with_capacity(bs * (n + 1));
-                for bi in 0..bs {
-                    c2.extend_from_slice(&coords[bi * n * 2..(bi + 1) * n * 2]);
-                    c2.extend_from_slice(&[-0.5, -0.5]); // +0.5 → the zero point upstream pads
-                    l2.extend_from_slice(&labels[bi * n..(bi + 1) * n]);
-                    l2.push(-1);
-                }
-                coords = c2;
-                labels = l2;
-                n += 1;
-            }
-            let pe = self.embed_coords(coords, bs, n);
-            let keep: Vec<f32> = labels
-                .iter()
-                .map(|&l| if l == -1 { 0.0 } else { 1.0 })
-                .collect();
-            let keep = Tensor::<3>::from_data(TensorData::new(keep, [bs, n, 1]), &device);
-            let idx: Vec<i64> = labels
-                .iter()
-                .map(|&l| match l {
-                    -1 => 0,
-                    0 => 1,
-                    _ => 2,
-                })
-                .collect();
-            parts.push(pe * keep + self.table_rows(idx, bs, n));
+        if let Some(points) = &prompts.points {
+            parts.push(self.embed_points(points, bs, prompts.boxes.is_none()));
         }
         if let Some(boxes) = &prompts.boxes {
             let coords: Vec<f32> = boxes.iter().flat_map(|b| *b).collect();
@@ -183,33 +154,87 @@ impl PromptEncoder {
             parts.push(pe + self.table_rows(idx, bs, 2));
         }
         let sparse = if parts.is_empty() {
-            Tensor::zeros([bs, 0, c], &device)
+            Tensor::zeros([bs, 0, c], &self.gaussian.device())
         } else {
             Tensor::cat(parts, 1)
         };
         let (h, w) = self.embedding_size;
         let dense = match &prompts.masks {
-            Some(m) => {
-                let (c1, n1, c2, n2, c3) = &self.mask_downscaling;
-                let x = gelu(n1.forward(c1.forward(m.clone())));
-                let x = gelu(n2.forward(c2.forward(x)));
-                c3.forward(x)
-            }
+            Some(m) => self.mask_downscaling.forward(m.clone()),
             None if bs == 1 => self.no_mask_embed.clone(),
             None => self.no_mask_embed.clone().expand([bs, c, h, w]),
         };
         (sparse, dense)
     }
+
+    /// `_embed_points`: `[B, N, C]`, with one "not a point" appended to each entry when no
+    /// box follows (`pad`).
+    fn embed_points(&self, points: &Points, bs: usize, pad: bool) -> Tensor<3> {
+        let n = points.per_prompt;
+        let mut coords: Vec<f32> = Vec::with_capacity(bs * (n + 1) * 2);
+        let mut labels = Vec::with_capacity(bs * (n + 1));
+        for bi in 0..bs {
+            coords.extend(points.coords[bi * n..(bi + 1) * n].iter().flatten());
+            labels.extend_from_slice(&points.labels[bi * n..(bi + 1) * n]);
+            if pad {
+                coords.extend_from_slice(&[-0.5, -0.5]); // +0.5 → the zero point upstream pads
+                labels.push(-1);
+            }
+        }
+        let n = n + usize::from(pad);
+        let pe = self.embed_coords(coords, bs, n);
+        let keep: Vec<f32> = labels.iter().map(|&l| f32::from(l != -1)).collect();
+        let keep = Tensor::<3>::from_data(TensorData::new(keep, [bs, n, 1]), &pe.device());
+        let idx: Vec<i64> = labels
+            .iter()
+            .map(|&l| match l {
+                -1 => 0,
+                0 => 1,
+                _ => 2,
+            })
+            .collect();
+        pe * keep + self.table_rows(idx, bs, n)
+    }
+}
+
+/// `mask_downscaling`: a `[B, 1, 256, 256]` mask prompt → `[B, C, 64, 64]`.
+#[derive(Debug, Clone)]
+struct MaskDownscaling {
+    conv1: Conv2d,
+    norm1: LayerNorm2d,
+    conv2: Conv2d,
+    norm2: LayerNorm2d,
+    conv3: Conv2d,
+    kernels: Kernels,
+}
+
+impl MaskDownscaling {
+    fn load(l: &mut Loader, p: &str, mask_in_chans: usize, c: usize) -> Self {
+        let q = mask_in_chans / 4;
+        Self {
+            conv1: Conv2d::load(l, &format!("{p}.0"), 1, q, 2, 2, 0, true),
+            norm1: LayerNorm2d::load(l, &format!("{p}.1"), q),
+            conv2: Conv2d::load(l, &format!("{p}.3"), q, mask_in_chans, 2, 2, 0, true),
+            norm2: LayerNorm2d::load(l, &format!("{p}.4"), mask_in_chans),
+            conv3: Conv2d::load(l, &format!("{p}.6"), mask_in_chans, c, 1, 1, 0, true),
+            kernels: l.kernels,
+        }
+    }
+
+    fn forward(&self, m: Tensor<4>) -> Tensor<4> {
+        let x = self.kernels.gelu(self.norm1.forward(self.conv1.forward(m)));
+        let x = self.kernels.gelu(self.norm2.forward(self.conv2.forward(x)));
+        self.conv3.forward(x)
+    }
 }
 
 /// `_pe_encoding`: coords in [0, 1] → `[sin, cos](2π (2c − 1) G)`. `[B, N, 2]` → `[B, N, C]`.
 fn pe_encoding(coords: Tensor<3>, gaussian: &Tensor<2>) -> Tensor<3> {
-    let [b, n, _] = coords.dims();
+    let b = coords.dims()[0];
     let g = gaussian
         .clone()
         .unsqueeze::<3>()
         .expand([b, 2, gaussian.dims()[1]]);
     let x = (coords * 2.0 - 1.0).matmul(g) * (2.0 * std::f64::consts::PI);
-    let _ = n;
     Tensor::cat(vec![x.clone().sin(), x.cos()], 2)
 }

@@ -10,9 +10,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    add, add_gelu, conv2d_bn, gelu, pad_hw, transpose12, window_partition, window_unpartition,
-    Conv2d, LayerNorm, LayerNorm2d, Linear, Loader,
+    conv2d_bn, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
+    Linear, Loader,
 };
+use super::kernels::Kernels;
 
 /// TinyViT hyper-parameters.
 #[derive(Debug, Clone)]
@@ -45,13 +46,24 @@ struct MBConv {
     conv1: Conv2d,
     conv2: Conv2d,
     conv3: Conv2d,
+    kernels: Kernels,
 }
 
 impl MBConv {
+    fn load(l: &mut Loader, p: &str, dim: usize, hidden: usize) -> Self {
+        Self {
+            conv1: conv2d_bn(l, &format!("{p}.conv1"), dim, hidden, 1, 1, 1),
+            conv2: conv2d_bn(l, &format!("{p}.conv2"), hidden, hidden, 3, 1, hidden),
+            conv3: conv2d_bn(l, &format!("{p}.conv3"), hidden, dim, 1, 1, 1),
+            kernels: l.kernels,
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = gelu(self.conv1.forward(x.clone()));
-        let y = gelu(self.conv2.forward(y));
-        add_gelu(self.conv3.forward(y), x)
+        let k = self.kernels;
+        let y = k.gelu(self.conv1.forward(x.clone()));
+        let y = k.gelu(self.conv2.forward(y));
+        k.add_gelu(self.conv3.forward(y), x)
     }
 }
 
@@ -61,6 +73,7 @@ struct PatchMerging {
     conv1: Conv2d,
     conv2: Conv2d,
     conv3: Conv2d,
+    kernels: Kernels,
 }
 
 impl PatchMerging {
@@ -70,13 +83,14 @@ impl PatchMerging {
             conv1: conv2d_bn(l, &format!("{p}.conv1"), dim, out, 1, 1, 1),
             conv2: conv2d_bn(l, &format!("{p}.conv2"), out, out, 3, stride, out),
             conv3: conv2d_bn(l, &format!("{p}.conv3"), out, out, 1, 1, 1),
+            kernels: l.kernels,
         }
     }
 
     /// `[B, C, H, W]` → `[B, C', H', W']`.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = gelu(self.conv1.forward(x));
-        let x = gelu(self.conv2.forward(x));
+        let x = self.kernels.gelu(self.conv1.forward(x));
+        let x = self.kernels.gelu(self.conv2.forward(x));
         self.conv3.forward(x)
     }
 }
@@ -161,9 +175,22 @@ struct TinyViTBlock {
     fc1: Linear,
     fc2: Linear,
     window_size: usize,
+    kernels: Kernels,
 }
 
 impl TinyViTBlock {
+    fn load(l: &mut Loader, p: &str, dim: usize, heads: usize, ws: usize, mlp: usize) -> Self {
+        Self {
+            attn: Attention::load(l, &format!("{p}.attn"), dim, heads, ws),
+            local_conv: conv2d_bn(l, &format!("{p}.local_conv"), dim, dim, 3, 1, dim),
+            mlp_norm: LayerNorm::load(l, &format!("{p}.mlp.norm"), dim, 1e-5),
+            fc1: Linear::load(l, &format!("{p}.mlp.fc1"), dim, dim * mlp, true),
+            fc2: Linear::load(l, &format!("{p}.mlp.fc2"), dim * mlp, dim, true),
+            window_size: ws,
+            kernels: l.kernels,
+        }
+    }
+
     /// `[B, L, C]` at resolution `h × w` → same.
     fn forward(&self, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
         let [b, l, c] = x.dims();
@@ -179,12 +206,13 @@ impl TinyViTBlock {
             let y = window_unpartition(y.reshape([nw, ws, ws, c]), ws, b, h + ph, w + pw);
             y.slice([0..b, 0..h, 0..w, 0..c]).reshape([b, l, c])
         };
-        let x = add(res, x);
-        let x = transpose12(x).reshape([b, c, h, w]);
-        let x = transpose12(self.local_conv.forward(x).reshape([b, c, l]));
-        let y = self.mlp_norm.forward(x.clone());
-        let y = self.fc2.forward(gelu(self.fc1.forward(y)));
-        add(x, y)
+        let k = self.kernels;
+        let x = k.add(res, x);
+        let x = k.transpose12(x).reshape([b, c, h, w]);
+        let x = k.transpose12(self.local_conv.forward(x).reshape([b, c, l]));
+        let y = self.fc1.forward(self.mlp_norm.forward(x.clone()));
+        let y = self.fc2.forward(k.gelu(y));
+        k.add(x, y)
     }
 }
 
@@ -193,93 +221,34 @@ impl TinyViTBlock {
 pub struct TinyViT {
     patch_embed: (Conv2d, Conv2d),
     stage0: Vec<MBConv>,
-    /// Blocks of stages 1–3 with their window size and resolution.
-    stages: Vec<(Vec<TinyViTBlock>, usize)>,
+    /// The attention blocks of stages 1–3.
+    stages: Vec<Vec<TinyViTBlock>>,
     /// Downsampling after stages 0, 1 and 2.
     merges: Vec<PatchMerging>,
     neck_conv1: Conv2d,
     neck_ln1: LayerNorm2d,
     neck_conv2: Conv2d,
     neck_ln2: LayerNorm2d,
+    kernels: Kernels,
     pub config: TinyViTConfig,
 }
 
 impl TinyViT {
     pub fn load(l: &mut Loader, p: &str, cfg: &TinyViTConfig) -> Self {
         let d = cfg.embed_dims;
+        let pe = format!("{p}.patch_embed.seq");
         let patch_embed = (
-            conv2d_bn(l, &format!("{p}.patch_embed.seq.0"), 3, d[0] / 2, 1, 1, 1),
-            conv2d_bn(
-                l,
-                &format!("{p}.patch_embed.seq.2"),
-                d[0] / 2,
-                d[0],
-                1,
-                1,
-                1,
-            ),
+            conv2d_bn(l, &format!("{pe}.0"), 3, d[0] / 2, 1, 1, 1),
+            conv2d_bn(l, &format!("{pe}.2"), d[0] / 2, d[0], 1, 1, 1),
         );
         let hidden = d[0] * cfg.mbconv_expand_ratio;
         let stage0 = (0..cfg.depths[0])
-            .map(|i| {
-                let bp = format!("{p}.layers.0.blocks.{i}");
-                MBConv {
-                    conv1: conv2d_bn(l, &format!("{bp}.conv1"), d[0], hidden, 1, 1, 1),
-                    conv2: conv2d_bn(l, &format!("{bp}.conv2"), hidden, hidden, 3, 1, hidden),
-                    conv3: conv2d_bn(l, &format!("{bp}.conv3"), hidden, d[0], 1, 1, 1),
-                }
-            })
+            .map(|i| MBConv::load(l, &format!("{p}.layers.0.blocks.{i}"), d[0], hidden))
             .collect();
-        let mut merges = vec![PatchMerging::load(
-            l,
-            &format!("{p}.layers.0.downsample"),
-            d[0],
-            d[1],
-        )];
-        let mut stages = Vec::new();
-        for s in 1..4 {
-            let dim = d[s];
-            let blocks = (0..cfg.depths[s])
-                .map(|i| {
-                    let bp = format!("{p}.layers.{s}.blocks.{i}");
-                    TinyViTBlock {
-                        attn: Attention::load(
-                            l,
-                            &format!("{bp}.attn"),
-                            dim,
-                            cfg.num_heads[s],
-                            cfg.window_sizes[s],
-                        ),
-                        local_conv: conv2d_bn(l, &format!("{bp}.local_conv"), dim, dim, 3, 1, dim),
-                        mlp_norm: LayerNorm::load(l, &format!("{bp}.mlp.norm"), dim, 1e-5),
-                        fc1: Linear::load(
-                            l,
-                            &format!("{bp}.mlp.fc1"),
-                            dim,
-                            dim * cfg.mlp_ratio,
-                            true,
-                        ),
-                        fc2: Linear::load(
-                            l,
-                            &format!("{bp}.mlp.fc2"),
-                            dim * cfg.mlp_ratio,
-                            dim,
-                            true,
-                        ),
-                        window_size: cfg.window_sizes[s],
-                    }
-                })
-                .collect();
-            stages.push((blocks, cfg.window_sizes[s]));
-            if s < 3 {
-                merges.push(PatchMerging::load(
-                    l,
-                    &format!("{p}.layers.{s}.downsample"),
-                    dim,
-                    d[s + 1],
-                ));
-            }
-        }
+        let merges = (0..3)
+            .map(|s| PatchMerging::load(l, &format!("{p}.layers.{s}.downsample"), d[s], d[s + 1]))
+            .collect();
+        let stages = (1..4).map(|s| Self::load_stage(l, p, cfg, s)).collect();
         Self {
             patch_embed,
             stage0,
@@ -289,25 +258,38 @@ impl TinyViT {
             neck_ln1: LayerNorm2d::load(l, &format!("{p}.neck.1"), 256),
             neck_conv2: Conv2d::load(l, &format!("{p}.neck.2"), 256, 256, 3, 1, 1, false),
             neck_ln2: LayerNorm2d::load(l, &format!("{p}.neck.3"), 256),
+            kernels: l.kernels,
             config: cfg.clone(),
         }
     }
 
+    /// The attention blocks of stage `s` (1–3).
+    fn load_stage(l: &mut Loader, p: &str, cfg: &TinyViTConfig, s: usize) -> Vec<TinyViTBlock> {
+        let (dim, heads, ws) = (cfg.embed_dims[s], cfg.num_heads[s], cfg.window_sizes[s]);
+        (0..cfg.depths[s])
+            .map(|i| {
+                let bp = format!("{p}.layers.{s}.blocks.{i}");
+                TinyViTBlock::load(l, &bp, dim, heads, ws, cfg.mlp_ratio)
+            })
+            .collect()
+    }
+
     /// `[B, 3, 256, 256]` → `[B, 256, 64, 64]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = gelu(self.patch_embed.0.forward(x));
+        let k = self.kernels;
+        let x = k.gelu(self.patch_embed.0.forward(x));
         let mut x = self.patch_embed.1.forward(x); // [B, 64, 256, 256]
         for blk in &self.stage0 {
             x = blk.forward(x);
         }
-        for (s, (blocks, _ws)) in self.stages.iter().enumerate() {
-            x = self.merges[s].forward(x); // [B, C, H, W]
+        for (blocks, merge) in self.stages.iter().zip(&self.merges) {
+            x = merge.forward(x); // [B, C, H, W]
             let [b, c, h, w] = x.dims();
-            let mut t = transpose12(x.reshape([b, c, h * w])); // [B, L, C]
+            let mut t = k.transpose12(x.reshape([b, c, h * w])); // [B, L, C]
             for blk in blocks {
                 t = blk.forward(t, h, w);
             }
-            x = transpose12(t).reshape([b, c, h, w]);
+            x = k.transpose12(t).reshape([b, c, h, w]);
         }
         let x = self.neck_ln1.forward(self.neck_conv1.forward(x));
         self.neck_ln2.forward(self.neck_conv2.forward(x))

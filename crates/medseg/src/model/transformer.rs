@@ -5,7 +5,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
-use super::common::{transpose12, LayerNorm, Linear, Loader};
+use super::common::{LayerNorm, Linear, Loader};
+use super::kernels::Kernels;
 
 /// Multi-head attention with an optional down-projection of the internal dimension.
 #[derive(Debug, Clone)]
@@ -102,6 +103,7 @@ pub struct TwoWayTransformer {
     layers: Vec<TwoWayAttentionBlock>,
     final_attn_token_to_image: Attention,
     norm_final_attn: LayerNorm,
+    kernels: Kernels,
 }
 
 impl TwoWayTransformer {
@@ -152,6 +154,7 @@ impl TwoWayTransformer {
                 2,
             ),
             norm_final_attn: LayerNorm::load(l, &format!("{p}.norm_final_attn"), dim, 1e-5),
+            kernels: l.kernels,
         }
     }
 
@@ -165,8 +168,8 @@ impl TwoWayTransformer {
     ) -> (Tensor<3>, Tensor<3>) {
         let [b, c, h, w] = image.dims();
         // Contiguous once here: `keys + key_pe` runs five times below.
-        let keys0 = transpose12(image.reshape([b, c, h * w]));
-        let key_pe = transpose12(image_pe.reshape([b, c, h * w]));
+        let keys0 = self.kernels.transpose12(image.reshape([b, c, h * w]));
+        let key_pe = self.kernels.transpose12(image_pe.reshape([b, c, h * w]));
         let mut queries = point_embedding.clone();
         let mut keys = keys0;
         for layer in &self.layers {

