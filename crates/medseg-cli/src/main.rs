@@ -34,6 +34,8 @@ enum Model {
     Medsam,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Segment the object inside a box.

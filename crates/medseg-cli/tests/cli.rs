@@ -124,6 +124,14 @@ fn bad_input_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.png");
     let out = out.to_str().unwrap();
+    // An empty weights cache: `segment` says how to fill it and downloads nothing.
+    let empty = dir.path().join("empty-cache");
+    fails_with_env(
+        &[("MEDSEG_CACHE_DIR", empty.to_str().unwrap())],
+        &segment_lite(demo, "95,255,190,350", out),
+        "not in the cache",
+    );
+    assert!(!empty.join("lite_medsam.pth").exists());
     fails_with(
         &segment_lite(demo, "95,255,190,900", out),
         "outside the image",

@@ -103,7 +103,7 @@ pub fn resize_area_u8(src: &[u8], h: usize, w: usize, cn: usize, dh: usize, dw: 
         if fast {
             return area_fast(src, w, cn, dh, dw, ix, iy);
         }
-        return area_generic(src, h, w, cn, dh, dw, scale_x, scale_y);
+        return area_generic(src, [h, w, cn], [dh, dw]);
     }
     linear_area_mode(src, h, w, cn, dh, dw)
 }
@@ -176,18 +176,11 @@ fn area_tab(ssize: usize, dsize: usize, scale: f64) -> Vec<(usize, usize, f32)> 
     tab
 }
 
-/// Non-integer decimation (`ResizeArea_Invoker`), accumulated in `f32`.
-#[allow(clippy::too_many_arguments)]
-fn area_generic(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    cn: usize,
-    dh: usize,
-    dw: usize,
-    scale_x: f64,
-    scale_y: f64,
-) -> Vec<u8> {
+/// Non-integer decimation (`ResizeArea_Invoker`) of `[h, w, cn]` to `[dh, dw]`, accumulated
+/// in `f32`.
+fn area_generic(src: &[u8], [h, w, cn]: [usize; 3], [dh, dw]: [usize; 2]) -> Vec<u8> {
+    let scale_x = w as f64 / dw as f64;
+    let scale_y = h as f64 / dh as f64;
     let xtab = area_tab(w, dw, scale_x);
     let ytab = area_tab(h, dh, scale_y);
     let width = dw * cn;

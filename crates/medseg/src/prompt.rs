@@ -45,7 +45,7 @@ impl Prompt {
             }
         }
         if let Some(m) = &self.mask_input {
-            if m.len() != 256 * 256 {
+            if m.len() != crate::frame::LOW_RES_LEN {
                 return Err(Error::InvalidPrompt(format!(
                     "mask input has {} values, expected 256x256",
                     m.len()
@@ -168,7 +168,7 @@ mod tests {
         };
         assert!(p.validate(size).is_err());
         let p = Prompt {
-            mask_input: Some(vec![0.0; 65536]),
+            mask_input: Some(vec![0.0; crate::frame::LOW_RES_LEN]),
             ..Default::default()
         };
         assert!(p.validate(size).is_ok());

@@ -1,6 +1,6 @@
 //! Checkpoint reading: PyTorch `.pth` (zip or legacy) and `.safetensors` state_dicts, as plain
 //! `f32` arrays. This module does I/O only and knows nothing of Burn; the model turns the
-//! arrays into tensors (`model::loader`).
+//! arrays into tensors (`model::common::Loader`).
 //!
 //! A `.pth` is a pickle. It is parsed by `pytorch-reader`, which interprets the pickle opcodes
 //! as data and never imports or calls anything, so loading a checkpoint cannot run code.

@@ -8,29 +8,25 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
+use medseg::frame::LOW_RES_LEN;
 use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
-use medseg::{io, ModelFamily, Prompt, Segmenter};
+use medseg::{ModelFamily, Prompt, Segmenter};
 
 #[test]
 fn lite_medsam_matches_official_pipeline() {
     let device = medseg::cpu();
     let seg = Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &device)
         .expect("official LiteMedSAM weights load");
-    let mut n = 0;
-    for case in cases().iter().filter(|c| c["model"] == "lite-medsam") {
-        n += 1;
-        let name = case["name"].as_str().unwrap();
-        let mut g = Golden::open(case["golden"].as_str().unwrap());
-        let image = io::read_png(fixtures().join(case["image"].as_str().unwrap())).unwrap();
-        let b: Vec<f64> = case["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let bbox = [b[0], b[1], b[2], b[3]];
-
+    let cases = golden_cases("lite-medsam");
+    let n = cases.len();
+    for Case {
+        name,
+        golden: mut g,
+        image,
+        bbox,
+    } in cases
+    {
         // 1. preprocessing: INTER_AREA resize to the grey level, and the model input tensor
         let input = seg.preprocess(&image).unwrap();
         let (resized, rshape) = g.u8("resized");
@@ -66,8 +62,8 @@ fn lite_medsam_matches_official_pipeline() {
         let (ref_iou, _) = g.f32("iou");
         let (ref_mlogits, _) = g.f32("multi_logits");
         let (ref_miou, _) = g.f32("multi_iou");
-        let d_logits = max_abs_diff(&masks[..65536], &ref_logits);
-        let d_mlogits = max_abs_diff(&masks[65536..], &ref_mlogits);
+        let d_logits = max_abs_diff(&masks[..LOW_RES_LEN], &ref_logits);
+        let d_mlogits = max_abs_diff(&masks[LOW_RES_LEN..], &ref_mlogits);
         let d_iou = max_abs_diff(&iou[..1], &ref_iou);
         let d_miou = max_abs_diff(&iou[1..], &ref_miou);
 

@@ -6,9 +6,10 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
+use medseg::frame::LOW_RES_LEN;
 use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
-use medseg::{io, ModelFamily, Segmenter};
+use medseg::{ModelFamily, Segmenter};
 
 #[test]
 fn vit_b_matches_official_segment_anything() {
@@ -20,19 +21,12 @@ fn vit_b_matches_official_segment_anything() {
     sd.save_safetensors(&path).unwrap();
     let seg = Segmenter::from_file(ModelFamily::MedSam, &path, &device).expect("ViT-B loads");
 
-    let case = cases()
-        .into_iter()
-        .find(|c| c["model"] == "medsam")
-        .expect("a ViT-B golden case");
-    let mut g = Golden::open(case["golden"].as_str().unwrap());
-    let image = io::read_png(fixtures().join(case["image"].as_str().unwrap())).unwrap();
-    let b: Vec<f64> = case["box"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let bbox = [b[0], b[1], b[2], b[3]];
+    let Case {
+        golden: mut g,
+        image,
+        bbox,
+        ..
+    } = golden_cases("medsam").remove(0);
 
     // Preprocessing: skimage's anti-aliased cubic resize to 1024², to the grey level; the
     // reference input tensor is the official min-max of the official uint8 resize.
@@ -69,8 +63,8 @@ fn vit_b_matches_official_segment_anything() {
     let (ref_mlogits, _) = g.f32("multi_logits");
     let (ref_iou, _) = g.f32("iou");
     let (ref_miou, _) = g.f32("multi_iou");
-    let d_logits = max_abs_diff(&masks[..65536], &ref_logits);
-    let d_mlogits = max_abs_diff(&masks[65536..], &ref_mlogits);
+    let d_logits = max_abs_diff(&masks[..LOW_RES_LEN], &ref_logits);
+    let d_mlogits = max_abs_diff(&masks[LOW_RES_LEN..], &ref_mlogits);
     let d_iou = max_abs_diff(&iou[..1], &ref_iou).max(max_abs_diff(&iou[1..], &ref_miou));
 
     // End to end: preprocessing, our embedding, decoder, sigmoid → bilinear → threshold.

@@ -272,12 +272,12 @@ impl Conv2d {
     }
 }
 
-/// TinyViT's `Conv2d_BN`, with the BatchNorm (eps 1e-5) folded into the convolution.
+/// TinyViT's `Conv2d_BN` (`[c_in, c_out]` channels, a `k × k` kernel), with the BatchNorm
+/// (eps 1e-5) folded into the convolution.
 pub fn conv2d_bn(
     l: &mut Loader,
     prefix: &str,
-    c_in: usize,
-    c_out: usize,
+    [c_in, c_out]: [usize; 2],
     k: usize,
     stride: usize,
     groups: usize,

@@ -52,9 +52,9 @@ struct MBConv {
 impl MBConv {
     fn load(l: &mut Loader, p: &str, dim: usize, hidden: usize) -> Self {
         Self {
-            conv1: conv2d_bn(l, &format!("{p}.conv1"), dim, hidden, 1, 1, 1),
-            conv2: conv2d_bn(l, &format!("{p}.conv2"), hidden, hidden, 3, 1, hidden),
-            conv3: conv2d_bn(l, &format!("{p}.conv3"), hidden, dim, 1, 1, 1),
+            conv1: conv2d_bn(l, &format!("{p}.conv1"), [dim, hidden], 1, 1, 1),
+            conv2: conv2d_bn(l, &format!("{p}.conv2"), [hidden, hidden], 3, 1, hidden),
+            conv3: conv2d_bn(l, &format!("{p}.conv3"), [hidden, dim], 1, 1, 1),
             kernels: l.kernels,
         }
     }
@@ -80,9 +80,9 @@ impl PatchMerging {
     fn load(l: &mut Loader, p: &str, dim: usize, out: usize) -> Self {
         let stride = if matches!(out, 320 | 448 | 576) { 1 } else { 2 };
         Self {
-            conv1: conv2d_bn(l, &format!("{p}.conv1"), dim, out, 1, 1, 1),
-            conv2: conv2d_bn(l, &format!("{p}.conv2"), out, out, 3, stride, out),
-            conv3: conv2d_bn(l, &format!("{p}.conv3"), out, out, 1, 1, 1),
+            conv1: conv2d_bn(l, &format!("{p}.conv1"), [dim, out], 1, 1, 1),
+            conv2: conv2d_bn(l, &format!("{p}.conv2"), [out, out], 3, stride, out),
+            conv3: conv2d_bn(l, &format!("{p}.conv3"), [out, out], 1, 1, 1),
             kernels: l.kernels,
         }
     }
@@ -182,7 +182,7 @@ impl TinyViTBlock {
     fn load(l: &mut Loader, p: &str, dim: usize, heads: usize, ws: usize, mlp: usize) -> Self {
         Self {
             attn: Attention::load(l, &format!("{p}.attn"), dim, heads, ws),
-            local_conv: conv2d_bn(l, &format!("{p}.local_conv"), dim, dim, 3, 1, dim),
+            local_conv: conv2d_bn(l, &format!("{p}.local_conv"), [dim, dim], 3, 1, dim),
             mlp_norm: LayerNorm::load(l, &format!("{p}.mlp.norm"), dim, 1e-5),
             fc1: Linear::load(l, &format!("{p}.mlp.fc1"), dim, dim * mlp, true),
             fc2: Linear::load(l, &format!("{p}.mlp.fc2"), dim * mlp, dim, true),
@@ -238,8 +238,8 @@ impl TinyViT {
         let d = cfg.embed_dims;
         let pe = format!("{p}.patch_embed.seq");
         let patch_embed = (
-            conv2d_bn(l, &format!("{pe}.0"), 3, d[0] / 2, 1, 1, 1),
-            conv2d_bn(l, &format!("{pe}.2"), d[0] / 2, d[0], 1, 1, 1),
+            conv2d_bn(l, &format!("{pe}.0"), [3, d[0] / 2], 1, 1, 1),
+            conv2d_bn(l, &format!("{pe}.2"), [d[0] / 2, d[0]], 1, 1, 1),
         );
         let hidden = d[0] * cfg.mbconv_expand_ratio;
         let stage0 = (0..cfg.depths[0])

@@ -20,6 +20,39 @@ pub fn cases() -> Vec<serde_json::Value> {
     v["cases"].as_array().expect("cases").clone()
 }
 
+/// One golden case of `cases.json`: its name, reference arrays, image and box.
+pub struct Case {
+    pub name: String,
+    pub golden: Golden,
+    pub image: medseg::Image,
+    pub bbox: [f64; 4],
+}
+
+/// The golden cases of `model` ("lite-medsam" or "medsam"); at least one.
+pub fn golden_cases(model: &str) -> Vec<Case> {
+    let cases: Vec<Case> = cases()
+        .iter()
+        .filter(|c| c["model"] == model)
+        .map(|c| {
+            let b: Vec<f64> = c["box"]
+                .as_array()
+                .expect("box")
+                .iter()
+                .map(|v| v.as_f64().expect("box number"))
+                .collect();
+            Case {
+                name: c["name"].as_str().expect("name").to_string(),
+                golden: Golden::open(c["golden"].as_str().expect("golden")),
+                image: medseg::io::read_png(fixtures().join(c["image"].as_str().expect("image")))
+                    .expect("case image"),
+                bbox: [b[0], b[1], b[2], b[3]],
+            }
+        })
+        .collect();
+    assert!(!cases.is_empty(), "no {model} case in cases.json");
+    cases
+}
+
 pub struct Golden {
     reader: NpzReader<File>,
 }
