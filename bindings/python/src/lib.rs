@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array3, Array4, ArrayViewD};
-use numpy::{IntoPyArray, PyArray2, PyArray3, PyArray4, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray2, PyArray3, PyArray4, PyArrayDyn, PyReadonlyArray2, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -184,6 +187,23 @@ impl Embedding {
     fn original_size(&self) -> (usize, usize) {
         self.inner.original_size()
     }
+
+    /// (height, width) of the resized image inside the model input (SamPredictor's
+    /// `input_size`): LiteMedSAM's longest side is 256, MedSAM stretches to 1024 × 1024.
+    #[getter]
+    fn input_size(&self) -> (usize, usize) {
+        self.inner.frame.content
+    }
+
+    /// The embedding tensor, (1, 256, 64, 64) float32.
+    fn tensor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let t = self.inner.tensor.clone();
+        let shape = t.dims().to_vec();
+        let data = py.detach(|| medseg::segmenter::to_vec(t)).map_err(err)?;
+        let arr = ndarray::ArrayD::from_shape_vec(shape, data)
+            .map_err(|e| MedsegError::new_err(e.to_string()))?;
+        Ok(arr.into_pyarray(py))
+    }
 }
 
 /// A loaded model. Thread-safe; share one between threads.
@@ -191,6 +211,15 @@ impl Embedding {
 struct Segmenter {
     inner: Arc<medseg::Segmenter>,
     current: Mutex<Option<ImageEmbedding>>,
+}
+
+impl Segmenter {
+    /// The embedding `set_image` keeps.
+    fn state(&self) -> PyResult<std::sync::MutexGuard<'_, Option<ImageEmbedding>>> {
+        self.current
+            .lock()
+            .map_err(|_| MedsegError::new_err("state lock poisoned"))
+    }
 }
 
 #[pymethods]
@@ -226,17 +255,25 @@ impl Segmenter {
     /// Encode an image and keep it for `predict` (as SamPredictor.set_image).
     fn set_image(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<()> {
         let e = self.embed(py, image)?;
-        *self
-            .current
-            .lock()
-            .map_err(|_| MedsegError::new_err("state lock poisoned"))? = Some(e.inner);
+        *self.state()? = Some(e.inner);
         Ok(())
     }
 
+    /// Forget the image set by `set_image`.
+    fn reset_image(&self) -> PyResult<()> {
+        *self.state()? = None;
+        Ok(())
+    }
+
+    /// The embedding of the image set by `set_image`, or None.
+    fn current_embedding(&self) -> PyResult<Option<Embedding>> {
+        Ok(self.state()?.clone().map(|inner| Embedding { inner }))
+    }
+
     /// Decode prompts. `boxes` (N, 4) float64, `points` (P, 2), `labels` (P,), `mask_input`
-    /// (256, 256). Returns masks (N, M, H, W) bool, scores (N, M), low-res logits
-    /// (N, M, 256, 256).
-    #[pyo3(signature = (boxes=None, points=None, labels=None, mask_input=None, multimask=false, embedding=None))]
+    /// a (256, 256) float32 array. Returns masks (N, M, H, W) — bool, or float32 logits at the
+    /// image size with `return_logits` — scores (N, M), low-res logits (N, M, 256, 256).
+    #[pyo3(signature = (boxes=None, points=None, labels=None, mask_input=None, multimask=false, embedding=None, return_logits=false))]
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn predict<'py>(
         &self,
@@ -244,20 +281,19 @@ impl Segmenter {
         boxes: Option<Vec<[f64; 4]>>,
         points: Option<Vec<[f64; 2]>>,
         labels: Option<Vec<i64>>,
-        mask_input: Option<Vec<Vec<f32>>>,
+        mask_input: Option<PyReadonlyArray2<'_, f32>>,
         multimask: bool,
         embedding: Option<PyRef<'_, Embedding>>,
+        return_logits: bool,
     ) -> PyResult<(
-        Bound<'py, PyArray4<bool>>,
+        Bound<'py, PyAny>,
         Bound<'py, PyArray2<f32>>,
         Bound<'py, PyArray4<f32>>,
     )> {
         let emb = match embedding {
             Some(e) => e.inner.clone(),
             None => self
-                .current
-                .lock()
-                .map_err(|_| MedsegError::new_err("state lock poisoned"))?
+                .state()?
                 .clone()
                 .ok_or_else(|| MedsegError::new_err("no image set: call set_image(image) first"))?,
         };
@@ -272,14 +308,13 @@ impl Segmenter {
         }
         let mask_input = match mask_input {
             None => None,
-            Some(rows) => {
-                if rows.len() != 256 || rows.iter().any(|r| r.len() != 256) {
-                    return Err(PyValueError::new_err(
-                        "mask_input: expected shape (256, 256)",
-                    ));
-                }
-                Some(rows.into_iter().flatten().collect())
+            Some(m) if m.shape() != [256, 256] => {
+                return Err(PyValueError::new_err(format!(
+                    "mask_input: expected shape (256, 256), got {:?}",
+                    m.shape()
+                )))
             }
+            Some(m) => Some(m.as_array().iter().copied().collect()),
         };
         let prompt = Prompt {
             boxes: boxes.unwrap_or_default(),
@@ -288,19 +323,28 @@ impl Segmenter {
             multimask,
         };
         let seg = self.inner.clone();
+        let frame = emb.frame;
         let p = py.detach(move || seg.predict(&emb, &prompt)).map_err(err)?;
         let (h, w) = p.size;
         let (b, m) = (p.batch, p.masks_per_prompt);
         let shape_err = |e: ndarray::ShapeError| MedsegError::new_err(e.to_string());
-        let masks = Array4::from_shape_vec((b, m, h, w), p.masks).map_err(shape_err)?;
+        let masks = if return_logits {
+            let up: Vec<f32> = py.detach(|| {
+                p.low_res_logits
+                    .chunks_exact(medseg::frame::LOW_RES_LEN)
+                    .flat_map(|plane| frame.logits_at_image(plane))
+                    .collect()
+            });
+            let a = Array4::from_shape_vec((b, m, h, w), up).map_err(shape_err)?;
+            a.into_pyarray(py).into_any()
+        } else {
+            let a = Array4::from_shape_vec((b, m, h, w), p.masks).map_err(shape_err)?;
+            a.into_pyarray(py).into_any()
+        };
         let scores = Array2::from_shape_vec((b, m), p.iou_predictions).map_err(shape_err)?;
         let logits =
             Array4::from_shape_vec((b, m, 256, 256), p.low_res_logits).map_err(shape_err)?;
-        Ok((
-            masks.into_pyarray(py),
-            scores.into_pyarray(py),
-            logits.into_pyarray(py),
-        ))
+        Ok((masks, scores.into_pyarray(py), logits.into_pyarray(py)))
     }
 
     /// 3D segmentation from a box on a key slice. `source` is a path (read natively, with its
@@ -546,6 +590,10 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // hook belongs to this extension module's own Rust runtime.
     std::panic::set_hook(Box::new(|_| {}));
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "DEFAULT_WEIGHTS_SHA256",
+        medseg::weights::lite_medsam::SHA256,
+    )?;
     m.add_class::<Segmenter>()?;
     m.add_class::<Embedding>()?;
     m.add_function(wrap_pyfunction!(read_volume, m)?)?;

@@ -280,3 +280,84 @@ def test_a_box_past_the_edge_is_clipped_with_a_warning(seg):
     assert np.array_equal(batch[0], clipped)
     with pytest.raises(medseg.PromptError, match="wholly outside"):
         seg.predict(box=[[10, 10, 40, 40], [-30, -30, -1, 5]], embedding=emb)
+
+
+def test_sam_predictor_surface(seg):
+    """set_image/reset_image/is_image_set/original_size/input_size/get_image_embedding,
+    image_format, return_logits and a numpy mask_input, as SamPredictor has them."""
+    image = png("images/head_ct.png")
+    box = np.array([60, 80, 160, 190])
+    seg.reset_image()
+    assert not seg.is_image_set and seg.original_size is None and seg.input_size is None
+    with pytest.raises(medseg.MedsegError, match="set_image"):
+        seg.get_image_embedding()
+    seg.set_image(image)
+    h, w = image.shape
+    assert seg.is_image_set and seg.original_size == (h, w)
+    scale = 256 / max(h, w)
+    assert seg.input_size == (int(h * scale + 0.5), int(w * scale + 0.5))
+    emb = seg.get_image_embedding()
+    assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32
+    assert np.array_equal(emb, seg.embed(image).tensor())
+    masks, scores, low = seg.predict(box=box)
+    # return_logits: float logits at the image size; for LiteMedSAM exactly what the mask
+    # thresholds (sigmoid > 0.5), so > 0 gives the mask back but for values within float
+    # rounding of 0.
+    up, s2, low2 = seg.predict(box=box, return_logits=True)
+    assert up.shape == masks.shape and up.dtype == np.float32
+    assert np.array_equal(s2, scores) and np.array_equal(low2, low)
+    assert ((up > 0) != masks).sum() <= masks.size // 10000
+    assert masks.sum() > 100
+    # the low-res logits fed back as a numpy mask prompt (SamPredictor's refinement step)
+    m2, _, l2 = seg.predict(box=box, mask_input=low)
+    m3, _, l3 = seg.predict(box=box, mask_input=low[0].astype(np.float64))
+    assert np.array_equal(m2, m3) and np.array_equal(l2, l3)
+    assert not np.array_equal(l2, low), "the mask prompt had no effect"
+    with pytest.raises(ValueError, match="mask_input"):
+        seg.predict(box=box, mask_input=np.zeros((128, 128), np.float32))
+    # BGR: the same picture with the channels swapped gives the same mask
+    rgb = np.stack([image, image // 2, image // 3], axis=2).astype(np.uint8)
+    seg.set_image(rgb)
+    a, _, _ = seg.predict(box=box)
+    seg.set_image(np.ascontiguousarray(rgb[..., ::-1]), image_format="BGR")
+    b, _, _ = seg.predict(box=box)
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="image_format"):
+        seg.set_image(rgb, image_format="HSV")
+    seg.reset_image()
+    assert not seg.is_image_set
+
+
+def _mask_in_worker(seg, image, box):
+    """Runs in a spawned process: the Segmenter arrives pickled."""
+    return seg.segment(image, box)
+
+
+def test_segmenter_pickles_as_what_it_was_built_from(seg):
+    import concurrent.futures
+    import multiprocessing
+    import pickle
+
+    blob = pickle.dumps(seg)
+    assert len(blob) < 1000, f"{len(blob)} bytes: the weights must not travel"
+    assert medseg.DEFAULT_WEIGHTS_SHA256.encode() in blob
+    image = png("images/head_ct.png")
+    box = [60, 80, 160, 190]
+    local = seg.segment(image, box)
+    again = pickle.loads(blob)
+    assert again.model == seg.model and np.array_equal(again.segment(image, box), local)
+    # a checkpoint path travels as a path
+    path = str(medseg.fetch_weights())
+    by_path = pickle.loads(pickle.dumps(medseg.Segmenter("lite-medsam", weights=path)))
+    assert repr(by_path) == f"medseg.Segmenter('lite-medsam', weights={path!r}, device='cpu')"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        got = pool.starmap(_mask_in_worker, [(seg, image, box)] * 2)
+    assert all(np.array_equal(g, local) for g in got)
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        got = list(ex.map(_mask_in_worker, [by_path] * 2, [image] * 2, [box] * 2))
+    assert all(np.array_equal(g, local) for g in got)
+    # default weights of another medseg version are refused by name
+    forged = blob.replace(medseg.DEFAULT_WEIGHTS_SHA256.encode(), b"0" * 64)
+    with pytest.raises(medseg.WeightsError, match="SHA-256"):
+        pickle.loads(forged)

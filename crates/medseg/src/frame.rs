@@ -129,13 +129,26 @@ impl Frame {
                     .map(|p| p > 0.5)
                     .collect()
             }
+            ModelFamily::LiteMedSam => self
+                .logits_at_image(logits)
+                .into_iter()
+                .map(|v| sigmoid(v) > 0.5)
+                .collect(),
+        }
+    }
+
+    /// One `256 × 256` plane of low-res logits → logits at the image size (`SamPredictor`'s
+    /// `return_logits`): the content cropped (LiteMedSAM) and upsampled bilinearly. For
+    /// LiteMedSAM these are exactly the values [`Frame::mask`] thresholds; MedSAM's official
+    /// mask interpolates probabilities instead, so on its boundary pixels `logit > 0` and the
+    /// mask can differ.
+    pub fn logits_at_image(&self, logits: &[f32]) -> Vec<f32> {
+        let (h, w) = self.original;
+        let (ch, cw) = self.content;
+        match self.family {
+            ModelFamily::MedSam => bilinear_resize(logits, LOW_RES, LOW_RES, h, w),
             ModelFamily::LiteMedSam => {
-                let (ch, cw) = self.content;
-                let c = crop(logits, LOW_RES, ch, cw);
-                bilinear_resize(&c, ch, cw, h, w)
-                    .into_iter()
-                    .map(|v| sigmoid(v) > 0.5)
-                    .collect()
+                bilinear_resize(&crop(logits, LOW_RES, ch, cw), ch, cw, h, w)
             }
         }
     }

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _medseg
 from ._medseg import (  # noqa: F401  (re-exported)
+    DEFAULT_WEIGHTS_SHA256,
     BackendError,
     Embedding,
     FileError,
@@ -40,7 +41,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
-    "FileError", "BackendError", "ReadWarning", "PromptWarning",
+    "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -101,24 +102,78 @@ class Segmenter:
     and LiteMedSAM are trained for one mask per box, and their official scripts take that one);
     a box running past the image edge is clipped with a ``PromptWarning`` (one wholly outside is
     a ``PromptError``); an (N, 4) box array is one batched call (``predict_torch`` is not
-    needed); non-uint8 images are min-max scaled to 8 bits.
+    needed); non-uint8 images are min-max scaled to 8 bits; ``return_logits=True`` gives the
+    logits upsampled to the image (for LiteMedSAM exactly what the mask thresholds; MedSAM's
+    official mask thresholds upsampled probabilities, so its boundary pixels can differ from
+    ``logits > 0``); ``input_size`` is the image's size inside the model input (LiteMedSAM:
+    longest side 256; MedSAM: 1024 x 1024, stretched).
+
+    A Segmenter pickles as what it was built from — the model name, the weights' path (or the
+    SHA-256 of the default weights) and the device — never the weights themselves; unpickling
+    rebuilds it from the local files or cache (``multiprocessing``, ``ProcessPoolExecutor``,
+    Dask). The image set by ``set_image`` is not part of it.
     """
 
     def __init__(self, model: str = "lite-medsam", weights: Optional[str] = None, device: str = "cpu"):
-        self._inner = _medseg.Segmenter(model, None if weights is None else str(weights), device)
+        path = None if weights is None else os.path.abspath(os.fsdecode(weights))
+        self._inner = _medseg.Segmenter(model, path, device)
+        self._built = (model, path, device)
         self._size: Optional[Tuple[int, int]] = None
+
+    def __reduce__(self):
+        model, path, device = self._built
+        weights = {"path": path} if path is not None else {"default_sha256": _medseg.DEFAULT_WEIGHTS_SHA256}
+        return (_rebuild_segmenter, (model, weights, device))
+
+    def __repr__(self) -> str:
+        model, path, device = self._built
+        return f"medseg.Segmenter({model!r}, weights={path!r}, device={device!r})"
 
     @property
     def model(self) -> str:
         return self._inner.model
 
+    @property
+    def is_image_set(self) -> bool:
+        """Whether ``set_image`` has been called (and not ``reset_image`` since)."""
+        return self._inner.current_embedding() is not None
+
+    @property
+    def original_size(self) -> Optional[Tuple[int, int]]:
+        """(H, W) of the image set by ``set_image``, or None."""
+        emb = self._inner.current_embedding()
+        return None if emb is None else emb.original_size
+
+    @property
+    def input_size(self) -> Optional[Tuple[int, int]]:
+        """(h, w) of that image inside the model input, or None."""
+        emb = self._inner.current_embedding()
+        return None if emb is None else emb.input_size
+
+    def reset_image(self) -> None:
+        """Forget the image set by ``set_image``."""
+        self._inner.reset_image()
+        self._size = None
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The (1, 256, 64, 64) float32 embedding of the image set by ``set_image``."""
+        emb = self._inner.current_embedding()
+        if emb is None:
+            raise MedsegError("no image set: call set_image(image) first")
+        return emb.tensor()
+
     def embed(self, image: np.ndarray) -> Embedding:
         """Encode an image; the returned embedding can be passed to ``predict`` many times."""
         return self._inner.embed(_check_image(image))
 
-    def set_image(self, image: np.ndarray) -> None:
-        """Encode an image and keep it for ``predict`` (as SamPredictor.set_image)."""
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an image and keep it for ``predict`` (as SamPredictor.set_image).
+        ``image_format`` is the channel order of a 3-channel image: "RGB" or "BGR" (OpenCV)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format: expected 'RGB' or 'BGR', got {image_format!r}")
         img = _check_image(image)
+        if image_format == "BGR" and img.ndim == 3 and img.shape[2] == 3:
+            img = np.ascontiguousarray(img[..., ::-1])
         self._inner.set_image(img)
         self._size = img.shape[:2]
 
@@ -129,6 +184,7 @@ class Segmenter:
         box: Optional[ArrayLike] = None,
         mask_input: Optional[np.ndarray] = None,
         multimask_output: bool = False,
+        return_logits: bool = False,
         embedding: Optional[Embedding] = None,
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Segment with a box ``[x0, y0, x1, y1]`` (or an (N, 4) batch), points (P, 2) with
@@ -136,7 +192,8 @@ class Segmenter:
 
         Returns ``(masks, scores, low_res_logits)``: for one box (or none) shapes (M, H, W),
         (M,), (M, 256, 256); for an (N, 4) batch (N, M, H, W), (N, M), (N, M, 256, 256).
-        M is 1, or 3 with ``multimask_output=True``. Coordinates are in image pixels.
+        M is 1, or 3 with ``multimask_output=True``. Coordinates are in image pixels. With
+        ``return_logits=True`` the masks are float32 logits at the image size, not bools.
         """
         boxes = None
         batched = False
@@ -170,8 +227,9 @@ class Segmenter:
                 m = m[0]
             if m.shape != (256, 256):
                 raise ValueError(f"mask_input: expected shape (256, 256), got {m.shape}")
-            mask = m.tolist()
-        masks, scores, logits = self._inner.predict(boxes, points, labels, mask, multimask_output, embedding)
+            mask = np.ascontiguousarray(m)
+        masks, scores, logits = self._inner.predict(
+            boxes, points, labels, mask, multimask_output, embedding, return_logits)
         if not batched:
             return masks[0], scores[0], logits[0]
         return masks, scores, logits
@@ -221,6 +279,18 @@ class Segmenter:
         return self._inner.segment_volume(
             source, sp, None if key_slice is None else int(key_slice), b.tolist(), window,
             modality, largest_component, official_fallback, float(max_drift), uneven_slices)
+
+
+def _rebuild_segmenter(model: str, weights: dict, device: str) -> "Segmenter":
+    """Unpickle a Segmenter: rebuild it from this machine's files (see ``Segmenter``)."""
+    if "path" in weights:
+        return Segmenter(model, weights["path"], device)
+    sha = weights.get("default_sha256")
+    if sha != _medseg.DEFAULT_WEIGHTS_SHA256:
+        raise WeightsError(
+            f"this Segmenter was pickled with default weights of SHA-256 {sha}; this medseg's "
+            f"default weights are {_medseg.DEFAULT_WEIGHTS_SHA256}")
+    return Segmenter(model, None, device)
 
 
 def segment(image: np.ndarray, box: ArrayLike, model: str = "lite-medsam", weights: Optional[str] = None) -> np.ndarray:
