@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod montage;
 use medseg::io::output::Outputs;
 use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::StateDict;
@@ -257,7 +259,7 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     if let Some(o) = job.overlay {
         let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
         stage(&mut outputs, o, |p| {
-            overlay_montage(p, &grey, mask, vol.dims, &[0], &[(0, job.bbox)])
+            montage::overlay_image(p, &grey, mask, [vol.dims[1], vol.dims[2]], job.bbox)
         })?;
     }
     outputs.commit()?;
@@ -308,7 +310,14 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
         let mut zs: Vec<usize> = res.slices_run.clone();
         zs.sort_unstable();
         stage(&mut outputs, o, |p| {
-            overlay_montage(p, img8, &res.mask, vol.dims, &zs, &res.boxes)
+            let legend = montage::legend(job.family, &res.stats, key);
+            let tiles = montage::Tiles {
+                img8,
+                mask: &res.mask,
+                dims: vol.dims,
+                boxes: &res.boxes,
+            };
+            montage::overlay_volume(p, &tiles, &zs, key, &legend)
         })?;
     }
     outputs.commit()?;
@@ -366,61 +375,6 @@ fn stage_mask(
             io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny)
         })
     }
-}
-
-/// Grey slices with the mask tinted red and the box in green, tiled (at most 16 slices).
-fn overlay_montage(
-    path: &Path,
-    img8: &[u8],
-    mask: &[bool],
-    dims: [usize; 3],
-    zs: &[usize],
-    boxes: &[(usize, [f64; 4])],
-) -> medseg::Result<()> {
-    let [_, ny, nx] = dims;
-    let n = ny * nx;
-    let zs: Vec<usize> = if zs.len() > 16 {
-        (0..16).map(|i| zs[i * (zs.len() - 1) / 15]).collect()
-    } else if zs.is_empty() {
-        vec![dims[0] / 2]
-    } else {
-        zs.to_vec()
-    };
-    let cols = (zs.len() as f64).sqrt().ceil() as usize;
-    let rows = zs.len().div_ceil(cols);
-    let mut out = image::RgbImage::new((cols * nx) as u32, (rows * ny) as u32);
-    for (t, &z) in zs.iter().enumerate() {
-        let (ox, oy) = ((t % cols) * nx, (t / cols) * ny);
-        for y in 0..ny {
-            for x in 0..nx {
-                let g = img8[z * n + y * nx + x];
-                let px = if mask[z * n + y * nx + x] {
-                    [((g as u16 + 255) / 2) as u8, g / 2, g / 2]
-                } else {
-                    [g, g, g]
-                };
-                out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
-            }
-        }
-        if let Some((_, b)) = boxes.iter().find(|(bz, _)| *bz == z) {
-            let c = |v: f64, hi: usize| (v.max(0.0) as usize).min(hi - 1);
-            let (x0, y0, x1, y1) = (c(b[0], nx), c(b[1], ny), c(b[2], nx), c(b[3], ny));
-            for x in x0..=x1 {
-                for y in [y0, y1] {
-                    out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([0, 255, 0]));
-                }
-            }
-            for y in y0..=y1 {
-                for x in [x0, x1] {
-                    out.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([0, 255, 0]));
-                }
-            }
-        }
-    }
-    out.save(path).map_err(|e| medseg::Error::ImageCodec {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
 }
 
 fn info(file: &Path) -> Result<()> {

@@ -257,9 +257,19 @@ fn segment_dicom_and_nifti_volumes() {
     let back = medseg::io::read_volume(&nii).unwrap();
     assert_eq!(back.dims, [1, 128, 128]);
     assert!(back.data.iter().any(|&v| v > 0.5), "mask is empty");
+    // One tile (the key slice, framed and labelled in yellow) and a legend line below it.
     let ov = image::open(&overlay).unwrap().to_rgb8();
-    assert_eq!(ov.dimensions(), (128, 128));
+    let (w, h) = ov.dimensions();
+    assert!(w >= 128 && h == 128 + 12, "{w}x{h}");
     assert!(ov.pixels().any(|p| p.0 == [0, 255, 0]), "box drawn");
+    assert!(
+        (0..128).all(|y| ov.get_pixel(0, y).0 == [255, 255, 0]),
+        "key tile framed"
+    );
+    assert!(
+        (0..w).any(|x| ov.get_pixel(x, 128 + 5).0 == [255, 255, 255]),
+        "legend drawn"
+    );
 
     // The same CT slice through the 2D path from the windowed PNG gives the same mask.
     let png = dir.path().join("mask.png");
