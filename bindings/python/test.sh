@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the wheel with maturin, install it into a fresh venv (numpy + pytest only: no torch,
+# Build the wheel with maturin, install it into a fresh venv (numpy, pytest and dask for the
+# cohort test, the optional extra medseg[dask]: no torch,
 # no Rust toolchain needed there) and run the Python test suite, as a user gets it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +13,7 @@ rm -rf "$root/target/wheels"
 (cd "$root" && "$build_venv/bin/maturin" build --release -q -m bindings/python/Cargo.toml \
   --features wgpu -o target/wheels)
 python3 -m venv --clear "$test_venv"
-"$test_venv/bin/pip" install -q numpy pytest
+"$test_venv/bin/pip" install -q numpy pytest "dask[distributed]"
 "$test_venv/bin/pip" install -q --no-deps "$root"/target/wheels/medseg-*.whl
 cd "$here/tests"
 "$test_venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

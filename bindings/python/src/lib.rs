@@ -581,6 +581,54 @@ fn fetch_weights(py: Python<'_>) -> PyResult<PathBuf> {
     py.detach(medseg::weights::fetch_default).map_err(err)
 }
 
+/// The cases of a cohort CSV (checked: columns, numbers, unique ids), each a dict of text
+/// fields with `input` resolved against the CSV's folder.
+#[pyfunction]
+fn read_cases(path: PathBuf) -> PyResult<Vec<Vec<(&'static str, String)>>> {
+    let cases = medseg::cohort::read_cases(&path).map_err(err)?;
+    Ok(cases.iter().map(|c| c.fields()).collect())
+}
+
+/// Segment one case (a dict of text fields, as `read_cases` gives) and write its mask into
+/// `output_dir`; returns the result's fields (a failure is a result, not an exception).
+#[pyfunction]
+fn run_case(
+    py: Python<'_>,
+    segmenter: PyRef<'_, Segmenter>,
+    case: std::collections::HashMap<String, String>,
+    output_dir: PathBuf,
+) -> PyResult<Vec<(&'static str, String)>> {
+    let fields: Vec<(&str, &str)> = case.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let case = medseg::cohort::Case::parse(&fields, std::path::Path::new("")).map_err(err)?;
+    let seg = segmenter.inner.clone();
+    let r = py.detach(move || medseg::cohort::run_case(&seg, &case, &output_dir));
+    Ok(r.fields())
+}
+
+/// The results recorded in `output_dir/results.csv` (none without one).
+#[pyfunction]
+fn read_results(output_dir: PathBuf) -> PyResult<Vec<Vec<(&'static str, String)>>> {
+    let rs = medseg::cohort::read_results(&output_dir).map_err(err)?;
+    Ok(rs.iter().map(|r| r.fields()).collect())
+}
+
+/// Write `output_dir/results.csv` (atomically) from result dicts.
+#[pyfunction]
+fn write_results(
+    output_dir: PathBuf,
+    results: Vec<std::collections::HashMap<String, String>>,
+) -> PyResult<()> {
+    let rs = results
+        .iter()
+        .map(|r| {
+            let f: Vec<(&str, &str)> = r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            medseg::cohort::CaseResult::from_fields(&f)
+                .ok_or_else(|| PyValueError::new_err(format!("not a case result: {r:?}")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    medseg::cohort::write_results(&output_dir, &rs).map_err(err)
+}
+
 #[pymodule]
 fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -600,6 +648,10 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_nifti_mask, m)?)?;
     m.add_function(wrap_pyfunction!(window, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(read_cases, m)?)?;
+    m.add_function(wrap_pyfunction!(run_case, m)?)?;
+    m.add_function(wrap_pyfunction!(read_results, m)?)?;
+    m.add_function(wrap_pyfunction!(write_results, m)?)?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;

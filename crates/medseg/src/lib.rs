@@ -28,6 +28,8 @@
 //! the default feature `model`; `default-features = false` leaves the Burn-free readers,
 //! resamplers and prompt checks (what the fuzz targets in `fuzz/` build against).
 
+#[cfg(all(feature = "model", feature = "nifti"))]
+pub mod cohort;
 pub mod error;
 pub mod family;
 pub mod frame;

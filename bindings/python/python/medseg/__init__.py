@@ -42,6 +42,7 @@ __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
     "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
+    "batch",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -301,3 +302,6 @@ def segment(image: np.ndarray, box: ArrayLike, model: str = "lite-medsam", weigh
 def segment_volume(volume, key_slice, box, model: str = "lite-medsam", weights: Optional[str] = None, **kw):
     """One-shot 3D segmentation; see ``Segmenter.segment_volume``."""
     return Segmenter(model, weights).segment_volume(volume, key_slice, box, **kw)
+
+
+from ._cohort import batch  # noqa: E402  (a cohort of volumes; see medseg/_cohort.py)

@@ -1,0 +1,97 @@
+"""``medseg.batch``: a cohort of volumes, serially or spread over a Dask cluster.
+
+Each case is a dict (or a CSV row) ``case_id, input, key_slice, x0, y0, x1, y1[, model,
+window]``. Every case's mask is written by whoever segments it (a Dask worker writes into
+``output_dir`` directly, so on a cluster ``output_dir`` and the inputs must be on a shared
+file system); ``results.csv`` is written by the caller, after every finished case. What travels
+to a worker is the case (a few hundred bytes) and back its result; the weights never travel:
+each worker builds its Segmenter once, from its own files or cache.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Mapping, Optional, Union
+
+from . import _medseg
+
+# One Segmenter per (model, weights) per process, built on first use: on a Dask worker, once.
+_SEGMENTERS: dict = {}
+
+
+def _segmenter(model: str, weights: Optional[str]):
+    from . import Segmenter
+
+    key = (model, weights)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS[key] = Segmenter(model, weights)
+    return _SEGMENTERS[key]
+
+
+def _failed(case: Mapping[str, str], error: str) -> dict:
+    return {"case_id": case.get("case_id", ""), "status": "failed", "volume_ml": "", "voxels": "0",
+            "first_slice": "", "last_slice": "", "seconds": "0.00", "mask": "", "error": error}
+
+
+def run_case(case: Mapping[str, str], output_dir: str, model: str = "lite-medsam",
+             weights: Optional[str] = None) -> dict:
+    """Segment one case in this process (a Dask task): its result as a dict of text fields."""
+    family = case.get("model") or model
+    try:
+        seg = _segmenter(family, weights if family == model else None)
+    except _medseg.MedsegError as e:
+        return _failed(case, str(e))
+    try:
+        return dict(_medseg.run_case(seg._inner, dict(case), output_dir))
+    except (_medseg.MedsegError, ValueError) as e:  # a malformed case: recorded, not raised
+        return _failed(case, str(e))
+
+
+def _cases(cases) -> List[dict]:
+    if isinstance(cases, (str, bytes)) or hasattr(cases, "__fspath__"):
+        return [dict(c) for c in _medseg.read_cases(os.fsdecode(cases))]
+    out = []
+    for c in cases:
+        row = {k: "" if v is None else str(v) for k, v in dict(c).items()}
+        if "box" in row and isinstance(c.get("box"), (list, tuple)):
+            row.update(zip(("x0", "y0", "x1", "y1"), (str(v) for v in c["box"])))
+            del row["box"]
+        out.append(row)
+    ids = [c.get("case_id") for c in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError("cases: each case_id must appear once")
+    return out
+
+
+def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: Union[str, "os.PathLike[str]"],
+          client=None, model: str = "lite-medsam", weights: Optional[str] = None) -> List[dict]:
+    """Segment a cohort into ``output_dir``: one ``<case_id>.nii.gz`` per case and one
+    ``results.csv`` (case_id, status, volume_ml, voxels, first_slice, last_slice, seconds,
+    mask, error). ``cases`` is a CSV path or an iterable of dicts (``box`` may stand for
+    x0..y1). Cases already finished there (status ok, mask present) are skipped; a failing
+    case is recorded and the rest go on. With ``client`` (a ``dask.distributed.Client``) the
+    cases run on its workers, one Segmenter per worker; else here, one after another.
+    Returns the results in the order of the cases."""
+    out = os.path.abspath(os.fsdecode(output_dir))
+    os.makedirs(out, exist_ok=True)
+    rows = _cases(cases)
+    done = {r["case_id"]: r for r in (dict(x) for x in _medseg.read_results(out))
+            if r["status"] == "ok" and r["mask"] and os.path.exists(r["mask"])}
+    todo = [c for c in rows if c.get("case_id") not in done]
+    results = dict(done)
+    w = None if weights is None else os.path.abspath(os.fsdecode(weights))
+
+    def record(r: dict) -> None:
+        results[r["case_id"]] = r
+        _medseg.write_results(out, [results[c["case_id"]] for c in rows if c["case_id"] in results])
+
+    if client is None:
+        for c in todo:
+            record(run_case(c, out, model, w))
+    else:
+        from dask.distributed import as_completed
+
+        futures = client.map(run_case, todo, output_dir=out, model=model, weights=w, pure=False)
+        for fut in as_completed(futures):
+            record(fut.result())
+    return [results[c["case_id"]] for c in rows]

@@ -1,0 +1,102 @@
+//! `medseg batch cases.csv --output-dir DIR`: a cohort, case after case (see
+//! `medseg::cohort`). Finished cases of an earlier run are skipped; a failed case is recorded
+//! and the batch goes on; the exit status says whether every case succeeded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use medseg::cohort::{self, Case, CaseResult};
+use medseg::{ModelFamily, Segmenter};
+
+/// The models a batch uses, each loaded on first need (a load error is kept and given to
+/// every case of that model).
+struct Models {
+    default: ModelFamily,
+    weights: Option<PathBuf>,
+    loaded: HashMap<ModelFamily, std::result::Result<Segmenter, String>>,
+}
+
+impl Models {
+    fn get(&mut self, family: ModelFamily) -> std::result::Result<&Segmenter, String> {
+        let weights = (family == self.default)
+            .then_some(self.weights.as_deref())
+            .flatten();
+        self.loaded
+            .entry(family)
+            .or_insert_with(|| {
+                Segmenter::new(family, weights, &medseg::cpu()).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+pub fn run(cases: &Path, out_dir: &Path, model: ModelFamily, weights: Option<&Path>) -> Result<()> {
+    let cases = cohort::read_cases(cases).with_context(|| cases.display().to_string())?;
+    std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
+    let previous = cohort::read_results(out_dir)?;
+    let mut models = Models {
+        default: model,
+        weights: weights.map(Path::to_path_buf),
+        loaded: HashMap::new(),
+    };
+    let bar = indicatif::ProgressBar::new(cases.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("cases {pos}/{len} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut results = Vec::with_capacity(cases.len());
+    let mut skipped = 0;
+    for case in &cases {
+        bar.set_message(case.id.clone());
+        let r = match cohort::already_done(&previous, case) {
+            Some(done) => {
+                skipped += 1;
+                done
+            }
+            None => run_one(&mut models, case, out_dir),
+        };
+        if let Some(e) = &r.error {
+            bar.suspend(|| eprintln!("medseg: case {} failed: {e}", r.id));
+        }
+        results.push(r);
+        cohort::write_results(out_dir, &results)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    summarise(&results, skipped, out_dir)
+}
+
+fn run_one(models: &mut Models, case: &Case, out_dir: &Path) -> CaseResult {
+    match models.get(case.model.unwrap_or(models.default)) {
+        Ok(seg) => cohort::run_case(seg, case, out_dir),
+        Err(e) => CaseResult {
+            id: case.id.clone(),
+            ok: false,
+            volume_ml: None,
+            voxels: 0,
+            slice_range: None,
+            seconds: 0.0,
+            mask: None,
+            error: Some(e),
+        },
+    }
+}
+
+fn summarise(results: &[CaseResult], skipped: usize, out_dir: &Path) -> Result<()> {
+    let failed = results.iter().filter(|r| !r.ok).count();
+    println!(
+        "{} cases: {} ok ({skipped} done before), {failed} failed -> {}",
+        results.len(),
+        results.len() - failed,
+        out_dir.join(cohort::RESULTS).display()
+    );
+    if failed > 0 {
+        bail!(
+            "{failed} of {} cases failed (see results.csv)",
+            results.len()
+        );
+    }
+    Ok(())
+}
