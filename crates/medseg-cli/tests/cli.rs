@@ -619,3 +619,64 @@ fn an_image_has_no_voxel_size_and_no_millilitres() {
         "no millilitres from an assumed 1 mm: {text}"
     );
 }
+
+#[test]
+fn batch_records_each_case_and_skips_finished_ones_on_a_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cases.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "case_id,input,key_slice,x0,y0,x1,y1,model,window\n\
+             ct,{},,30,40,90,100,,soft\n\
+             broken,{},,1,1,5,5,,\n",
+            testdata("CT_small.dcm").display(),
+            testdata("MR_truncated.dcm").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let batch = || {
+        medseg()
+            .arg("batch")
+            .arg(&csv)
+            .arg("--output-dir")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = batch();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(!run.status.success(), "a failed case fails the batch");
+    assert!(
+        stdout.contains("2 cases: 1 ok (0 done before), 1 failed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("case broken failed: DICOM"), "{stderr}");
+    let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let rows: Vec<&str> = results.lines().collect();
+    assert!(rows[0].starts_with("case_id,status,volume_ml,voxels"));
+    assert!(rows[1].starts_with("ct,ok,") && rows[2].starts_with("broken,failed,"));
+    let mask = medseg::io::read_volume(out.join("ct.nii.gz")).unwrap();
+    assert!(mask.data.iter().any(|&v| v > 0.5));
+    assert!(!out.join("broken.nii.gz").exists());
+    // The re-run skips the finished case and keeps its row; the failure is tried again.
+    let again = batch();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("1 ok (1 done before)"));
+    let results2 = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(results2.lines().nth(1), rows.get(1).copied());
+    // A malformed cases file is one clear line.
+    std::fs::write(&csv, "case_id,input,slice\n").unwrap();
+    fails_with(
+        &[
+            "batch",
+            csv.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        "unknown column \"slice\"",
+    );
+}
