@@ -50,9 +50,11 @@ const RESULT_HEADER: [&str; 9] = [
 pub struct Case {
     /// Names the mask file: letters, digits, `.`, `_`, `-`.
     pub id: String,
+    /// NIfTI file, DICOM file or DICOM series folder.
     pub input: PathBuf,
     /// `None`: the middle slice.
     pub key_slice: Option<usize>,
+    /// Box `[x0, y0, x1, y1]` in pixels of the key slice.
     pub bbox: [f64; 4],
     /// `None`: the batch's model.
     pub model: Option<ModelFamily>,
@@ -63,14 +65,21 @@ pub struct Case {
 /// What became of a case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseResult {
+    /// The case's id.
     pub id: String,
     /// `true` when its mask was written.
     pub ok: bool,
+    /// Lesion volume (`None` when the input gives no voxel size, or on failure).
     pub volume_ml: Option<f64>,
+    /// Voxels in the mask.
     pub voxels: usize,
+    /// First and last slice of the mask.
     pub slice_range: Option<(usize, usize)>,
+    /// Wall time of the case (read, segment, write).
     pub seconds: f64,
+    /// Where the mask was written.
     pub mask: Option<PathBuf>,
+    /// Why the case failed.
     pub error: Option<String>,
 }
 

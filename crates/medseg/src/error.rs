@@ -9,19 +9,36 @@ pub enum Error {
     /// A file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A checkpoint file is not a readable PyTorch or safetensors state_dict.
     #[error("invalid checkpoint {path}: {reason}")]
-    Checkpoint { path: PathBuf, reason: String },
+    Checkpoint {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The checkpoint is readable but is not the state_dict of the requested model.
     #[error("checkpoint does not match {model}: {details}")]
-    WeightsMismatch { model: String, details: String },
+    WeightsMismatch {
+        /// The model asked for.
+        model: String,
+        /// Every tensor that did not fit.
+        details: String,
+    },
     /// The checkpoint holds NaN or infinite values.
     #[error("checkpoint tensor {name} holds {count} non-finite values")]
-    NonFiniteWeights { name: String, count: usize },
+    NonFiniteWeights {
+        /// The tensor.
+        name: String,
+        /// How many values.
+        count: usize,
+    },
     /// No weights for the requested model: the default LiteMedSAM weights are not cached and
     /// could not be fetched, or a model without default weights was given no path.
     #[error("weights unavailable: {0}")]
@@ -29,8 +46,11 @@ pub enum Error {
     /// A downloaded or cached weights file has the wrong SHA-256.
     #[error("SHA-256 mismatch for {path}: expected {expected}, got {actual}")]
     Checksum {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The SHA-256 medseg knows.
         expected: String,
+        /// The SHA-256 of the file.
         actual: String,
     },
     /// The image is not usable (empty, wrong channel count, unsupported format).
@@ -42,9 +62,13 @@ pub enum Error {
     /// The box prompt is outside the image, degenerate or malformed.
     #[error("invalid box {bbox:?} for a {width}x{height} image: {reason}")]
     InvalidBox {
+        /// The box as given.
         bbox: [f64; 4],
+        /// Image width.
         width: usize,
+        /// Image height.
         height: usize,
+        /// What is wrong with it.
         reason: String,
     },
     /// A prompt other than a box is malformed.
@@ -59,23 +83,46 @@ pub enum Error {
     /// An output cannot be written where it was asked for (missing directory, the input's own
     /// path, two outputs on one path, a wrong extension).
     #[error("output {path}: {reason}")]
-    Output { path: PathBuf, reason: String },
+    Output {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An image could not be decoded or encoded.
     #[error("image codec error for {path}: {reason}")]
-    ImageCodec { path: PathBuf, reason: String },
+    ImageCodec {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A DICOM file or series could not be read.
     #[error("DICOM {path}: {reason}")]
-    Dicom { path: PathBuf, reason: String },
+    Dicom {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The DICOM pixel data uses a transfer syntax medseg cannot decode.
     #[error("DICOM {path}: unsupported transfer syntax {name} ({uid})")]
     UnsupportedTransferSyntax {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The transfer syntax UID.
         uid: String,
+        /// The tensor.
         name: String,
     },
     /// A NIfTI file could not be read or written.
     #[error("NIfTI {path}: {reason}")]
-    Nifti { path: PathBuf, reason: String },
+    Nifti {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The compute backend failed (device lost, out of memory, ...).
     #[error("backend error: {0}")]
     Backend(String),

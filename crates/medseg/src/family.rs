@@ -21,6 +21,7 @@ impl ModelFamily {
         }
     }
 
+    /// The name the CLI and Python use (`medsam`, `lite-medsam`).
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::MedSam => "medsam",

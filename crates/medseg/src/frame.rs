@@ -28,6 +28,7 @@ pub const LOW_RES_LEN: usize = LOW_RES * LOW_RES;
 /// An image of `original` size inside `family`'s model input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Frame {
+    /// The family whose frame this is.
     pub family: ModelFamily,
     /// `(height, width)` of the image.
     pub original: (usize, usize),
@@ -38,7 +39,9 @@ pub struct Frame {
 /// The box the chain rule gives the next slice: in the model frame and in image pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NextBox {
+    /// In the model frame (what the prompt encoder takes).
     pub model: [f32; 4],
+    /// In image pixels (for overlays).
     pub pixels: [f64; 4],
 }
 

@@ -20,13 +20,29 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`weights`] and [`io`] read files (no Burn), [`preprocess`] holds the official
-//! scripts' resamplers (no Burn), [`model`] is the network (no I/O), [`segmenter`] joins them.
-
+//! Layout: [`weights`] and [`io`] read files (no Burn), [`frame`] is each family's geometry
+//! and [`preprocess`] the official scripts' resamplers (no Burn), [`model`] is the network (no
+//! I/O), [`segmenter`] joins them.
 //!
-//! The network and everything that runs it ([`model`], [`segmenter`], [`propagate`]) sit behind
-//! the default feature `model`; `default-features = false` leaves the Burn-free readers,
-//! resamplers and prompt checks (what the fuzz targets in `fuzz/` build against).
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`cohort`] |
+//! | `dicom` | yes | DICOM files and series ([`io::dicom`]; pure-Rust RLE, JPEG and JPEG 2000 decoders) |
+//! | `nifti` | yes | NIfTI-1 `.nii` / `.nii.gz` in and out ([`io::nifti`]) |
+//! | `wgpu` | no | the GPU backend (Vulkan, Metal, DX12, WebGPU): [`wgpu()`] |
+//!
+//! `default-features = false` leaves the Burn-free readers, frames, resamplers and prompt checks
+//! (what the fuzz targets in `fuzz/` build against).
+//!
+//! ## Weights
+//!
+//! Constructors never use the network. The official LiteMedSAM weights are fetched once with
+//! [`weights::fetch_default`] (or `medseg fetch-weights`); MedSAM's `medsam_vit_b.pth` is a
+//! path you pass.
+
+#![warn(missing_docs)]
 
 #[cfg(all(feature = "model", feature = "nifti"))]
 pub mod cohort;

@@ -10,9 +10,13 @@ use crate::error::{Error, Result};
 /// An 8-bit image, `height × width × channels` interleaved (channels 1 or 3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// `height × width × channels` bytes.
     pub data: Vec<u8>,
 }
 
@@ -60,7 +64,9 @@ impl Image {
 /// A model-ready input: `[3, S, S]` planar `f32` and the size of the unpadded content.
 #[derive(Debug, Clone)]
 pub struct ModelInput {
+    /// `[3, size, size]` planar.
     pub data: Vec<f32>,
+    /// Side of the square input.
     pub size: usize,
     /// `(h, w)` of the resized image inside the `size × size` frame.
     pub content: (usize, usize),

@@ -41,6 +41,7 @@ pub struct VolumeOptions {
     pub z_range: Option<(usize, usize)>,
     /// Intensity → 8-bit rule, applied to the whole volume (default by modality).
     pub intensity: Option<Intensity>,
+    /// What an empty mask does to the propagation.
     pub on_empty: EmptySlice,
     /// Box growth in pixels at the 256 scale (official: 3).
     pub margin: usize,
@@ -52,6 +53,7 @@ pub struct VolumeOptions {
 }
 
 impl VolumeOptions {
+    /// Defaults (see the fields) for a box on `key_slice`.
     pub fn new(key_slice: usize, bbox: [f64; 4]) -> Self {
         Self {
             key_slice,
@@ -71,6 +73,7 @@ impl VolumeOptions {
 pub struct VolumeSegmentation {
     /// `nz × ny × nx`, true inside.
     pub mask: Vec<bool>,
+    /// Volume in mL, slice range, area, extent.
     pub stats: LesionStats,
     /// Slices the model ran on, in order.
     pub slices_run: Vec<usize>,

@@ -28,6 +28,7 @@ pub struct Segmenter {
 pub struct ImageEmbedding {
     /// `[1, 256, 64, 64]`
     pub tensor: Tensor<4>,
+    /// How the image sits in the model input.
     pub frame: Frame,
 }
 
@@ -37,6 +38,7 @@ impl ImageEmbedding {
         self.frame.original
     }
 
+    /// The family that made it.
     pub fn family(&self) -> ModelFamily {
         self.frame.family
     }
@@ -47,6 +49,7 @@ impl ImageEmbedding {
 pub struct Prediction {
     /// Number of prompts (boxes) and masks per prompt (1, or 3 with `multimask`).
     pub batch: usize,
+    /// 1, or 3 with multimask output.
     pub masks_per_prompt: usize,
     /// `(height, width)` of the masks (the original image).
     pub size: (usize, usize),
@@ -112,6 +115,7 @@ impl Segmenter {
         }
     }
 
+    /// The family of the loaded model.
     pub fn family(&self) -> ModelFamily {
         self.sam.family
     }
@@ -121,6 +125,7 @@ impl Segmenter {
         &self.sam
     }
 
+    /// The device the model lives on.
     pub fn device(&self) -> &Device {
         &self.sam.device
     }

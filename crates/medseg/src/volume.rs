@@ -34,6 +34,7 @@ pub struct Volume {
     /// Whether the file gave the voxel size (`false`: 1 mm was assumed, e.g. for a PNG, and no
     /// volume in mL can be reported).
     pub spacing_known: bool,
+    /// What the values are (sets the default window).
     pub modality: Modality,
     /// Voxel index `(x, y, z, 1)` → world (RAS, mm), NIfTI's `sform` convention. It may be
     /// sheared (a gantry-tilted CT series): the voxel volume is its determinant.
@@ -109,6 +110,7 @@ impl Volume {
         self.notes.retain(|n| !n.starts_with(MODALITY_NOTE));
     }
 
+    /// Voxels in one slice.
     pub fn slice_len(&self) -> usize {
         self.dims[1] * self.dims[2]
     }
@@ -134,7 +136,12 @@ impl Volume {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Intensity {
     /// Clip to `[level − width/2, level + width/2]` and scale to 0–255 (CT).
-    Window { level: f64, width: f64 },
+    Window {
+        /// Centre of the window.
+        level: f64,
+        /// Width of the window.
+        width: f64,
+    },
     /// MedSAM's MR rule: clip to the 0.5/99.5 percentiles of the foreground (> 0) voxels,
     /// scale to 0–255, background stays 0.
     Percentile,
@@ -350,6 +357,7 @@ pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
 /// The numbers a reader looks at first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LesionStats {
+    /// Voxels in the mask.
     pub voxels: usize,
     /// Volume in millilitres (voxel count × voxel volume); `None` when the input gives no voxel
     /// size ([`Volume::spacing_known`]), e.g. a PNG. Areas and extents are then in pixels.
@@ -358,6 +366,7 @@ pub struct LesionStats {
     pub slice_range: Option<(usize, usize)>,
     /// Largest in-plane area (mm²) and its slice.
     pub max_area_mm2: f64,
+    /// Slice of the largest area.
     pub max_area_slice: Option<usize>,
     /// Extent of the lesion's bounding box in mm `[z, y, x]`.
     pub extent_mm: [f64; 3],
@@ -366,6 +375,7 @@ pub struct LesionStats {
 }
 
 impl LesionStats {
+    /// The statistics of `mask` over `vol`.
     pub fn compute(mask: &[bool], vol: &Volume) -> Self {
         let [nz, ny, nx] = vol.dims;
         let n = ny * nx;

@@ -14,12 +14,16 @@ use crate::error::{Error, Result};
 /// `num_batches_tracked` are kept, converted, with `is_float == false`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawTensor {
+    /// As PyTorch's.
     pub shape: Vec<usize>,
+    /// Values in row-major order.
     pub data: Vec<f32>,
+    /// A float tensor (an integer one was converted).
     pub is_float: bool,
 }
 
 impl RawTensor {
+    /// A float tensor.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         Self {
             shape,
@@ -32,6 +36,7 @@ impl RawTensor {
 /// A state_dict: tensor name → tensor, in name order.
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
+    /// By name (`image_encoder.blocks.0.attn.qkv.weight`, ...).
     pub tensors: BTreeMap<String, RawTensor>,
 }
 

@@ -226,9 +226,13 @@ pub(crate) fn check_declared_size(path: &Path, dims: &[usize]) -> Result<()> {
 /// What kind of file or folder an input path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
+    /// PNG, JPEG or another 2D picture.
     Image,
+    /// One DICOM file.
     Dicom,
+    /// A folder of DICOM files (one series).
     DicomSeries,
+    /// NIfTI-1 (`.nii`, `.nii.gz`).
     Nifti,
 }
 

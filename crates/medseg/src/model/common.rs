@@ -15,6 +15,7 @@ use crate::weights::StateDict;
 /// mis-shaped or left over, so that one error can name them all.
 pub struct Loader<'a> {
     sd: &'a StateDict,
+    /// Where the tensors are made.
     pub device: Device,
     /// The kernels every layer of this model takes on `device`.
     pub kernels: Kernels,
@@ -24,6 +25,7 @@ pub struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
+    /// A loader over `sd` making tensors on `device`.
     pub fn new(sd: &'a StateDict, device: &Device) -> Self {
         Self {
             sd,
@@ -63,11 +65,13 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// Tensor `name` of `shape` on the device (zeros and a recorded error if absent or mis-shaped).
     pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
         let v = self.values(name, &shape);
         self.from_vec(v, shape)
     }
 
+    /// A tensor of `shape` from host values.
     pub fn from_vec<const D: usize>(&self, v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
         Tensor::from_data(TensorData::new(v, shape), &self.device)
     }
@@ -121,11 +125,14 @@ impl<'a> Loader<'a> {
 /// `nn.Linear`; the weight is stored as `[in, out]` (PyTorch's transposed).
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// `[in, out]`.
     pub weight: Tensor<2>,
+    /// `[out]`.
     pub bias: Option<Tensor<1>>,
 }
 
 impl Linear {
+    /// `{prefix}.weight` `[d_out, d_in]` and, with `bias`, `{prefix}.bias`.
     pub fn load(l: &mut Loader, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[d_out, d_in]);
         let mut t = vec![0.0; w.len()];
@@ -139,6 +146,7 @@ impl Linear {
         Self { weight, bias }
     }
 
+    /// `x · W + b` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear(x, self.weight.clone(), self.bias.clone())
     }
@@ -147,12 +155,16 @@ impl Linear {
 /// `nn.LayerNorm` over the last dimension.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
+    /// Scale, `[dim]`.
     pub gamma: Tensor<1>,
+    /// Shift, `[dim]`.
     pub beta: Tensor<1>,
+    /// Added to the variance.
     pub eps: f64,
 }
 
 impl LayerNorm {
+    /// `{prefix}.weight` and `{prefix}.bias`, both `[dim]`.
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, eps: f64) -> Self {
         Self {
             gamma: l.tensor(&format!("{prefix}.weight"), [dim]),
@@ -161,6 +173,7 @@ impl LayerNorm {
         }
     }
 
+    /// Normalise the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
     }
@@ -169,14 +182,18 @@ impl LayerNorm {
 /// SAM's `LayerNorm2d`: normalises the channels of `[B, C, H, W]` (eps 1e-6).
 #[derive(Debug, Clone)]
 pub struct LayerNorm2d {
+    /// Scale, `[1, C, 1, 1]`.
     pub weight: Tensor<4>,
+    /// Shift, `[1, C, 1, 1]`.
     pub bias: Tensor<4>,
+    /// Added to the variance (1e-6).
     pub eps: f64,
     /// [`Kernels::Host`]: the same weight and bias on the host, for the in-place kernel.
     host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LayerNorm2d {
+    /// `{prefix}.weight` and `{prefix}.bias`, both `[c]`.
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[c]);
         let b = l.values(&format!("{prefix}.bias"), &[c]);
@@ -189,6 +206,7 @@ impl LayerNorm2d {
         }
     }
 
+    /// Normalise the channels of `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let Some((w, b)) = &self.host else {
             return self.forward_tensor(x);
@@ -214,10 +232,15 @@ impl LayerNorm2d {
 /// `nn.Conv2d` (square kernel).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    /// `[c_out, c_in / groups, k, k]`.
     pub weight: Tensor<4>,
+    /// `[c_out]`.
     pub bias: Option<Tensor<1>>,
+    /// Same in both directions.
     pub stride: usize,
+    /// Zeros on every side.
     pub padding: usize,
+    /// Channel groups (1: a full convolution).
     pub groups: usize,
     /// [`Kernels::Host`], depthwise 3×3 with padding 1: the taps and bias on the host for
     /// [`super::host::depthwise3x3`] (flex's grouped convolution was ~5× slower).
@@ -225,6 +248,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// `{prefix}.weight` `[c_out, c_in, k, k]` and, with `bias`, `{prefix}.bias`.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         l: &mut Loader,
@@ -246,6 +270,7 @@ impl Conv2d {
         }
     }
 
+    /// `[B, C_in, H, W]` → `[B, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let Some((taps, bias)) = &self.host_depthwise else {
             return self.forward_tensor(x);
@@ -313,7 +338,9 @@ pub fn conv2d_bn(
 /// `nn.ConvTranspose2d` with kernel 2, stride 2 (weight `[in, out, 2, 2]`).
 #[derive(Debug, Clone)]
 pub struct ConvTranspose2x2 {
+    /// `[c_in, c_out, 2, 2]`, as PyTorch stores it.
     pub weight: Tensor<4>,
+    /// `[c_out]`.
     pub bias: Tensor<1>,
     /// [`Kernels::Host`]: the weight as one `[Cout·4, Cin]` matrix (rows ordered `co, i, j`) and the
     /// bias on the host. A 2×2 stride-2 transposed convolution is one matmul followed by a
@@ -322,6 +349,7 @@ pub struct ConvTranspose2x2 {
 }
 
 impl ConvTranspose2x2 {
+    /// `{prefix}.weight` `[c_in, c_out, 2, 2]` and `{prefix}.bias` `[c_out]`.
     pub fn load(l: &mut Loader, prefix: &str, c_in: usize, c_out: usize) -> Self {
         let w = l.values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2]);
         let b = l.values(&format!("{prefix}.bias"), &[c_out]);

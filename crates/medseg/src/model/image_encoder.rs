@@ -22,17 +22,26 @@ use super::kernels::Kernels;
 /// ViT hyper-parameters (`sam_model_registry`): ViT-B is the MedSAM one.
 #[derive(Debug, Clone)]
 pub struct ViTConfig {
+    /// Input side (1024).
     pub img_size: usize,
+    /// Patch side (16).
     pub patch_size: usize,
+    /// Token width (768 for ViT-B).
     pub embed_dim: usize,
+    /// Transformer blocks (12).
     pub depth: usize,
+    /// Attention heads (12).
     pub num_heads: usize,
+    /// Blocks with global attention (2, 5, 8, 11); the others use windows.
     pub global_attn_indexes: Vec<usize>,
+    /// Window side of the windowed blocks (14).
     pub window_size: usize,
+    /// Channels of the neck's output (256).
     pub out_chans: usize,
 }
 
 impl ViTConfig {
+    /// SAM ViT-B, MedSAM's encoder.
     pub fn vit_b() -> Self {
         Self {
             img_size: 1024,
@@ -189,10 +198,12 @@ pub struct ImageEncoderViT {
     neck_ln1: LayerNorm2d,
     neck_conv2: Conv2d,
     neck_ln2: LayerNorm2d,
+    /// The hyper-parameters it was built with.
     pub config: ViTConfig,
 }
 
 impl ImageEncoderViT {
+    /// The encoder under `p` (`image_encoder`) with `cfg`.
     pub fn load(l: &mut Loader, p: &str, cfg: &ViTConfig) -> Self {
         let d = cfg.embed_dim;
         let grid = cfg.img_size / cfg.patch_size;

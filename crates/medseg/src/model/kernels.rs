@@ -15,6 +15,7 @@
 use burn::tensor::activation;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+/// Where the model's elementwise and layout operations run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     /// medseg's CPU kernels on the host buffer.

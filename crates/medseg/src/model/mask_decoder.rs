@@ -35,6 +35,7 @@ impl Mlp {
     }
 }
 
+/// SAM's `MaskDecoder`.
 #[derive(Debug, Clone)]
 pub struct MaskDecoder {
     transformer: TwoWayTransformer,
@@ -45,11 +46,13 @@ pub struct MaskDecoder {
     up2: ConvTranspose2x2,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
+    /// Mask tokens: the single-mask output and the three multimask ones.
     pub num_mask_tokens: usize,
     kernels: Kernels,
 }
 
 impl MaskDecoder {
+    /// The decoder under `p` with `dim` channels and `num_multimask_outputs` (3).
     pub fn load(l: &mut Loader, p: &str, dim: usize, num_multimask_outputs: usize) -> Self {
         let nm = num_multimask_outputs + 1;
         let mut tokens = l.values(&format!("{p}.iou_token.weight"), &[1, dim]);

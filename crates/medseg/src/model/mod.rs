@@ -26,7 +26,9 @@ pub use crate::family::ModelFamily;
 /// The image encoder of either family.
 #[derive(Debug, Clone)]
 pub enum ImageEncoder {
+    /// SAM's ViT (MedSAM).
     ViT(Box<ImageEncoderViT>),
+    /// TinyViT (LiteMedSAM).
     TinyViT(Box<TinyViT>),
 }
 
@@ -43,10 +45,15 @@ impl ImageEncoder {
 /// Image encoder + prompt encoder + mask decoder.
 #[derive(Debug, Clone)]
 pub struct Sam {
+    /// Which family the weights are.
     pub family: ModelFamily,
+    /// ViT-B or TinyViT.
     pub image_encoder: ImageEncoder,
+    /// Points, boxes and masks to embeddings.
     pub prompt_encoder: PromptEncoder,
+    /// Two-way transformer and mask heads.
     pub mask_decoder: MaskDecoder,
+    /// Where the tensors live.
     pub device: Device,
 }
 

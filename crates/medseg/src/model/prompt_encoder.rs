@@ -13,6 +13,7 @@ pub struct Points {
     pub coords: Vec<[f32; 2]>,
     /// `[B, per_prompt]` labels: 1 foreground, 0 background, -1 padding.
     pub labels: Vec<i64>,
+    /// Points per batch entry.
     pub per_prompt: usize,
 }
 
@@ -20,6 +21,7 @@ pub struct Points {
 /// model's input frame (1024² for MedSAM, 256² for LiteMedSAM).
 #[derive(Debug, Clone, Default)]
 pub struct PromptBatch {
+    /// Points with labels.
     pub points: Option<Points>,
     /// `[B, 4]` boxes `x0, y0, x1, y1`.
     pub boxes: Option<Vec<[f32; 4]>>,
@@ -28,6 +30,7 @@ pub struct PromptBatch {
 }
 
 impl PromptBatch {
+    /// `B`, from whichever prompt is present (1 with none).
     pub fn batch_size(&self) -> usize {
         if let Some(p) = &self.points {
             p.labels.len() / p.per_prompt.max(1)
@@ -41,6 +44,7 @@ impl PromptBatch {
     }
 }
 
+/// SAM's `PromptEncoder`.
 #[derive(Debug, Clone)]
 pub struct PromptEncoder {
     /// `[2, embed_dim / 2]`
@@ -52,13 +56,16 @@ pub struct PromptEncoder {
     mask_downscaling: MaskDownscaling,
     /// `[1, C, h, w]`, `get_dense_pe()`, computed once.
     dense_pe: Tensor<4>,
+    /// Embedding width (256).
     pub embed_dim: usize,
     /// Model input frame `(h, w)`: 1024² for MedSAM, 256² for LiteMedSAM.
     pub input_image_size: (usize, usize),
+    /// Grid of the image embedding (64 × 64).
     pub embedding_size: (usize, usize),
 }
 
 impl PromptEncoder {
+    /// The prompt encoder under `p`: `embed_dim` wide, over an `embedding_size` grid, for inputs of `input_image_size`, with `mask_in_chans` (16) in the mask downscaling.
     pub fn load(
         l: &mut Loader,
         p: &str,

@@ -18,16 +18,24 @@ use super::kernels::Kernels;
 /// TinyViT hyper-parameters.
 #[derive(Debug, Clone)]
 pub struct TinyViTConfig {
+    /// Input side (256).
     pub img_size: usize,
+    /// Channels per stage.
     pub embed_dims: [usize; 4],
+    /// Blocks per stage.
     pub depths: [usize; 4],
+    /// Attention heads per stage (stage 0 is convolutional).
     pub num_heads: [usize; 4],
+    /// Attention window side per stage.
     pub window_sizes: [usize; 4],
+    /// MLP width over block width.
     pub mlp_ratio: usize,
+    /// MBConv expansion in stage 0.
     pub mbconv_expand_ratio: usize,
 }
 
 impl TinyViTConfig {
+    /// LiteMedSAM's TinyViT.
     pub fn lite_medsam() -> Self {
         Self {
             img_size: 256,
@@ -230,10 +238,12 @@ pub struct TinyViT {
     neck_conv2: Conv2d,
     neck_ln2: LayerNorm2d,
     kernels: Kernels,
+    /// The hyper-parameters it was built with.
     pub config: TinyViTConfig,
 }
 
 impl TinyViT {
+    /// The encoder under `p` (`image_encoder`) with `cfg`.
     pub fn load(l: &mut Loader, p: &str, cfg: &TinyViTConfig) -> Self {
         let d = cfg.embed_dims;
         let pe = format!("{p}.patch_embed.seq");

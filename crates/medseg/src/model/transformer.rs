@@ -98,6 +98,7 @@ impl TwoWayAttentionBlock {
     }
 }
 
+/// SAM's `TwoWayTransformer`.
 #[derive(Debug, Clone)]
 pub struct TwoWayTransformer {
     layers: Vec<TwoWayAttentionBlock>,
@@ -107,6 +108,7 @@ pub struct TwoWayTransformer {
 }
 
 impl TwoWayTransformer {
+    /// The transformer under `p`: `depth` blocks, `dim` wide, `heads` heads, an MLP of `mlp`.
     pub fn load(
         l: &mut Loader,
         p: &str,
