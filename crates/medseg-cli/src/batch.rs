@@ -71,16 +71,7 @@ pub fn run(cases: &Path, out_dir: &Path, model: ModelFamily, weights: Option<&Pa
 fn run_one(models: &mut Models, case: &Case, out_dir: &Path) -> CaseResult {
     match models.get(case.model.unwrap_or(models.default)) {
         Ok(seg) => cohort::run_case(seg, case, out_dir),
-        Err(e) => CaseResult {
-            id: case.id.clone(),
-            ok: false,
-            volume_ml: None,
-            voxels: 0,
-            slice_range: None,
-            seconds: 0.0,
-            mask: None,
-            error: Some(e),
-        },
+        Err(e) => CaseResult::failed(&case.id, e),
     }
 }
 

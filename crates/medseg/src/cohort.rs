@@ -144,6 +144,20 @@ impl Case {
 }
 
 impl CaseResult {
+    /// A case that did not produce a mask, and why.
+    pub fn failed(id: &str, error: String) -> Self {
+        Self {
+            id: id.to_string(),
+            ok: false,
+            volume_ml: None,
+            voxels: 0,
+            slice_range: None,
+            seconds: 0.0,
+            mask: None,
+            error: Some(error),
+        }
+    }
+
     /// The result as the fields of `results.csv` (empty text for what is absent).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         RESULT_HEADER.into_iter().zip(result_row(self)).collect()
@@ -219,26 +233,19 @@ pub fn mask_path(out_dir: &Path, id: &str) -> PathBuf {
 /// Segment one case with `seg` and write its mask; a failure is the result, not an error.
 pub fn run_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> CaseResult {
     let t = Instant::now();
-    let mut r = CaseResult {
-        id: case.id.clone(),
-        ok: false,
-        volume_ml: None,
-        voxels: 0,
-        slice_range: None,
-        seconds: 0.0,
-        mask: None,
-        error: None,
+    let mut r = match segment_case(seg, case, out_dir) {
+        Ok((stats, mask)) => CaseResult {
+            id: case.id.clone(),
+            ok: true,
+            volume_ml: stats.volume_ml,
+            voxels: stats.voxels,
+            slice_range: stats.slice_range,
+            seconds: 0.0,
+            mask: Some(mask),
+            error: None,
+        },
+        Err(e) => CaseResult::failed(&case.id, e.to_string()),
     };
-    match segment_case(seg, case, out_dir) {
-        Ok((stats, mask)) => {
-            r.ok = true;
-            r.volume_ml = stats.volume_ml;
-            r.voxels = stats.voxels;
-            r.slice_range = stats.slice_range;
-            r.mask = Some(mask);
-        }
-        Err(e) => r.error = Some(e.to_string()),
-    }
     r.seconds = t.elapsed().as_secs_f64();
     r
 }
