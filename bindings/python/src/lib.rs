@@ -605,11 +605,17 @@ fn run_case(
     Ok(r.fields())
 }
 
-/// The results recorded in `output_dir/results.csv` (none without one).
+/// The cases an earlier run in `output_dir` finished (recorded ok, mask present).
 #[pyfunction]
-fn read_results(output_dir: PathBuf) -> PyResult<Vec<Vec<(&'static str, String)>>> {
-    let rs = medseg::cohort::read_results(&output_dir).map_err(err)?;
+fn finished_results(output_dir: PathBuf) -> PyResult<Vec<Vec<(&'static str, String)>>> {
+    let rs = medseg::cohort::finished(&output_dir).map_err(err)?;
     Ok(rs.iter().map(|r| r.fields()).collect())
+}
+
+/// The result fields of a case that failed before it could run (no segmenter for it).
+#[pyfunction]
+fn failed_result(case_id: &str, error: String) -> Vec<(&'static str, String)> {
+    medseg::cohort::CaseResult::failed(case_id, error).fields()
 }
 
 /// Write `output_dir/results.csv` (atomically) from result dicts.
@@ -650,7 +656,8 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
     m.add_function(wrap_pyfunction!(read_cases, m)?)?;
     m.add_function(wrap_pyfunction!(run_case, m)?)?;
-    m.add_function(wrap_pyfunction!(read_results, m)?)?;
+    m.add_function(wrap_pyfunction!(finished_results, m)?)?;
+    m.add_function(wrap_pyfunction!(failed_result, m)?)?;
     m.add_function(wrap_pyfunction!(write_results, m)?)?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;

@@ -31,6 +31,7 @@ def iou(a, b):
 
 @pytest.fixture(scope="module")
 def seg():
+    medseg.fetch_weights()  # the cache, filled once (Segmenter itself never downloads)
     return medseg.Segmenter("lite-medsam")
 
 

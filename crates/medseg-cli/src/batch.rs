@@ -35,7 +35,7 @@ impl Models {
 pub fn run(cases: &Path, out_dir: &Path, model: ModelFamily, weights: Option<&Path>) -> Result<()> {
     let cases = cohort::read_cases(cases).with_context(|| cases.display().to_string())?;
     std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
-    let previous = cohort::read_results(out_dir)?;
+    let done = cohort::finished(out_dir)?;
     let mut models = Models {
         default: model,
         weights: weights.map(Path::to_path_buf),
@@ -50,10 +50,10 @@ pub fn run(cases: &Path, out_dir: &Path, model: ModelFamily, weights: Option<&Pa
     let mut skipped = 0;
     for case in &cases {
         bar.set_message(case.id.clone());
-        let r = match cohort::already_done(&previous, case) {
-            Some(done) => {
+        let r = match done.iter().find(|r| r.id == case.id) {
+            Some(r) => {
                 skipped += 1;
-                done
+                r.clone()
             }
             None => run_one(&mut models, case, out_dir),
         };

@@ -177,14 +177,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         logits: a.logits.as_deref(),
         overlay: a.overlay.as_deref(),
     };
-    let mut opts = VolumeOptions::new(a.slice.unwrap_or(0), bbox);
-    opts.intensity = intensity;
-    opts.largest_component = a.largest_component;
-    opts.max_intensity_drift =
-        medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
-    if a.official_fallback {
-        opts.on_empty = EmptySlice::KeyBoxFallback;
-    }
+    let max_drift = medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
     let modality = a
         .modality
         .as_deref()
@@ -202,8 +195,12 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         return segment_2d(&job, outputs);
     }
     let vol = read_volume(&a.input, uneven, modality)?;
-    if a.slice.is_none() {
-        opts.key_slice = vol.dims[0] / 2;
+    let mut opts = VolumeOptions::new(a.slice.unwrap_or(vol.dims[0] / 2), bbox);
+    opts.intensity = intensity;
+    opts.largest_component = a.largest_component;
+    opts.max_intensity_drift = max_drift;
+    if a.official_fallback {
+        opts.on_empty = EmptySlice::KeyBoxFallback;
     }
     segment_3d(&job, &vol, &opts, outputs)
 }

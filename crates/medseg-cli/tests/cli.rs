@@ -7,7 +7,14 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// The CLI. `segment` without `--weights` reads the weights cache and never downloads, so the
+/// default weights are fetched once here (as `medseg fetch-weights` does), loudly on failure.
 fn medseg() -> Command {
+    static FETCHED: std::sync::Once = std::sync::Once::new();
+    FETCHED.call_once(|| {
+        medseg::weights::fetch_default()
+            .unwrap_or_else(|e| panic!("the CLI tests need the LiteMedSAM weights: {e}"));
+    });
     Command::new(env!("CARGO_BIN_EXE_medseg"))
 }
 

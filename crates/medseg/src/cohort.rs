@@ -350,12 +350,12 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
     }
 }
 
-/// Whether an earlier run finished `case`: recorded ok and its mask still there.
-pub fn already_done(previous: &[CaseResult], case: &Case) -> Option<CaseResult> {
-    previous
-        .iter()
-        .find(|r| r.id == case.id && r.ok && r.mask.as_ref().is_some_and(|m| m.exists()))
-        .cloned()
+/// The cases an earlier run in `out_dir` finished: recorded ok and their mask still there
+/// (what a re-run skips).
+pub fn finished(out_dir: &Path) -> Result<Vec<CaseResult>> {
+    let mut done = read_results(out_dir)?;
+    done.retain(|r| r.ok && r.mask.as_ref().is_some_and(|m| m.exists()));
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -436,21 +436,9 @@ mod tests {
             (back[0].slice_range, &back[0].mask),
             (ok.slice_range, &ok.mask)
         );
-        // done only while its mask exists
-        let case = Case::parse(
-            &[
-                ("case_id", "a"),
-                ("input", "x"),
-                ("x0", "1"),
-                ("y0", "1"),
-                ("x1", "2"),
-                ("y1", "2"),
-            ],
-            dir.path(),
-        )
-        .unwrap();
-        assert!(already_done(&back, &case).is_none());
+        // finished: ok, and only while its mask exists
+        assert!(finished(dir.path()).unwrap().is_empty());
         std::fs::write(dir.path().join("a.nii.gz"), b"x").unwrap();
-        assert!(already_done(&back, &case).is_some());
+        assert_eq!(finished(dir.path()).unwrap(), vec![back[0].clone()]);
     }
 }

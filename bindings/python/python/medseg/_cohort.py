@@ -29,8 +29,7 @@ def _segmenter(model: str, weights: Optional[str]):
 
 
 def _failed(case: Mapping[str, str], error: str) -> dict:
-    return {"case_id": case.get("case_id", ""), "status": "failed", "volume_ml": "", "voxels": "0",
-            "first_slice": "", "last_slice": "", "seconds": "0.00", "mask": "", "error": error}
+    return dict(_medseg.failed_result(case.get("case_id", ""), error))
 
 
 def run_case(case: Mapping[str, str], output_dir: str, model: str = "lite-medsam",
@@ -75,8 +74,7 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
     out = os.path.abspath(os.fsdecode(output_dir))
     os.makedirs(out, exist_ok=True)
     rows = _cases(cases)
-    done = {r["case_id"]: r for r in (dict(x) for x in _medseg.read_results(out))
-            if r["status"] == "ok" and r["mask"] and os.path.exists(r["mask"])}
+    done = {r["case_id"]: r for r in (dict(x) for x in _medseg.finished_results(out))}
     todo = [c for c in rows if c.get("case_id") not in done]
     results = dict(done)
     w = None if weights is None else os.path.abspath(os.fsdecode(weights))
