@@ -74,7 +74,9 @@ fn err(e: Error) -> PyErr {
         | Error::Checksum { .. } => WeightsError::new_err(msg),
         Error::InvalidImage(_) | Error::NonFiniteImage(_) => ImageError::new_err(msg),
         Error::InvalidBox { .. } | Error::InvalidPrompt(_) => PromptError::new_err(msg),
-        Error::InvalidWindow(_) | Error::InvalidOption(_) => PyValueError::new_err(msg),
+        Error::InvalidWindow(_) | Error::InvalidOption(_) | Error::InvalidEmbedding(_) => {
+            PyValueError::new_err(msg)
+        }
         Error::Backend(_) => BackendError::new_err(msg),
         _ => FileError::new_err(msg),
     }
@@ -192,12 +194,12 @@ impl Embedding {
     /// `input_size`): LiteMedSAM's longest side is 256, MedSAM stretches to 1024 × 1024.
     #[getter]
     fn input_size(&self) -> (usize, usize) {
-        self.inner.frame.content
+        self.inner.frame().content
     }
 
     /// The embedding tensor, (1, 256, 64, 64) float32.
     fn tensor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let t = self.inner.tensor.clone();
+        let t = self.inner.tensor().clone();
         let shape = t.dims().to_vec();
         let data = py.detach(|| medseg::segmenter::to_vec(t)).map_err(err)?;
         let arr = ndarray::ArrayD::from_shape_vec(shape, data)
@@ -323,7 +325,7 @@ impl Segmenter {
             multimask,
         };
         let seg = self.inner.clone();
-        let frame = emb.frame;
+        let frame = *emb.frame();
         let p = py.detach(move || seg.predict(&emb, &prompt)).map_err(err)?;
         let (h, w) = p.size;
         let (b, m) = (p.batch, p.masks_per_prompt);

@@ -74,6 +74,9 @@ pub enum Error {
     /// A prompt other than a box is malformed.
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),
+    /// An image embedding given to a segmenter is not one it can use (shape, family).
+    #[error("invalid image embedding: {0}")]
+    InvalidEmbedding(String),
     /// An intensity window is malformed, or leaves nothing to see.
     #[error("invalid window: {0}")]
     InvalidWindow(String),

@@ -1,13 +1,16 @@
 //! The `Segmenter`: load a model once, embed an image once, prompt it many times.
 
+use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
 use crate::model::Points;
-use crate::model::{ModelFamily, PromptBatch, Sam};
+use crate::model::{ImageSide, ModelFamily, PromptBatch, Sam};
 use crate::preprocess::{Image, ModelInput};
 pub use crate::prompt::Prompt;
 use crate::weights::{self, StateDict};
@@ -21,18 +24,38 @@ pub fn cpu() -> Device {
 #[derive(Debug, Clone)]
 pub struct Segmenter {
     sam: Sam,
+    /// Which loaded weights these are (clones share it): an embedding keeps the decoder work
+    /// of the segmenter that made it only for that segmenter.
+    id: u64,
 }
 
+/// Numbers the loaded models of this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// An image embedding with the frame that maps prompts and masks back to the image.
+///
+/// It also keeps the part of the mask decoder that depends only on the image (made by the
+/// first prompt without a mask input), so that each further prompt pays only for what
+/// depends on it.
 #[derive(Debug, Clone)]
 pub struct ImageEmbedding {
-    /// `[1, 256, 64, 64]`
-    pub tensor: Tensor<4>,
-    /// How the image sits in the model input.
-    pub frame: Frame,
+    tensor: Tensor<4>,
+    frame: Frame,
+    /// The decoder's image side and the id of the segmenter that made it.
+    side: OnceLock<(u64, ImageSide)>,
 }
 
 impl ImageEmbedding {
+    /// The embedding, `[1, 256, 64, 64]`.
+    pub fn tensor(&self) -> &Tensor<4> {
+        &self.tensor
+    }
+
+    /// How the image sits in the model input.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
     /// `(height, width)` of the image.
     pub fn original_size(&self) -> (usize, usize) {
         self.frame.original
@@ -87,6 +110,7 @@ impl Segmenter {
     pub fn from_state_dict(family: ModelFamily, sd: &StateDict, device: &Device) -> Result<Self> {
         Ok(Self {
             sam: Sam::from_state_dict(family, sd, device)?,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -150,7 +174,30 @@ impl Segmenter {
         ImageEmbedding {
             tensor: self.sam.embed(x),
             frame,
+            side: OnceLock::new(),
         }
+    }
+
+    /// An embedding made elsewhere (a saved one, or another implementation's), `[1, 256, 64,
+    /// 64]`, of an image in `frame`; refused when the shape or the family is not this model's.
+    pub fn embedding_from_tensor(&self, tensor: Tensor<4>, frame: Frame) -> Result<ImageEmbedding> {
+        let dims = tensor.dims();
+        if dims != [1, 256, 64, 64] {
+            return Err(Error::InvalidEmbedding(format!(
+                "an image embedding is [1, 256, 64, 64], got {dims:?}"
+            )));
+        }
+        if frame.family != self.sam.family {
+            return Err(Error::InvalidEmbedding(format!(
+                "the frame is {}'s, this segmenter is {}",
+                frame.family, self.sam.family
+            )));
+        }
+        Ok(ImageEmbedding {
+            tensor,
+            frame,
+            side: OnceLock::new(),
+        })
     }
 
     /// Preprocess and encode an image.
@@ -229,7 +276,11 @@ impl Segmenter {
         multimask: bool,
     ) -> Result<Prediction> {
         let bs = batch.batch_size();
-        let (masks, iou) = self.sam.decode(emb.tensor.clone(), batch);
+        let prepared = match batch.masks {
+            Some(_) => None, // a mask input changes the image side: the full decoder
+            None => self.sam.decode_prepared(&self.image_side(emb), batch),
+        };
+        let (masks, iou) = prepared.unwrap_or_else(|| self.sam.decode(emb.tensor.clone(), batch));
         let nm = masks.dims()[1];
         let (lo, hi) = if multimask { (1, nm) } else { (0, 1) };
         let logits = to_vec(masks.slice([0..bs, lo..hi]))?;
@@ -246,6 +297,18 @@ impl Segmenter {
             low_res_logits: logits,
             iou_predictions: ious,
         })
+    }
+
+    /// The decoder's image side of `emb`: kept in it the first time, recomputed (not kept) when
+    /// another segmenter made the kept one.
+    fn image_side<'a>(&self, emb: &'a ImageEmbedding) -> Cow<'a, ImageSide> {
+        let make = || self.sam.prepare(emb.tensor.clone());
+        let (id, side) = emb.side.get_or_init(|| (self.id, make()));
+        if *id == self.id {
+            Cow::Borrowed(side)
+        } else {
+            Cow::Owned(make())
+        }
     }
 
     /// One-call convenience: embed `image`, segment inside `bbox`.

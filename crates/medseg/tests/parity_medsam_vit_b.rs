@@ -68,10 +68,9 @@ fn vit_b_matches_official_segment_anything() {
     let d_iou = max_abs_diff(&iou[..1], &ref_iou).max(max_abs_diff(&iou[1..], &ref_miou));
 
     // End to end: preprocessing, our embedding, decoder, sigmoid → bilinear → threshold.
-    let emb_ours = medseg::ImageEmbedding {
-        tensor: emb,
-        frame: seg.frame((image.height, image.width)),
-    };
+    let emb_ours = seg
+        .embedding_from_tensor(emb, seg.frame((image.height, image.width)))
+        .unwrap();
     let pred = seg
         .predict(&emb_ours, &medseg::Prompt::from_box(bbox))
         .unwrap();

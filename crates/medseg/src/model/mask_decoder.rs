@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use super::common::{ConvTranspose2x2, LayerNorm2d, Linear, Loader};
 use super::kernels::Kernels;
-use super::transformer::TwoWayTransformer;
+use super::transformer::{ImageSide, TwoWayTransformer};
 
 /// SAM's `MLP`: ReLU between layers, none after the last.
 #[derive(Debug, Clone)]
@@ -78,6 +78,29 @@ impl MaskDecoder {
         }
     }
 
+    /// The prompt-independent start of the decoder: image embedding `[b, C, h, w]` plus the
+    /// dense prompt embedding `[b, C, h, w]`, with image_pe `[1, C, h, w]` (`b` is 1 when one
+    /// side serves every prompt of a batch).
+    pub fn prepare(
+        &self,
+        image_embeddings: Tensor<4>,
+        image_pe: Tensor<4>,
+        dense: Tensor<4>,
+    ) -> ImageSide {
+        let [b, c, h, w] = dense.dims();
+        let src = if image_embeddings.dims()[0] != b {
+            image_embeddings.expand([b, c, h, w])
+        } else {
+            image_embeddings
+        };
+        let pos = if image_pe.dims()[0] != b {
+            image_pe.expand([b, c, h, w])
+        } else {
+            image_pe
+        };
+        self.transformer.prepare(src + dense, pos)
+    }
+
     /// image embedding `[1 or B, C, h, w]`, image_pe `[1, C, h, w]`, sparse `[B, T, C]`,
     /// dense `[B, C, h, w]` → all masks `[B, 4, 4h, 4w]` and IoU predictions `[B, 4]`
     /// (index 0 is the single-mask output, 1.. the multimask outputs).
@@ -88,8 +111,15 @@ impl MaskDecoder {
         sparse: Tensor<3>,
         dense: Tensor<4>,
     ) -> (Tensor<4>, Tensor<2>) {
+        let side = self.prepare(image_embeddings, image_pe, dense);
+        self.forward_prepared(&side, sparse)
+    }
+
+    /// A prepared image side (batch 1 or `B`) and sparse `[B, T, C]` → the outputs of
+    /// [`MaskDecoder::forward`].
+    pub fn forward_prepared(&self, side: &ImageSide, sparse: Tensor<3>) -> (Tensor<4>, Tensor<2>) {
         let [b, _, c] = sparse.dims();
-        let [_, _, h, w] = dense.dims();
+        let (h, w) = side.grid;
         let nm = self.num_mask_tokens;
         let out_tokens = self
             .output_tokens
@@ -97,14 +127,7 @@ impl MaskDecoder {
             .unsqueeze::<3>()
             .expand([b, 1 + nm, c]);
         let tokens = Tensor::cat(vec![out_tokens, sparse], 1);
-        let src = if image_embeddings.dims()[0] != b {
-            image_embeddings.expand([b, c, h, w])
-        } else {
-            image_embeddings
-        };
-        let src = src + dense;
-        let pos = image_pe.expand([b, c, h, w]);
-        let (hs, src) = self.transformer.forward(src, pos, tokens);
+        let (hs, src) = self.transformer.forward_prepared(side, tokens);
         let iou_token_out = hs.clone().slice([0..b, 0..1, 0..c]).reshape([b, c]);
         let k = self.kernels;
         let src = k.transpose12(src).reshape([b, c, h, w]);

@@ -19,7 +19,7 @@ pub use image_encoder::{ImageEncoderViT, ViTConfig};
 pub use mask_decoder::MaskDecoder;
 pub use prompt_encoder::{Points, PromptBatch, PromptEncoder};
 pub use tiny_vit::{TinyViT, TinyViTConfig};
-pub use transformer::TwoWayTransformer;
+pub use transformer::{ImageSide, TwoWayTransformer};
 
 pub use crate::family::ModelFamily;
 
@@ -108,5 +108,28 @@ impl Sam {
         let (sparse, dense) = self.prompt_encoder.forward(prompts);
         self.mask_decoder
             .forward(embedding, self.prompt_encoder.dense_pe(), sparse, dense)
+    }
+
+    /// The decoder's work that depends only on the embedding `[1, 256, 64, 64]` (the first
+    /// block's image-side projections): shared by every prompt without a mask input.
+    pub fn prepare(&self, embedding: Tensor<4>) -> ImageSide {
+        let pe = &self.prompt_encoder;
+        self.mask_decoder
+            .prepare(embedding, pe.dense_pe(), pe.no_mask_dense())
+    }
+
+    /// [`Sam::decode`] on a side from [`Sam::prepare`]: the same outputs, without recomputing
+    /// the side. `None` when the prompts carry a mask input (it changes the side: use
+    /// [`Sam::decode`]).
+    pub fn decode_prepared(
+        &self,
+        side: &ImageSide,
+        prompts: &PromptBatch,
+    ) -> Option<(Tensor<4>, Tensor<2>)> {
+        if prompts.masks.is_some() {
+            return None;
+        }
+        let (sparse, _) = self.prompt_encoder.forward(prompts);
+        Some(self.mask_decoder.forward_prepared(side, sparse))
     }
 }

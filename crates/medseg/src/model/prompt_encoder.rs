@@ -124,6 +124,11 @@ impl PromptEncoder {
         self.dense_pe.clone()
     }
 
+    /// The dense embedding of "no mask input", `[1, C, h, w]`.
+    pub fn no_mask_dense(&self) -> Tensor<4> {
+        self.no_mask_embed.clone()
+    }
+
     /// Coordinates `[B, N, 2]` in the input frame → `[B, N, C]` (after the +0.5 shift).
     fn embed_coords(&self, coords: Vec<f32>, b: usize, n: usize) -> Tensor<3> {
         let (ih, iw) = self.input_image_size;

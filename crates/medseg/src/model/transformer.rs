@@ -36,15 +36,81 @@ impl Attention {
             .swap_dims(1, 2)
     }
 
-    /// `q [B, Nq, C]`, `k, v [B, Nk, C]` → `[B, Nq, C]`.
-    fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        let q = self.heads(self.q_proj.forward(q));
-        let k = self.heads(self.k_proj.forward(k));
-        let v = self.heads(self.v_proj.forward(v));
+    fn project_q(&self, x: Tensor<3>) -> Tensor<4> {
+        self.heads(self.q_proj.forward(x))
+    }
+
+    fn project_k(&self, x: Tensor<3>) -> Tensor<4> {
+        self.heads(self.k_proj.forward(x))
+    }
+
+    fn project_v(&self, x: Tensor<3>) -> Tensor<4> {
+        self.heads(self.v_proj.forward(x))
+    }
+
+    /// Projected heads `q [B, h, Nq, c]`, `k, v [B, h, Nk, c]` → `[B, Nq, C]`.
+    fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         let [b, h, n, c] = out.dims();
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, n, h * c]))
+    }
+
+    /// `q [B, Nq, C]`, `k, v [B, Nk, C]` → `[B, Nq, C]`.
+    fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        self.attend(self.project_q(q), self.project_k(k), self.project_v(v))
+    }
+}
+
+/// What one block's two cross-attentions take from the image side alone: the image tokens
+/// (`keys`), their positional encoding, and the three projections of them that the block
+/// needs before the image tokens change (token→image keys and values, image→token queries).
+///
+/// For the first block these depend only on the image embedding and the dense prompt, so a
+/// prompt without a mask input can reuse them ([`TwoWayTransformer::prepare`]); the values are
+/// the ones the unprepared path computes, so the outputs are the same.
+#[derive(Debug, Clone)]
+pub struct ImageSide {
+    /// `[b, HW, C]`: image embedding plus dense prompt embedding, one row per position.
+    keys: Tensor<3>,
+    /// `[b, HW, C]`
+    key_pe: Tensor<3>,
+    /// Token→image keys and values, `[b, heads, HW, C / heads / 2]`.
+    k: Tensor<4>,
+    v: Tensor<4>,
+    /// Image→token queries, `[b, heads, HW, C / heads / 2]`.
+    q: Tensor<4>,
+    /// The grid `(h, w)` of the image embedding.
+    pub grid: (usize, usize),
+}
+
+impl ImageSide {
+    /// The batch the side was made for (1 when it is shared by every prompt).
+    pub fn batch(&self) -> usize {
+        self.keys.dims()[0]
+    }
+
+    /// The same side for a batch of `b` prompts (a side of batch 1 is broadcast).
+    fn for_batch(&self, b: usize) -> Self {
+        if self.batch() == b {
+            return self.clone();
+        }
+        let e3 = |t: &Tensor<3>| {
+            let [_, n, c] = t.dims();
+            t.clone().expand([b, n, c])
+        };
+        let e4 = |t: &Tensor<4>| {
+            let [_, h, n, c] = t.dims();
+            t.clone().expand([b, h, n, c])
+        };
+        Self {
+            keys: e3(&self.keys),
+            key_pe: e3(&self.key_pe),
+            k: e4(&self.k),
+            v: e4(&self.v),
+            q: e4(&self.q),
+            grid: self.grid,
+        }
     }
 }
 
@@ -63,12 +129,25 @@ struct TwoWayAttentionBlock {
 }
 
 impl TwoWayAttentionBlock {
+    /// The block's image-side inputs from the image tokens `keys [B, HW, C]`.
+    fn image_side(&self, keys: Tensor<3>, key_pe: Tensor<3>, grid: (usize, usize)) -> ImageSide {
+        let k = keys.clone() + key_pe.clone();
+        ImageSide {
+            k: self.cross_attn_token_to_image.project_k(k.clone()),
+            v: self.cross_attn_token_to_image.project_v(keys.clone()),
+            q: self.cross_attn_image_to_token.project_q(k),
+            keys,
+            key_pe,
+            grid,
+        }
+    }
+
+    /// → (queries, keys) after the block.
     fn forward(
         &self,
         queries: Tensor<3>,
-        keys: Tensor<3>,
+        side: ImageSide,
         query_pe: &Tensor<3>,
-        key_pe: &Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
         let queries = if self.skip_first_layer_pe {
             self.self_attn
@@ -79,20 +158,18 @@ impl TwoWayAttentionBlock {
         };
         let queries = self.norm1.forward(queries);
 
-        let q = queries.clone() + query_pe.clone();
-        let k = keys.clone() + key_pe.clone();
-        let queries = queries + self.cross_attn_token_to_image.forward(q, k, keys.clone());
+        let t2i = &self.cross_attn_token_to_image;
+        let q = t2i.project_q(queries.clone() + query_pe.clone());
+        let queries = queries + t2i.attend(q, side.k, side.v);
         let queries = self.norm2.forward(queries);
 
         let mlp = self.lin2.forward(relu(self.lin1.forward(queries.clone())));
         let queries = self.norm3.forward(queries + mlp);
 
-        let q = queries.clone() + query_pe.clone();
-        let k = keys.clone() + key_pe.clone();
-        let keys = keys
-            + self
-                .cross_attn_image_to_token
-                .forward(k, q, queries.clone());
+        let i2t = &self.cross_attn_image_to_token;
+        let k = i2t.project_k(queries.clone() + query_pe.clone());
+        let v = i2t.project_v(queries.clone());
+        let keys = side.keys + i2t.attend(side.q, k, v);
         let keys = self.norm4.forward(keys);
         (queries, keys)
     }
@@ -160,6 +237,38 @@ impl TwoWayTransformer {
         }
     }
 
+    /// The first block's image side from image `[b, C, H, W]` and image_pe `[b, C, H, W]`:
+    /// everything the transformer computes before it needs the prompt tokens.
+    pub fn prepare(&self, image: Tensor<4>, image_pe: Tensor<4>) -> ImageSide {
+        let [b, c, h, w] = image.dims();
+        // Contiguous once here: `keys + key_pe` runs once per block below.
+        let keys = self.kernels.transpose12(image.reshape([b, c, h * w]));
+        let key_pe = self.kernels.transpose12(image_pe.reshape([b, c, h * w]));
+        self.layers[0].image_side(keys, key_pe, (h, w))
+    }
+
+    /// A prepared image side (batch 1 or `B`) and tokens `[B, T, C]` →
+    /// (tokens `[B, T, C]`, image `[B, HW, C]`).
+    pub fn forward_prepared(
+        &self,
+        side: &ImageSide,
+        point_embedding: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        // `layers` is never empty: `load` makes `depth` (2) blocks.
+        let side = side.for_batch(point_embedding.dims()[0]);
+        let (grid, key_pe) = (side.grid, side.key_pe.clone());
+        let (mut queries, mut keys) =
+            self.layers[0].forward(point_embedding.clone(), side, &point_embedding);
+        for layer in &self.layers[1..] {
+            let side = layer.image_side(keys, key_pe.clone(), grid);
+            (queries, keys) = layer.forward(queries, side, &point_embedding);
+        }
+        let q = queries.clone() + point_embedding;
+        let k = keys.clone() + key_pe;
+        let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
+        (self.norm_final_attn.forward(queries), keys)
+    }
+
     /// image `[B, C, H, W]`, image_pe `[B, C, H, W]`, tokens `[B, T, C]` →
     /// (tokens `[B, T, C]`, image `[B, HW, C]`).
     pub fn forward(
@@ -168,18 +277,6 @@ impl TwoWayTransformer {
         image_pe: Tensor<4>,
         point_embedding: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
-        let [b, c, h, w] = image.dims();
-        // Contiguous once here: `keys + key_pe` runs five times below.
-        let keys0 = self.kernels.transpose12(image.reshape([b, c, h * w]));
-        let key_pe = self.kernels.transpose12(image_pe.reshape([b, c, h * w]));
-        let mut queries = point_embedding.clone();
-        let mut keys = keys0;
-        for layer in &self.layers {
-            (queries, keys) = layer.forward(queries, keys, &point_embedding, &key_pe);
-        }
-        let q = queries.clone() + point_embedding;
-        let k = keys.clone() + key_pe;
-        let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
-        (self.norm_final_attn.forward(queries), keys)
+        self.forward_prepared(&self.prepare(image, image_pe), point_embedding)
     }
 }
