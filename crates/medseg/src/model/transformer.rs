@@ -1,6 +1,6 @@
 //! SAM's `TwoWayTransformer`: tokens attend to the image and the image attends back.
 
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
@@ -60,6 +60,110 @@ impl Attention {
     fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
         self.attend(self.project_q(q), self.project_k(k), self.project_v(v))
     }
+
+    /// Per-head width `d` (the projections are `[C, heads · d]`).
+    fn head_dim(&self) -> usize {
+        self.q_proj.weight.dims()[1] / self.num_heads
+    }
+
+    /// The columns of head `h` of a projection weight `[C, heads · d]`, as `[b, heads, C, d]`.
+    fn by_head(&self, w: &Tensor<2>, b: usize) -> Tensor<4> {
+        let [c, inner] = w.dims();
+        let h = self.num_heads;
+        w.clone()
+            .reshape([c, h, inner / h])
+            .swap_dims(0, 1)
+            .unsqueeze::<4>()
+            .expand([b, h, c, inner / h])
+    }
+
+    /// A few tokens `q [B, T, C]` attending to many image rows (`k, v [B, N, C]`), the same
+    /// function as [`Attention::forward`] with the algebra moved to the token side: each
+    /// head's `q_h W_k,hᵀ` scores the raw keys (`q_h · b_k,h` is the same for every key and
+    /// cancels in the softmax), and the weights average the raw values before `W_v,h`
+    /// (they sum to one, so `b_v,h` passes through). Costs `2 · N · C · heads · T` instead of
+    /// the `2 · N · C · heads · d` of projecting every image row, so it is taken when `T < d`.
+    fn token_to_image(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let ([b, t, c], h, d) = (q.dims(), self.num_heads, self.head_dim());
+        if t >= d {
+            return self.forward(q, k, v);
+        }
+        let scale = (d as f64).powf(-0.5);
+        let qh = self.project_q(q); // [B, h, T, d]
+        let qk = qh.matmul(self.by_head(&self.k_proj.weight, b).swap_dims(2, 3)) * scale;
+        let scores = qk.reshape([b, h * t, c]).matmul(k.swap_dims(1, 2)); // [B, hT, N]
+        let mixed = softmax(scores, 2).matmul(v).reshape([b, h, t, c]);
+        let bias = self.v_proj.bias.clone().map(|bv| bv.reshape([1, h, 1, d]));
+        let mut out = mixed.matmul(self.by_head(&self.v_proj.weight, b)); // [B, h, T, d]
+        if let Some(bv) = bias {
+            out = out + bv;
+        }
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+
+    /// Many image rows `q [B, N, C]` attending to a few tokens (`k, v [B, T, C]`), the same
+    /// function as [`Attention::forward`] without projecting the image rows: the scores are
+    /// `q · (W_q,h k_hᵀ) + b_q,h · k_hᵀ` and the output is `Σ_h A_h (v_h W_o,h) + b_o`.
+    /// Taken when `T < d`; `q` may also come already projected ([`ImageSide`]).
+    fn image_to_token(&self, q: ImageQueries, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let ([b, t, _], h, d) = (k.dims(), self.num_heads, self.head_dim());
+        let q = match q {
+            ImageQueries::Raw(q) if t >= d => return self.forward(q, k, v),
+            ImageQueries::Projected(qh) if t >= d => {
+                return self.attend(qh, self.project_k(k), self.project_v(v))
+            }
+            q => q,
+        };
+        let scale = (d as f64).powf(-0.5);
+        let kt = self.project_k(k).swap_dims(2, 3); // [B, h, d, T]
+        let weights = match q {
+            ImageQueries::Projected(qh) => {
+                let n = qh.dims()[2];
+                let s = softmax(qh.matmul(kt) * scale, 3); // [B, h, N, T]
+                s.swap_dims(1, 2).reshape([b, n, h * t])
+            }
+            ImageQueries::Raw(q) => {
+                let [_, n, c] = q.dims();
+                let g = self.by_head(&self.q_proj.weight, b).matmul(kt.clone()) * scale;
+                let g = g.swap_dims(1, 2).reshape([b, c, h * t]); // [B, C, hT]
+                let mut s = q.matmul(g); // [B, N, hT]
+                if let Some(bq) = self.q_proj.bias.clone() {
+                    let bq = bq.reshape([1, h, 1, d]).expand([b, h, 1, d]);
+                    s = s + (bq.matmul(kt) * scale).reshape([b, 1, h * t]);
+                }
+                softmax(s.reshape([b, n, h, t]), 3).reshape([b, n, h * t])
+            }
+        };
+        self.mix_out(weights, self.project_v(v))
+    }
+
+    /// Attention weights `[B, N, heads · T]` and values `v_h [B, heads, T, d]` →
+    /// `Σ_h A_h (v_h W_o,h) + b_o`, `[B, N, C]`.
+    fn mix_out(&self, weights: Tensor<3>, vh: Tensor<4>) -> Tensor<3> {
+        let [b, h, t, d] = vh.dims();
+        let wo = &self.out_proj.weight; // [h · d, C]
+        let c = wo.dims()[1];
+        let wo = wo
+            .clone()
+            .reshape([h, d, c])
+            .unsqueeze::<4>()
+            .expand([b, h, d, c]);
+        let vo = vh.matmul(wo).reshape([b, h * t, c]);
+        let out = weights.matmul(vo);
+        match self.out_proj.bias.clone() {
+            Some(bo) => out + bo.reshape([1, 1, c]),
+            None => out,
+        }
+    }
+}
+
+/// The image rows that query the tokens in an image→token attention.
+enum ImageQueries {
+    /// `[B, N, C]`, before `q_proj`.
+    Raw(Tensor<3>),
+    /// `[B, heads, N, d]`, after `q_proj` (a kept [`ImageSide`]).
+    Projected(Tensor<4>),
 }
 
 /// What one block's two cross-attentions take from the image side alone: the image tokens
@@ -146,7 +250,7 @@ impl TwoWayAttentionBlock {
     fn forward(
         &self,
         queries: Tensor<3>,
-        side: ImageSide,
+        image: BlockImage,
         query_pe: &Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
         let queries = if self.skip_first_layer_pe {
@@ -159,20 +263,40 @@ impl TwoWayAttentionBlock {
         let queries = self.norm1.forward(queries);
 
         let t2i = &self.cross_attn_token_to_image;
-        let q = t2i.project_q(queries.clone() + query_pe.clone());
-        let queries = queries + t2i.attend(q, side.k, side.v);
-        let queries = self.norm2.forward(queries);
+        let q = queries.clone() + query_pe.clone();
+        let attended = match &image {
+            BlockImage::Prepared(side) => {
+                t2i.attend(t2i.project_q(q), side.k.clone(), side.v.clone())
+            }
+            BlockImage::Rows { keys, with_pe } => {
+                t2i.token_to_image(q, with_pe.clone(), keys.clone())
+            }
+        };
+        let queries = self.norm2.forward(queries + attended);
 
         let mlp = self.lin2.forward(relu(self.lin1.forward(queries.clone())));
         let queries = self.norm3.forward(queries + mlp);
 
-        let i2t = &self.cross_attn_image_to_token;
-        let k = i2t.project_k(queries.clone() + query_pe.clone());
-        let v = i2t.project_v(queries.clone());
-        let keys = side.keys + i2t.attend(side.q, k, v);
-        let keys = self.norm4.forward(keys);
+        let (keys, image_queries) = match image {
+            BlockImage::Prepared(side) => (side.keys, ImageQueries::Projected(side.q)),
+            BlockImage::Rows { keys, with_pe } => (keys, ImageQueries::Raw(with_pe)),
+        };
+        let k = queries.clone() + query_pe.clone();
+        let attended =
+            self.cross_attn_image_to_token
+                .image_to_token(image_queries, k, queries.clone());
+        let keys = self.norm4.forward(keys + attended);
         (queries, keys)
     }
+}
+
+/// The image side a block starts from.
+enum BlockImage {
+    /// The first block's, prepared once per embedding.
+    Prepared(ImageSide),
+    /// A later block's: the image rows `[B, HW, C]` the block before left, and the same plus
+    /// their positional encoding.
+    Rows { keys: Tensor<3>, with_pe: Tensor<3> },
 }
 
 /// SAM's `TwoWayTransformer`.
@@ -256,16 +380,19 @@ impl TwoWayTransformer {
     ) -> (Tensor<3>, Tensor<3>) {
         // `layers` is never empty: `load` makes `depth` (2) blocks.
         let side = side.for_batch(point_embedding.dims()[0]);
-        let (grid, key_pe) = (side.grid, side.key_pe.clone());
-        let (mut queries, mut keys) =
-            self.layers[0].forward(point_embedding.clone(), side, &point_embedding);
+        let key_pe = side.key_pe.clone();
+        let first = BlockImage::Prepared(side);
+        let pe = &point_embedding;
+        let (mut queries, mut keys) = self.layers[0].forward(pe.clone(), first, pe);
         for layer in &self.layers[1..] {
-            let side = layer.image_side(keys, key_pe.clone(), grid);
-            (queries, keys) = layer.forward(queries, side, &point_embedding);
+            let with_pe = keys.clone() + key_pe.clone();
+            let image = BlockImage::Rows { keys, with_pe };
+            (queries, keys) = layer.forward(queries, image, pe);
         }
         let q = queries.clone() + point_embedding;
         let k = keys.clone() + key_pe;
-        let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
+        let final_attn = &self.final_attn_token_to_image;
+        let queries = queries + final_attn.token_to_image(q, k, keys.clone());
         (self.norm_final_attn.forward(queries), keys)
     }
 
