@@ -407,3 +407,89 @@ impl TwoWayTransformer {
         self.forward_prepared(&self.prepare(image, image_pe), point_embedding)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{RawTensor, StateDict};
+    use burn::tensor::{Device, TensorData};
+
+    /// Deterministic values in [-0.5, 0.5).
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn tensor3(seed: u64, dims: [usize; 3], device: &Device) -> Tensor<3> {
+        let v = values(seed, dims.iter().product());
+        Tensor::from_data(TensorData::new(v, dims), device)
+    }
+
+    /// SAM's cross-attention shape: 256 wide, 8 heads, inner 128 (head width 16).
+    fn attention(device: &Device) -> Attention {
+        let (c, inner) = (256, 128);
+        let mut sd = StateDict::default();
+        for (i, (name, shape)) in [
+            ("q_proj", [inner, c]),
+            ("k_proj", [inner, c]),
+            ("v_proj", [inner, c]),
+            ("out_proj", [c, inner]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let w = values(10 + i as u64, shape[0] * shape[1]);
+            let b = values(20 + i as u64, shape[0]);
+            sd.tensors.insert(
+                format!("a.{name}.weight"),
+                RawTensor::new(shape.to_vec(), w),
+            );
+            sd.tensors
+                .insert(format!("a.{name}.bias"), RawTensor::new(vec![shape[0]], b));
+        }
+        let mut l = Loader::new(&sd, device);
+        Attention::load(&mut l, "a", c, 8, 2)
+    }
+
+    fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        let d = (a - b).abs().max();
+        crate::segmenter::to_vec(d).expect("a CPU tensor reads back")[0]
+    }
+
+    #[test]
+    fn attention_through_the_tokens_is_the_same_function() {
+        let device = Device::flex();
+        let attn = attention(&device);
+        let image = tensor3(1, [2, 64, 256], &device);
+        let values_in = tensor3(2, [2, 64, 256], &device);
+        // 7 tokens (a box prompt) take the token-side algebra; 16 (many points) take the
+        // plain path; both must be SAM's attention.
+        for t in [1, 7, 15, 16] {
+            let tokens = tensor3(3 + t as u64, [2, t, 256], &device);
+            let plain = attn.forward(tokens.clone(), image.clone(), values_in.clone());
+            let fast = attn.token_to_image(tokens.clone(), image.clone(), values_in.clone());
+            let d = max_diff(plain, fast);
+            assert!(d < 1e-4, "token→image, {t} tokens: {d}");
+
+            let plain = attn.forward(image.clone(), tokens.clone(), tokens.clone());
+            let raw = ImageQueries::Raw(image.clone());
+            let fast = attn.image_to_token(raw, tokens.clone(), tokens.clone());
+            let d = max_diff(plain.clone(), fast);
+            assert!(d < 1e-4, "image→token from raw rows, {t} tokens: {d}");
+
+            let projected = ImageQueries::Projected(attn.project_q(image.clone()));
+            let fast = attn.image_to_token(projected, tokens.clone(), tokens);
+            let d = max_diff(plain, fast);
+            assert!(d < 1e-4, "image→token from projected rows, {t} tokens: {d}");
+        }
+    }
+}
