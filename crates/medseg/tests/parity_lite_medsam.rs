@@ -3,6 +3,10 @@
 //!
 //! Tolerances (issue #2): embedding and low-res logits max |Δ| ≤ 5e-3 from the reference's own
 //! input tensor; IoU predictions |Δ| ≤ 1e-3; end-to-end mask IoU ≥ 0.99 from the raw PNG.
+//!
+//! The golden files keep every 8th embedding channel (`embedding_channels`: the encoder is
+//! compared on those 32 of 256) and the whole embedding only for the demo case; the decoder
+//! runs from the reference's embedding where the file has it, else from ours.
 
 mod common;
 
@@ -43,11 +47,22 @@ fn lite_medsam_matches_official_pipeline() {
         // 2. image encoder from the reference's own input tensor
         let x = Tensor::<4>::from_data(TensorData::new(ref_input, [1, 3, 256, 256]), &device);
         let emb = seg.model().embed(x);
-        let (ref_emb, _) = g.f32("embedding");
-        let d_emb = max_abs_diff(&to_vec(emb.clone()).unwrap(), &ref_emb);
+        let ours = to_vec(emb.clone()).unwrap();
+        let (ref_channels, cshape) = g.f32("embedding_channels");
+        assert_eq!(cshape, [1, 32, 64, 64], "{name}: embedding_channels shape");
+        let every_8th: Vec<f32> = ours.chunks_exact(64 * 64).step_by(8).flatten().copied().collect();
+        let d_emb = max_abs_diff(&every_8th, &ref_channels);
 
-        // 3. prompt encoder + mask decoder from the reference embedding and box
-        let ref_emb_t = Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device);
+        // 3. prompt encoder + mask decoder from the reference embedding (ours where the file
+        // keeps only its channels) and box
+        let decoder_input = if g.has("embedding") {
+            let (ref_emb, _) = g.f32("embedding");
+            let d_full = max_abs_diff(&ours, &ref_emb);
+            assert!(d_full <= 5e-3, "{name}: embedding max |Δ| {d_full} over all channels");
+            Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device)
+        } else {
+            emb
+        };
         let (box_model, _) = g.f32("box_model");
         let expect_box = seg.frame((image.height, image.width)).box_to_model(bbox);
         assert_eq!(box_model, expect_box.to_vec(), "{name}: box scaling");
@@ -55,7 +70,7 @@ fn lite_medsam_matches_official_pipeline() {
             boxes: Some(vec![expect_box]),
             ..Default::default()
         };
-        let (masks, iou) = seg.model().decode(ref_emb_t, &batch);
+        let (masks, iou) = seg.model().decode(decoder_input, &batch);
         let masks = to_vec(masks).unwrap();
         let iou = to_vec(iou).unwrap();
         let (ref_logits, _) = g.f32("low_res_logits");
