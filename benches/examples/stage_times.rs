@@ -1,7 +1,12 @@
 //! medseg's side of `benches/compare/compare.sh`: median time of each stage on the inputs the
 //! PyTorch side uses, and peak RSS. Prints one JSON object.
 //!
-//! `stage_times lite|vitb REPEATS [DECODER_REPEATS]` (thread count: `RAYON_NUM_THREADS`).
+//! `stage_times lite|lite-random|vitb REPEATS [DECODER_REPEATS]` (thread count:
+//! `RAYON_NUM_THREADS`). `lite` is the official LiteMedSAM checkpoint (from the cache);
+//! `lite-random` and `vitb` are seeded random weights of the official layouts (same shapes, so
+//! the same work; nothing to carry to a machine without the checkpoint).
+//! `MEDSEG_DEVICE=wgpu` runs on the GPU (built with `--features wgpu`); `MEDSEG_ROOT` points at
+//! the repository when the binary runs outside the tree it was built in.
 //! `decoder_s` is a first prompt on an embedding (the whole decoder); `decoder_next_s` a further
 //! prompt, which reuses the decoder's image side kept from the first.
 
@@ -32,6 +37,35 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Seeded random weights (seed 2024) of the layout in `tests/fixtures/golden/{file}`, with
+/// BatchNorm variances made positive.
+fn random_weights(root: &std::path::Path, file: &str) -> medseg::Result<StateDict> {
+    let path = root.join("tests/fixtures/golden").join(file);
+    let layout = std::fs::read_to_string(&path).map_err(|e| medseg::Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let mut sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
+    for (name, t) in sd.tensors.iter_mut() {
+        if name.ends_with("running_var") {
+            t.data.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+        }
+    }
+    Ok(sd)
+}
+
+/// `MEDSEG_DEVICE`: `cpu` (default) or `wgpu`.
+fn device() -> medseg::Result<burn::tensor::Device> {
+    match std::env::var("MEDSEG_DEVICE").as_deref() {
+        Err(_) | Ok("cpu") => Ok(medseg::cpu()),
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => Ok(medseg::wgpu()),
+        Ok(other) => Err(medseg::Error::InvalidOption(format!(
+            "MEDSEG_DEVICE={other}: expected cpu, or wgpu in a build with --features wgpu"
+        ))),
+    }
+}
+
 fn main() -> medseg::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("lite");
@@ -40,25 +74,30 @@ fn main() -> medseg::Result<()> {
         .get(3)
         .and_then(|s| s.parse().ok())
         .unwrap_or(reps.max(10));
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::env::var_os("MEDSEG_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
     let t0 = Instant::now();
-    let (family, sd) = if which == "vitb" {
-        let layout = std::fs::read_to_string(root.join("tests/fixtures/golden/vit_b_layout.txt"))
-            .map_err(|e| medseg::Error::Io {
-            path: "vit_b_layout.txt".into(),
-            source: e,
-        })?;
-        (
+    let (family, sd) = match which {
+        "vitb" => (
             ModelFamily::MedSam,
-            seeded_random_state_dict(&parse_layout(&layout), 2024),
-        )
-    } else {
-        (
+            random_weights(&root, "vit_b_layout.txt")?,
+        ),
+        "lite-random" => (
+            ModelFamily::LiteMedSam,
+            random_weights(&root, "lite_layout.txt")?,
+        ),
+        "lite" => (
             ModelFamily::LiteMedSam,
             StateDict::load(weights::fetch_default()?)?,
-        )
+        ),
+        other => {
+            return Err(medseg::Error::InvalidOption(format!(
+                "model {other}: expected lite, lite-random or vitb"
+            )))
+        }
     };
-    let device = medseg::cpu();
+    let device = device()?;
     let seg = Segmenter::from_state_dict(family, &sd, &device)?;
     drop(sd);
     let load_s = t0.elapsed().as_secs_f64();

@@ -22,9 +22,8 @@ fn full_decoder(
     multi: bool,
 ) -> Vec<f32> {
     let (masks, _) = seg.model().decode(emb.tensor().clone(), batch);
-    let [b, n, h, w] = masks.dims();
+    let [b, n, _, _] = masks.dims();
     let (lo, hi) = if multi { (1, n) } else { (0, 1) };
-    let _ = (h, w);
     to_vec(masks.slice([0..b, lo..hi])).unwrap()
 }
 

@@ -50,7 +50,12 @@ fn lite_medsam_matches_official_pipeline() {
         let ours = to_vec(emb.clone()).unwrap();
         let (ref_channels, cshape) = g.f32("embedding_channels");
         assert_eq!(cshape, [1, 32, 64, 64], "{name}: embedding_channels shape");
-        let every_8th: Vec<f32> = ours.chunks_exact(64 * 64).step_by(8).flatten().copied().collect();
+        let every_8th: Vec<f32> = ours
+            .chunks_exact(64 * 64)
+            .step_by(8)
+            .flatten()
+            .copied()
+            .collect();
         let d_emb = max_abs_diff(&every_8th, &ref_channels);
 
         // 3. prompt encoder + mask decoder from the reference embedding (ours where the file
@@ -58,7 +63,10 @@ fn lite_medsam_matches_official_pipeline() {
         let decoder_input = if g.has("embedding") {
             let (ref_emb, _) = g.f32("embedding");
             let d_full = max_abs_diff(&ours, &ref_emb);
-            assert!(d_full <= 5e-3, "{name}: embedding max |Δ| {d_full} over all channels");
+            assert!(
+                d_full <= 5e-3,
+                "{name}: embedding max |Δ| {d_full} over all channels"
+            );
             Tensor::<4>::from_data(TensorData::new(ref_emb, [1, 256, 64, 64]), &device)
         } else {
             emb

@@ -68,7 +68,9 @@ impl Golden {
     /// Whether the file holds an array called `name`.
     pub fn has(&mut self, name: &str) -> bool {
         let names = self.reader.names().expect("npz names");
-        names.iter().any(|n| n == name || n.strip_suffix(".npy") == Some(name))
+        names
+            .iter()
+            .any(|n| n == name || n.strip_suffix(".npy") == Some(name))
     }
 
     pub fn f32(&mut self, name: &str) -> (Vec<f32>, Vec<usize>) {
