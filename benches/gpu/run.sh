@@ -5,6 +5,7 @@
 #   bash benches/gpu/run.sh pack   # here: build stage_times with wgpu, strip it, add the
 #                                  # Vulkan loader, check that tree + pack fit the transfer
 #   bash benches/gpu/run.sh run    # there (repository root): one table, CPU rows beside
+#                                  # (MODELS="lite-random" for one family only)
 #
 # With the device tool: run(command="bash benches/gpu/run.sh run", carry=["benches/gpu/bin"]).
 # The weights are seeded random ones of the official layouts (tests/fixtures/golden/*_layout.txt,
@@ -17,8 +18,10 @@ limit_mib=64
 pack() {
   (cd "$root" && cargo build -q --release -p medseg-benches --features wgpu --example stage_times)
   rm -rf "$bin" && mkdir -p "$bin/lib"
+  # Stripped, the wgpu build is ~56 MB; xz makes it ~9 MB, so tree + pack fit the transfer.
   cp "$root/target/release/examples/stage_times" "$bin/stage_times"
   strip "$bin/stage_times"
+  xz -T2 -6 -f "$bin/stage_times"
   # wgpu opens the Vulkan loader at run time; the GPU driver's own ICD must be on the device.
   loader=$(ldconfig -p | awk '/libvulkan\.so\.1 /{print $NF; exit}')
   if [ -n "$loader" ]; then cp -L "$loader" "$bin/lib/"; else echo "note: no libvulkan.so.1 here to carry"; fi
@@ -31,7 +34,14 @@ pack() {
 }
 
 run() {
-  [ -x "$bin/stage_times" ] || { echo "no $bin/stage_times: run 'pack' first and carry benches/gpu/bin" >&2; exit 1; }
+  [ -f "$bin/stage_times.xz" ] || { echo "no $bin/stage_times.xz: run 'pack' first and carry benches/gpu/bin" >&2; exit 1; }
+  exe=$(mktemp -d)/stage_times
+  if command -v xz >/dev/null; then
+    xz -dc "$bin/stage_times.xz" >"$exe"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$bin/stage_times.xz" "$exe"
+  fi
+  chmod +x "$exe"
   export LD_LIBRARY_PATH=$bin/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} MEDSEG_ROOT=$root
   echo "cpu:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | $(nproc) cores"
   if command -v nvidia-smi >/dev/null; then
@@ -39,12 +49,14 @@ run() {
   else
     echo "gpu: nvidia-smi not found"
   fi
-  ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | sed 's/^/vulkan icd: /' || true
+  for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d; do
+    [ -d "$d" ] && ls "$d" | sed "s|^|vulkan icd: $d/|"
+  done
   out=$(mktemp)
-  for m in lite-random vitb; do
+  for m in ${MODELS:-lite-random vitb}; do
     reps=5; [ "$m" = vitb ] && reps=3
     for dev in wgpu cpu; do
-      line=$(MEDSEG_DEVICE=$dev RAYON_NUM_THREADS=$(nproc) timeout 240 "$bin/stage_times" "$m" "$reps" 20 2>&1 | tail -1) || true
+      line=$(MEDSEG_DEVICE=$dev RAYON_NUM_THREADS=$(nproc) timeout 240 "$exe" "$m" "$reps" 20 2>&1 | tail -1) || true
       echo "$m $dev $line"
       printf '%s\t%s\t%s\n' "$m" "$dev" "$line" >>"$out"
     done
