@@ -2,6 +2,7 @@
 //! official code. Runs on any Burn device (`Device::flex()` on the CPU, `Device::wgpu(..)`).
 
 pub mod common;
+pub mod hiera;
 mod host;
 pub mod image_encoder;
 pub mod kernels;
