@@ -7,7 +7,9 @@ mod host;
 pub mod image_encoder;
 pub mod kernels;
 pub mod mask_decoder;
+pub mod position_encoding;
 pub mod prompt_encoder;
+pub mod sam2_image_encoder;
 pub mod tiny_vit;
 pub mod transformer;
 
