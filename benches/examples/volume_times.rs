@@ -40,7 +40,10 @@ fn io_err(path: &std::path::Path, e: std::io::Error) -> medseg::Error {
 }
 
 /// The template cut to `slices` around a lesion reaching all of them; key slice and box.
-fn volume(root: &std::path::Path, slices: usize) -> medseg::Result<(medseg::Volume, usize, [f64; 4])> {
+fn volume(
+    root: &std::path::Path,
+    slices: usize,
+) -> medseg::Result<(medseg::Volume, usize, [f64; 4])> {
     let mni = root.join("target/testdata/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz");
     let mut vol = io::read_volume(&mni)?;
     let [nz, ny, nx] = vol.dims;
