@@ -18,6 +18,7 @@ Writes into tests/fixtures/golden/:
 Stages covered so far: the image encoder (trunk, neck). The prompt encoder, mask decoder,
 memory encoder and memory attention follow (issue #10).
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLD = ROOT / "tests" / "fixtures" / "golden"
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SLICES = 14        # template slices in the volume test
+KEY = 4            # the key slice: 9 slices ahead (the memory bank fills), 4 behind
+BOX = [60.0, 80.0, 140.0, 150.0]   # on the key slice, x0 y0 x1 y1 in pixels
+OBJ_BIAS = 6.0     # added to the object-score head's last bias (see volume_golden)
 
 
 def image_encoder_tiny():
@@ -67,7 +72,138 @@ def demo_input():
     return torch.from_numpy(np.ascontiguousarray(x[None]))
 
 
+def video_predictor():
+    """The official SAM 2.1 Hiera-Tiny video predictor with MedSAM2's overrides (512², RoPE
+    feature grids 32 × 32), as `build_sam2_video_predictor` makes it (its post-processing
+    overrides included), on the CPU, before any weights."""
+    from sam2.build_sam import build_sam2_video_predictor
+    grid = "[32,32]"
+    return build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu",
+        hydra_overrides_extra=[
+            "++model.image_size=512",
+            f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
+            f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}",
+        ])
+
+
+def template_slices():
+    """SLICES axial slices of the MNI T1 template (nilearn's package data) mapped to 8 bits
+    (0 → 0, the 99.5th percentile of the brain → 255), the key slice's index and a box on it
+    in pixel coordinates (x0, y0, x1, y1)."""
+    import nibabel as nib
+    import nilearn
+    path = (Path(nilearn.__file__).parent / "datasets" / "data" /
+            "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)  # x, y, z
+    z0 = 84
+    sub = np.transpose(vol[:, :, z0:z0 + SLICES], (2, 1, 0))[:, ::-1]  # z, y (anterior up), x
+    hi = np.percentile(sub[sub > 0], 99.5)
+    u8 = np.clip(np.rint(sub / hi * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(u8), KEY, np.array(BOX, dtype=np.float32)
+
+
+def pil_input(u8_slices):
+    """MedSAM2's 3D script: each slice PIL RGB → resize to 512² (Pillow's default filter,
+    bicubic) → /255 → ImageNet mean/std. Returns the normalised frames and the resized
+    8-bit slices."""
+    from PIL import Image
+    resized = np.stack([np.asarray(Image.fromarray(s).convert("RGB").resize((512, 512)))
+                        for s in u8_slices])  # Z, 512, 512, 3
+    x = resized.astype(np.float32) / np.float32(255.0)
+    x = (x - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), resized[..., 0]
+
+
+class Capture:
+    """Forward hooks that keep every output of the named submodules, in call order."""
+
+    def __init__(self, model, names):
+        self.calls = {n: [] for n in names}
+        for n in names:
+            model.get_submodule(n).register_forward_hook(self._hook(n))
+
+    def _hook(self, name):
+        def keep(_module, _inputs, output):
+            self.calls[name].append(output)
+        return keep
+
+
+def run_passes(predictor, frames, key, box):
+    """The 3D script's two passes: box on the key slice, propagate forward; reset, the same
+    box, propagate backward. Returns per pass the low-res logits [Z, 128, 128] (NaN where the
+    pass did not go) and the video-resolution logits' masks."""
+    import sam2.sam2_video_predictor as vp
+    z, _, h, w = frames.shape
+    out_low = np.full((2, z, 128, 128), np.nan, dtype=np.float32)
+    state = None
+    for p, reverse in enumerate((False, True)):
+        if state is None:
+            vp.load_video_frames = lambda **_: (frames, H, W)
+            state = predictor.init_state(video_path="unused")
+        else:
+            predictor.reset_state(state)
+        predictor.add_new_points_or_box(state, frame_idx=key, obj_id=1, box=box)
+        for t, _, _ in predictor.propagate_in_video(state, reverse=reverse):
+            low = state["output_dict_per_obj"][0]
+            out = low["cond_frame_outputs"].get(t) or low["non_cond_frame_outputs"][t]
+            out_low[p, t] = out["pred_masks"][0, 0].float().numpy()
+    return out_low
+
+
+def volume_golden(layout_only=False):
+    """The whole MedSAM2 model on SLICES template slices: stage outputs on the key slice and
+    on the first tracked slice, and every slice's logits in both passes."""
+    predictor = video_predictor()
+    layout = seeded(predictor, "")
+    with open(GOLD / "medsam2_layout.txt", "w") as f:
+        for n, s in layout:
+            f.write(n + " " + " ".join(str(d) for d in s) + "\n")
+    if layout_only:
+        return
+    with torch.no_grad():  # the random decoder would say "no object" everywhere (REFERENCE.md)
+        predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(OBJ_BIAS)
+    u8, key, box = template_slices()
+    frames, resized = pil_input(u8)
+    cap = Capture(predictor, ["sam_mask_decoder", "memory_encoder", "memory_attention",
+                              "sam_prompt_encoder"])
+    global H, W
+    H, W = u8.shape[1:]
+    low = run_passes(predictor, frames, key, box)
+    out = {"slices_u8": u8, "key": np.array(key), "box": box,
+           "resized_key": resized[key], "resized_first": resized[0], "low_res": low}
+    dec = cap.calls["sam_mask_decoder"]
+    masks, ious, tokens, obj = dec[0]       # the key slice (box, single-mask + stability)
+    out["key_mask"] = masks[0, 0].numpy()
+    out["key_iou"] = ious[0].numpy()
+    out["key_obj_score"] = obj[0].numpy()
+    sparse, _dense = cap.calls["sam_prompt_encoder"][0]
+    out["key_sparse"] = sparse[0].numpy()
+    mem = cap.calls["memory_encoder"][0]    # the key slice's memory (binarised mask)
+    out["key_maskmem"] = mem["vision_features"][0, ::4].numpy()
+    out["key_maskmem_pos"] = mem["vision_pos_enc"][0][0, ::8].numpy()
+    cond = cap.calls["memory_attention"][0]  # key + 1: memory-conditioned features
+    out["next_conditioned"] = cond[:, 0].numpy().T.reshape(256, 32, 32)[::8]
+    masks, ious, tokens, obj = dec[1]       # key + 1 (multimask, tracking)
+    out["next_masks"] = masks[0].numpy()
+    out["next_iou"] = ious[0].numpy()
+    out["next_obj_score"] = obj[0].numpy()
+    scores = [float(o[3][0, 0]) for o in dec]
+    print(f"object scores over {len(dec)} decoder runs: {min(scores):.2f} .. {max(scores):.2f}")
+    done = np.isfinite(low[..., 0, 0])
+    print(f"pass 0 slices {np.flatnonzero(done[0])}, pass 1 slices {np.flatnonzero(done[1])}")
+    fg = [(low[p, t] > 0).mean() for p in range(2) for t in range(SLICES) if done[p, t]]
+    print(f"foreground fraction per slice: {min(fg):.3f} .. {max(fg):.3f}")
+    np.savez_compressed(GOLD / "medsam2_volume.npz", **out)
+
+
 def main():
+    if "--volume-only" not in sys.argv:
+        encoder_golden()
+    volume_golden()
+
+
+def encoder_golden():
     encoder = image_encoder_tiny().eval()
     layout = seeded(encoder, "image_encoder.")
     with open(GOLD / "medsam2_image_encoder_layout.txt", "w") as f:
