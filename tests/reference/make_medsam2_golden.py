@@ -170,7 +170,7 @@ def volume_golden(layout_only=False):
     global H, W
     H, W = u8.shape[1:]
     low = run_passes(predictor, frames, key, box)
-    out = {"slices_u8": u8, "key": np.array(key), "box": box,
+    out = {"slices_u8": u8, "key": np.array([key], dtype=np.float32), "box": box,
            "resized_key": resized[key], "resized_first": resized[0], "low_res": low}
     dec = cap.calls["sam_mask_decoder"]
     masks, ious, tokens, obj = dec[0]       # the key slice (box, single-mask + stability)

@@ -58,6 +58,8 @@ pub mod prompt;
 #[cfg(feature = "model")]
 pub mod propagate;
 #[cfg(feature = "model")]
+pub mod propagate_memory;
+#[cfg(feature = "model")]
 pub mod segmenter;
 pub mod testing;
 pub mod volume;

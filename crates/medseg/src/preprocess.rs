@@ -501,6 +501,107 @@ pub fn skimage_resize_u8(
 }
 
 // ---------------------------------------------------------------------------------------
+// Pillow's bicubic resize (MedSAM2: `Image.fromarray(u8).convert("RGB").resize((512, 512))`)
+// ---------------------------------------------------------------------------------------
+
+/// Pillow's fixed-point precision for 8-bit images (`PRECISION_BITS`).
+const PIL_PRECISION: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (`a = -0.5`).
+fn pil_bicubic(x: f64) -> f64 {
+    let a = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis: per output index, the
+/// first input index and the fixed-point taps.
+fn pil_taps(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let w: Vec<f64> = (xmin..xmax)
+                .map(|x| pil_bicubic((x as f64 - center + 0.5) / filterscale))
+                .collect();
+            let total: f64 = w.iter().sum();
+            let fixed = w
+                .iter()
+                .map(|&v| {
+                    let v = if total != 0.0 { v / total } else { v };
+                    let f = v * f64::from(1u32 << PIL_PRECISION);
+                    (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i32
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+/// Pillow's `clip8`.
+fn pil_clip8(v: i64) -> u8 {
+    if v >= 1 << (PIL_PRECISION + 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PIL_PRECISION) as u8
+    }
+}
+
+/// One 8-bit plane resized by Pillow's BICUBIC filter exactly as `Image.resize` does it: a
+/// horizontal pass into 8 bits over the rows the vertical pass needs, then the vertical pass,
+/// each in Pillow's fixed-point arithmetic. `h × w` → `oh × ow`.
+pub fn pil_bicubic_resize_u8(src: &[u8], h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
+    let horizontal = if ow != w {
+        let taps = pil_taps(w, ow);
+        let mut tmp = vec![0u8; h * ow];
+        for y in 0..h {
+            let row = &src[y * w..(y + 1) * w];
+            for (x, (x0, k)) in taps.iter().enumerate() {
+                let acc = k
+                    .iter()
+                    .enumerate()
+                    .fold(1i64 << (PIL_PRECISION - 1), |a, (i, &c)| {
+                        a + i64::from(row[x0 + i]) * i64::from(c)
+                    });
+                tmp[y * ow + x] = pil_clip8(acc);
+            }
+        }
+        tmp
+    } else {
+        src.to_vec()
+    };
+    if oh == h {
+        return horizontal;
+    }
+    let taps = pil_taps(h, oh);
+    let mut out = vec![0u8; oh * ow];
+    for (y, (y0, k)) in taps.iter().enumerate() {
+        for x in 0..ow {
+            let acc = k
+                .iter()
+                .enumerate()
+                .fold(1i64 << (PIL_PRECISION - 1), |a, (i, &c)| {
+                    a + i64::from(horizontal[(y0 + i) * ow + x]) * i64::from(c)
+                });
+            out[y * ow + x] = pil_clip8(acc);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
 // Post-processing
 // ---------------------------------------------------------------------------------------
 

@@ -1,18 +1,28 @@
 //! MedSAM2 (SAM 2.1 Hiera-Tiny at 512², issue #10) stage by stage against the official
 //! `sam2==1.1.0` code with seeded random weights (`tests/reference/make_medsam2_golden.py`),
-//! on the demo CT slice at MedSAM2's 512² input. So far: the image encoder — the trunk's four
-//! stage outputs (every 8th channel), the neck's kept levels and their positional encodings
-//! (every 32nd channel).
+//! on MedSAM2's 512² input.
 //!
-//! Tolerance: max |Δ| ≤ 1e-3 per stage (the values reach about ten; fp32 rounding over the
-//! 12 blocks is ~1e-5).
+//! - `image_encoder_matches_sam2` (demo CT slice): the trunk's four stage outputs (every 8th
+//!   channel), the neck's kept levels and their positional encodings (every 32nd channel);
+//!   max |Δ| ≤ 1e-3 per stage (values reach about ten; fp32 rounding over 12 blocks ~1e-5).
+//! - `volume_matches_sam2` (14 slices of the MNI template, a box on slice 4, the official
+//!   video predictor's two passes as MedSAM2's 3D script runs them): Pillow's bicubic resize
+//!   byte for byte; on the key slice the sparse prompt, the mask logits, IoU and object score,
+//!   the memory features; on the first tracked slice the memory-conditioned features and the
+//!   three candidate masks; then every slice's low-res logits in both passes, max |Δ| ≤ 5e-3,
+//!   and the 3D mask (union of both passes at input resolution) IoU ≥ 0.99.
 
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use medseg::model::common::Loader;
+use medseg::model::memory_bank::MemoryBank;
+use medseg::model::prompt_encoder::PromptBatch;
+use medseg::model::sam2::{HeadsOut, Sam2};
 use medseg::model::sam2_image_encoder::Sam2ImageEncoder;
+use medseg::preprocess::{bilinear_resize, pil_bicubic_resize_u8};
+use medseg::propagate_memory::{box_points, two_passes};
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 
@@ -23,6 +33,11 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 fn demo_input(device: &burn::tensor::Device) -> Tensor<4> {
     let grey = read_png_grey("images/demo_ct.png");
     assert_eq!(grey.len(), 512 * 512);
+    normalised(&grey, device)
+}
+
+/// A 512² grey slice → `[1, 3, 512, 512]`: /255, ImageNet mean/std per channel.
+fn normalised(grey: &[u8], device: &burn::tensor::Device) -> Tensor<4> {
     let data: Vec<f32> = (0..3)
         .flat_map(|c| {
             grey.iter()
@@ -99,5 +114,242 @@ fn image_encoder_matches_sam2() {
         let side = 128 >> i;
         check(&mut g, &format!("fpn{i}"), f, 32, [1, 256, side, side]);
         check(&mut g, &format!("pos{i}"), p, 32, [1, 256, side, side]);
+    }
+}
+
+/// Added to the object-score head's last bias by the reference (`OBJ_BIAS`): with random
+/// weights the head would say "no object" on every slice and every logit would be −1024.
+const OBJ_BIAS: f32 = 6.0;
+
+/// The whole model with the reference's seeded weights.
+fn medsam2_random(device: &burn::tensor::Device) -> Sam2 {
+    let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
+    let mut sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
+    let bias = sd
+        .tensors
+        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+        .expect("the object-score head's last layer");
+    bias.data.iter_mut().for_each(|v| *v += OBJ_BIAS);
+    Sam2::from_state_dict(&sd, 512, device).expect("every tensor used, none missing")
+}
+
+/// Compare two arrays of the same layout; print and check max |Δ|.
+fn close(name: &str, ours: &[f32], theirs: &[f32], tol: f32) {
+    let d = max_abs_diff(ours, theirs);
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("medsam2 {name}: max |Δ| {d:.2e} (values up to {scale:.2})");
+    assert!(d <= tol, "{name}: max |Δ| {d} > {tol}");
+}
+
+/// The golden volume: 8-bit slices `[Z, H, W]`, key slice, box in pixels.
+struct Case {
+    slices: Vec<u8>,
+    dims: [usize; 3],
+    key: usize,
+    bbox: [f32; 4],
+}
+
+impl Case {
+    fn read(g: &mut Golden) -> Self {
+        let (slices, shape) = g.u8("slices_u8");
+        let key = g.f32("key").0[0] as usize;
+        let b = g.f32("box").0;
+        Self {
+            slices,
+            dims: [shape[0], shape[1], shape[2]],
+            key,
+            bbox: [b[0], b[1], b[2], b[3]],
+        }
+    }
+
+    fn resized(&self, z: usize) -> Vec<u8> {
+        let [_, h, w] = self.dims;
+        pil_bicubic_resize_u8(&self.slices[z * h * w..(z + 1) * h * w], h, w, 512, 512)
+    }
+
+    /// The box as the predictor scales it: `box / [W, H, W, H] * 512`, in `float32`.
+    fn model_box(&self) -> [f32; 4] {
+        let [_, h, w] = self.dims;
+        let (w, h) = (w as f32, h as f32);
+        let b = self.bbox;
+        [
+            b[0] / w * 512.0,
+            b[1] / h * 512.0,
+            b[2] / w * 512.0,
+            b[3] / h * 512.0,
+        ]
+    }
+}
+
+#[test]
+fn pillow_bicubic_resize_matches_byte_for_byte() {
+    let mut g = Golden::open("golden/medsam2_volume.npz");
+    let case = Case::read(&mut g);
+    for (name, z) in [("resized_key", case.key), ("resized_first", 0)] {
+        let (theirs, shape) = g.u8(name);
+        assert_eq!(shape, [512, 512]);
+        let ours = case.resized(z);
+        let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differ, 0,
+            "{name}: {differ} of 262144 bytes differ from Pillow's"
+        );
+    }
+}
+
+#[test]
+fn volume_matches_sam2() {
+    let device = medseg::cpu();
+    let model = medsam2_random(&device);
+    let mut g = Golden::open("golden/medsam2_volume.npz");
+    let case = Case::read(&mut g);
+    let input = |z: usize| normalised(&case.resized(z), &device);
+    key_slice_stages(&model, &case, &mut g, &input);
+
+    let [z, h, w] = case.dims;
+    let plane = 128 * 128;
+    let mut ours = vec![f32::NAN; 2 * z * plane];
+    two_passes(
+        &model,
+        z,
+        case.key,
+        case.model_box(),
+        |s| Ok(input(s)),
+        |p, s, heads: &HeadsOut| {
+            ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let (theirs, shape) = g.f32("low_res");
+    assert_eq!(shape, [2, z, 128, 128]);
+    let mut worst = 0f32;
+    for (i, (a, b)) in ours.chunks(plane).zip(theirs.chunks(plane)).enumerate() {
+        assert_eq!(
+            a[0].is_nan(),
+            b[0].is_nan(),
+            "pass {} slice {}: visited differs",
+            i / z,
+            i % z
+        );
+        if !a[0].is_nan() {
+            let d = max_abs_diff(a, b);
+            println!(
+                "medsam2 pass {} slice {}: low-res logits max |Δ| {d:.2e}",
+                i / z,
+                i % z
+            );
+            worst = worst.max(d);
+        }
+    }
+    assert!(worst <= 5e-3, "low-res logits: max |Δ| {worst} > 5e-3");
+    let iou = mask_iou(&volume_mask(&ours, z, h, w), &volume_mask(&theirs, z, h, w));
+    println!("medsam2 3D mask IoU {iou:.5}");
+    assert!(iou >= 0.99, "3D mask IoU {iou}");
+}
+
+/// The union over both passes of `logits > 0` at input resolution (bilinear from 128²).
+fn volume_mask(low: &[f32], z: usize, h: usize, w: usize) -> Vec<bool> {
+    let plane = 128 * 128;
+    let mut mask = vec![false; z * h * w];
+    for p in 0..2 {
+        for s in 0..z {
+            let l = &low[(p * z + s) * plane..(p * z + s + 1) * plane];
+            if l[0].is_nan() {
+                continue;
+            }
+            for (m, v) in mask[s * h * w..(s + 1) * h * w]
+                .iter_mut()
+                .zip(bilinear_resize(l, 128, 128, h, w))
+            {
+                *m |= v > 0.0;
+            }
+        }
+    }
+    mask
+}
+
+/// Stage by stage on the key slice and the first tracked one.
+fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(usize) -> Tensor<4>) {
+    let prompts = PromptBatch {
+        points: Some(box_points(case.model_box())),
+        ..Default::default()
+    };
+    let (sparse, _) = model.prompt_encoder.forward(&prompts);
+    close(
+        "key sparse prompt",
+        &to_vec(sparse).unwrap(),
+        &g.f32("key_sparse").0,
+        1e-4,
+    );
+
+    let f = model.encode_image(input(case.key));
+    let heads = model
+        .sam_heads(
+            model.condition(&f, None),
+            &f,
+            box_points(case.model_box()),
+            false,
+        )
+        .unwrap();
+    close(
+        "key mask logits",
+        &heads.low_res,
+        &g.f32("key_mask").0,
+        5e-3,
+    );
+    close("key IoU", &heads.iou, &g.f32("key_iou").0, 1e-4);
+    close(
+        "key object score",
+        &[heads.object_score],
+        &g.f32("key_obj_score").0,
+        1e-3,
+    );
+    let mem = model.memory_features(&f, &heads, true);
+    close(
+        "key memory features",
+        &channels(mem, 4).0,
+        &g.f32("key_maskmem").0,
+        5e-3,
+    );
+
+    let key_memory = model.encode_memory(&f, &heads, true).unwrap();
+    let bank = MemoryBank::new(case.key, key_memory, case.dims[0], false);
+    let next = case.key + 1;
+    let f = model.encode_image(input(next));
+    let tokens = bank.tokens(model, next);
+    assert_eq!(
+        tokens.num_obj_ptr_tokens, 4,
+        "the key slice's pointer, as 4 tokens of 64"
+    );
+    let pix = model.condition(&f, Some(&tokens));
+    close(
+        "next conditioned features",
+        &channels(pix.clone(), 8).0,
+        &g.f32("next_conditioned").0,
+        5e-3,
+    );
+    let heads = model.sam_heads(pix, &f, medseg_no_points(), true).unwrap();
+    close(
+        "next candidate masks",
+        &heads.candidates,
+        &g.f32("next_masks").0,
+        5e-3,
+    );
+    close("next IoU", &heads.iou, &g.f32("next_iou").0, 1e-4);
+    close(
+        "next object score",
+        &[heads.object_score],
+        &g.f32("next_obj_score").0,
+        1e-3,
+    );
+}
+
+/// The padding point a tracked slice's heads get.
+fn medseg_no_points() -> medseg::model::prompt_encoder::Points {
+    medseg::model::prompt_encoder::Points {
+        coords: vec![[0.0, 0.0]],
+        labels: vec![-1],
+        per_prompt: 1,
     }
 }

@@ -270,6 +270,25 @@ impl Conv2d {
         }
     }
 
+    /// A depthwise convolution of `c` channels (`groups = c`), stride 1, `k × k` with
+    /// `padding`: `{prefix}.weight` `[c, 1, k, k]`, `{prefix}.bias` `[c]`.
+    pub fn load_depthwise(
+        l: &mut Loader,
+        prefix: &str,
+        c: usize,
+        k: usize,
+        padding: usize,
+    ) -> Self {
+        Self {
+            weight: l.tensor(&format!("{prefix}.weight"), [c, 1, k, k]),
+            bias: Some(l.tensor(&format!("{prefix}.bias"), [c])),
+            stride: 1,
+            padding,
+            groups: c,
+            host_depthwise: None,
+        }
+    }
+
     /// `[B, C_in, H, W]` → `[B, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let Some((taps, bias)) = &self.host_depthwise else {

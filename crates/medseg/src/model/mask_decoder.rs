@@ -9,12 +9,13 @@ use super::transformer::{ImageSide, TwoWayTransformer};
 
 /// SAM's `MLP`: ReLU between layers, none after the last.
 #[derive(Debug, Clone)]
-struct Mlp {
+pub(crate) struct Mlp {
     layers: Vec<Linear>,
 }
 
 impl Mlp {
-    fn load(l: &mut Loader, p: &str, dims: &[usize]) -> Self {
+    /// Layers `{p}.layers.{i}` from `dims[i]` to `dims[i + 1]`.
+    pub(crate) fn load(l: &mut Loader, p: &str, dims: &[usize]) -> Self {
         let layers = dims
             .windows(2)
             .enumerate()
@@ -23,7 +24,7 @@ impl Mlp {
         Self { layers }
     }
 
-    fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);

@@ -7,9 +7,14 @@ mod host;
 pub mod image_encoder;
 pub mod kernels;
 pub mod mask_decoder;
+pub mod memory_attention;
+pub mod memory_bank;
+pub mod memory_encoder;
 pub mod position_encoding;
 pub mod prompt_encoder;
+pub mod sam2;
 pub mod sam2_image_encoder;
+pub mod sam2_mask_decoder;
 pub mod tiny_vit;
 pub mod transformer;
 

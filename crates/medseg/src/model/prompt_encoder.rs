@@ -11,7 +11,8 @@ use super::kernels::Kernels;
 pub struct Points {
     /// `[B, per_prompt]` coordinates (x, y) in the model frame.
     pub coords: Vec<[f32; 2]>,
-    /// `[B, per_prompt]` labels: 1 foreground, 0 background, -1 padding.
+    /// `[B, per_prompt]` labels: 1 foreground, 0 background, -1 padding; 2 and 3 a box's
+    /// top-left and bottom-right corners (SAM 2 sends boxes this way).
     pub labels: Vec<i64>,
     /// Points per batch entry.
     pub per_prompt: usize,
@@ -202,6 +203,8 @@ impl PromptEncoder {
             .map(|&l| match l {
                 -1 => 0,
                 0 => 1,
+                2 => 3, // SAM 2 sends a box as two points labelled 2 and 3
+                3 => 4,
                 _ => 2,
             })
             .collect();

@@ -312,7 +312,8 @@ pub struct TwoWayTransformer {
 }
 
 impl TwoWayTransformer {
-    /// The transformer under `p`: `depth` blocks, `dim` wide, `heads` heads, an MLP of `mlp`.
+    /// The transformer under `p`: `depth` blocks, `dim` wide, `heads` heads, an MLP of `mlp`
+    /// (SAM's names: `mlp.lin1`, `mlp.lin2`).
     pub fn load(
         l: &mut Loader,
         p: &str,
@@ -320,6 +321,32 @@ impl TwoWayTransformer {
         dim: usize,
         heads: usize,
         mlp: usize,
+    ) -> Self {
+        Self::load_named(l, p, [depth, dim, heads, mlp], ["mlp.lin1", "mlp.lin2"])
+    }
+
+    /// SAM 2's transformer: the same network, its MLP named `mlp.layers.0`, `mlp.layers.1`.
+    pub fn load_sam2(
+        l: &mut Loader,
+        p: &str,
+        depth: usize,
+        dim: usize,
+        heads: usize,
+        mlp: usize,
+    ) -> Self {
+        Self::load_named(
+            l,
+            p,
+            [depth, dim, heads, mlp],
+            ["mlp.layers.0", "mlp.layers.1"],
+        )
+    }
+
+    fn load_named(
+        l: &mut Loader,
+        p: &str,
+        [depth, dim, heads, mlp]: [usize; 4],
+        [lin1, lin2]: [&str; 2],
     ) -> Self {
         let layers = (0..depth)
             .map(|i| {
@@ -335,8 +362,8 @@ impl TwoWayTransformer {
                         2,
                     ),
                     norm2: LayerNorm::load(l, &format!("{b}.norm2"), dim, 1e-5),
-                    lin1: Linear::load(l, &format!("{b}.mlp.lin1"), dim, mlp, true),
-                    lin2: Linear::load(l, &format!("{b}.mlp.lin2"), mlp, dim, true),
+                    lin1: Linear::load(l, &format!("{b}.{lin1}"), dim, mlp, true),
+                    lin2: Linear::load(l, &format!("{b}.{lin2}"), mlp, dim, true),
                     norm3: LayerNorm::load(l, &format!("{b}.norm3"), dim, 1e-5),
                     norm4: LayerNorm::load(l, &format!("{b}.norm4"), dim, 1e-5),
                     cross_attn_image_to_token: Attention::load(

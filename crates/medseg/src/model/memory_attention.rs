@@ -1,0 +1,206 @@
+//! SAM 2's `MemoryAttention` (`sam2/modeling/memory_attention.py`): the current slice's
+//! features attend to themselves and then to the memory bank (earlier slices' memories and
+//! object pointers), with rotary position encodings (`RoPEAttention`,
+//! `sam2/modeling/sam/transformer.py`, `compute_axial_cis` in `position_encoding.py`).
+
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::{Tensor, TensorData};
+
+use super::common::{LayerNorm, Linear, Loader};
+
+/// The axial rotary encoding of a `w × h` grid for a head `dim` wide: per token, `dim / 2`
+/// rotations, the first quarter of the pairs turned by `x · f_k`, the second by `y · f_k`,
+/// `f_k = 1 / θ^(4k / dim)`, stored as cos and sin `[w·h, dim/2]`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    /// `compute_axial_cis(dim, end_x = w, end_y = h, theta)`, in `float32` as upstream.
+    pub fn new(dim: usize, w: usize, h: usize, theta: f32, device: &burn::tensor::Device) -> Self {
+        let freqs: Vec<f32> = (0..dim / 4)
+            .map(|k| 1.0 / theta.powf((4 * k) as f32 / dim as f32))
+            .collect();
+        let n = w * h;
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(n * dim / 2),
+            Vec::with_capacity(n * dim / 2),
+        );
+        for t in 0..n {
+            let (x, y) = ((t % w) as f32, (t / w) as f32);
+            for pos in [x, y] {
+                for f in &freqs {
+                    let angle = pos * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let make = |v| Tensor::<2>::from_data(TensorData::new(v, [n, dim / 2]), device);
+        Self {
+            cos: make(cos),
+            sin: make(sin),
+        }
+    }
+
+    /// Rotate the pairs of `x` `[B, N, dim]`, `N` a multiple of the grid (the encoding
+    /// repeated along the tokens, `rope_k_repeat`).
+    fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let grid = self.cos.dims()[0];
+        let (mut cos, mut sin) = (self.cos.clone(), self.sin.clone());
+        if n != grid {
+            cos = cos.repeat_dim(0, n / grid);
+            sin = sin.repeat_dim(0, n / grid);
+        }
+        let cos = cos.reshape([1, n, d / 2, 1]);
+        let sin = sin.reshape([1, n, d / 2, 1]);
+        let pairs = x.reshape([b, n, d / 2, 2]);
+        let re = pairs.clone().slice([0..b, 0..n, 0..d / 2, 0..1]);
+        let im = pairs.slice([0..b, 0..n, 0..d / 2, 1..2]);
+        let out_re = re.clone() * cos.clone() - im.clone() * sin.clone();
+        let out_im = re * sin + im * cos;
+        Tensor::cat(vec![out_re, out_im], 3).reshape([b, n, d])
+    }
+}
+
+/// `RoPEAttention` with one head (SAM 2.1 Tiny's memory attention).
+#[derive(Debug, Clone)]
+struct RopeAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+}
+
+impl RopeAttention {
+    fn load(l: &mut Loader, p: &str, dim: usize, kv_dim: usize) -> Self {
+        Self {
+            q_proj: Linear::load(l, &format!("{p}.q_proj"), dim, dim, true),
+            k_proj: Linear::load(l, &format!("{p}.k_proj"), kv_dim, dim, true),
+            v_proj: Linear::load(l, &format!("{p}.v_proj"), kv_dim, dim, true),
+            out_proj: Linear::load(l, &format!("{p}.out_proj"), dim, dim, true),
+        }
+    }
+
+    /// `q` `[B, N, dim]`, `k`, `v` `[B, M, kv_dim]`; the last `no_rope` keys (object
+    /// pointers) are not rotated.
+    fn forward(
+        &self,
+        rope: &Rope,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        no_rope: usize,
+    ) -> Tensor<3> {
+        let q = rope.apply(self.q_proj.forward(q));
+        let k = self.k_proj.forward(k);
+        let [b, m, d] = k.dims();
+        let k = if no_rope == 0 {
+            rope.apply(k)
+        } else if no_rope == m {
+            k
+        } else {
+            let spatial = rope.apply(k.clone().slice([0..b, 0..m - no_rope, 0..d]));
+            Tensor::cat(vec![spatial, k.slice([0..b, m - no_rope..m, 0..d])], 1)
+        };
+        let v = self.v_proj.forward(v);
+        let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
+        self.out_proj.forward(softmax(scores, 2).matmul(v))
+    }
+}
+
+/// `MemoryAttentionLayer`: pre-norm self-attention, cross-attention to the memory (positional
+/// encoding on the keys only), pre-norm MLP with ReLU.
+#[derive(Debug, Clone)]
+struct MemoryAttentionLayer {
+    self_attn: RopeAttention,
+    cross_attn: RopeAttention,
+    linear1: Linear,
+    linear2: Linear,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    norm3: LayerNorm,
+}
+
+impl MemoryAttentionLayer {
+    fn load(l: &mut Loader, p: &str, dim: usize, kv_dim: usize, ffn: usize) -> Self {
+        Self {
+            self_attn: RopeAttention::load(l, &format!("{p}.self_attn"), dim, dim),
+            cross_attn: RopeAttention::load(l, &format!("{p}.cross_attn_image"), dim, kv_dim),
+            linear1: Linear::load(l, &format!("{p}.linear1"), dim, ffn, true),
+            linear2: Linear::load(l, &format!("{p}.linear2"), ffn, dim, true),
+            norm1: LayerNorm::load(l, &format!("{p}.norm1"), dim, 1e-5),
+            norm2: LayerNorm::load(l, &format!("{p}.norm2"), dim, 1e-5),
+            norm3: LayerNorm::load(l, &format!("{p}.norm3"), dim, 1e-5),
+        }
+    }
+
+    fn forward(&self, rope: &Rope, tgt: Tensor<3>, memory: &MemoryTokens) -> Tensor<3> {
+        let t = self.norm1.forward(tgt.clone());
+        let tgt = tgt + self.self_attn.forward(rope, t.clone(), t.clone(), t, 0);
+        let t = self.norm2.forward(tgt.clone());
+        let k = memory.tokens.clone() + memory.pos.clone();
+        let v = memory.tokens.clone();
+        let tgt = tgt
+            + self
+                .cross_attn
+                .forward(rope, t, k, v, memory.num_obj_ptr_tokens);
+        let t = self.norm3.forward(tgt.clone());
+        tgt.clone() + self.linear2.forward(relu(self.linear1.forward(t)))
+    }
+}
+
+/// What the current slice attends to: spatial memories first, then object-pointer tokens.
+#[derive(Debug, Clone)]
+pub struct MemoryTokens {
+    /// `[B, M, mem_dim]`.
+    pub tokens: Tensor<3>,
+    /// `[B, M, mem_dim]`: spatial + temporal encodings of the memories, the pointers'
+    /// temporal encodings.
+    pub pos: Tensor<3>,
+    /// How many of the last tokens are object pointers (no rotary encoding on them).
+    pub num_obj_ptr_tokens: usize,
+}
+
+/// SAM 2's `MemoryAttention` (4 layers, 256 wide, memories 64 wide, RoPE θ = 10⁴).
+#[derive(Debug, Clone)]
+pub struct MemoryAttention {
+    layers: Vec<MemoryAttentionLayer>,
+    norm: LayerNorm,
+    rope: Rope,
+}
+
+impl MemoryAttention {
+    /// The module under `p` (`memory_attention`) for features on a `grid × grid` map
+    /// (MedSAM2: 32, `feat_sizes: [32, 32]`).
+    pub fn load(l: &mut Loader, p: &str, grid: usize) -> Self {
+        let (dim, kv_dim, ffn) = (256, 64, 2048);
+        Self {
+            layers: (0..4)
+                .map(|i| {
+                    MemoryAttentionLayer::load(l, &format!("{p}.layers.{i}"), dim, kv_dim, ffn)
+                })
+                .collect(),
+            norm: LayerNorm::load(l, &format!("{p}.norm"), dim, 1e-5),
+            rope: Rope::new(dim, grid, grid, 10000.0, &l.device),
+        }
+    }
+
+    /// Current features `[B, HW, C]` with their positional encoding, and the memory →
+    /// memory-conditioned features `[B, HW, C]`.
+    pub fn forward(
+        &self,
+        curr: Tensor<3>,
+        curr_pos: Tensor<3>,
+        memory: &MemoryTokens,
+    ) -> Tensor<3> {
+        let mut x = curr + curr_pos * 0.1;
+        for layer in &self.layers {
+            x = layer.forward(&self.rope, x, memory);
+        }
+        self.norm.forward(x)
+    }
+}

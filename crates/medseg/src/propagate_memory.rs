@@ -1,0 +1,88 @@
+//! 3D segmentation from one box on a key slice by SAM 2's memory, as MedSAM2's 3D script
+//! (`medsam2_infer_3D_CT.py`) runs the official video predictor: the box on the key slice,
+//! propagate towards higher slice indices; reset; the same box, propagate towards lower ones.
+//! Each tracked slice attends to the key slice's memory, the memories of the 6 slices just
+//! behind it and up to 15 object pointers ([`crate::model::memory_bank`]); nothing else is
+//! held, so memory does not grow with the slice count.
+//!
+//! What the official predictor does and this does too: the key slice's mask is decided by the
+//! single-mask output unless it is unstable (then the best multimask one), tracked slices take
+//! the multimask output with the highest predicted IoU, the key slice's memory is made from
+//! its binarised mask, other memories from the sigmoid of the logits, memories are stored in
+//! bfloat16. What it does not do: `fill_holes_in_mask_scores` (hole filling up to 8 pixels in
+//! the low-res logits) needs SAM 2's CUDA extension; on the CPU the official code skips it
+//! with a warning, and so does medseg.
+
+use burn::tensor::Tensor;
+
+use crate::error::Result;
+use crate::model::memory_bank::MemoryBank;
+use crate::model::prompt_encoder::Points;
+use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
+
+/// The two passes of MedSAM2's 3D script over `num_frames` slices with the box
+/// `[x0, y0, x1, y1]` (model frame, `S`-pixel scale) on `key`. `input(z)` gives slice `z`'s
+/// normalised `[1, 3, S, S]` model input; `visit(pass, z, heads)` receives every slice's
+/// result in order (pass 0: `key..num_frames`, pass 1: `key` down to 0; the key slice is
+/// visited in both).
+pub fn two_passes(
+    model: &Sam2,
+    num_frames: usize,
+    key: usize,
+    bbox: [f32; 4],
+    mut input: impl FnMut(usize) -> Result<Tensor<4>>,
+    mut visit: impl FnMut(usize, usize, &HeadsOut) -> Result<()>,
+) -> Result<()> {
+    for (pass, reverse) in [(0, false), (1, true)] {
+        let f = model.encode_image(input(key)?);
+        let pix = model.condition(&f, None);
+        let heads = model.sam_heads(pix, &f, box_points(bbox), false)?;
+        let key_memory = model.encode_memory(&f, &heads, true)?;
+        visit(pass, key, &heads)?;
+        let mut bank = MemoryBank::new(key, key_memory, num_frames, reverse);
+        let order: Vec<usize> = if reverse {
+            (0..key).rev().collect()
+        } else {
+            (key + 1..num_frames).collect()
+        };
+        for z in order {
+            let (heads, memory) = track(model, &bank, z, input(z)?)?;
+            visit(pass, z, &heads)?;
+            bank.insert(z, memory);
+        }
+    }
+    Ok(())
+}
+
+/// One tracked slice: features, conditioning on the bank, multimask heads, its memory.
+fn track(
+    model: &Sam2,
+    bank: &MemoryBank,
+    z: usize,
+    x: Tensor<4>,
+) -> Result<(HeadsOut, SliceMemory)> {
+    let f = model.encode_image(x);
+    let tokens = bank.tokens(model, z);
+    let pix = model.condition(&f, Some(&tokens));
+    let heads = model.sam_heads(pix, &f, no_points(), true)?;
+    let memory = model.encode_memory(&f, &heads, false)?;
+    Ok((heads, memory))
+}
+
+/// A box as SAM 2 sends it: two points labelled 2 and 3.
+pub fn box_points(b: [f32; 4]) -> Points {
+    Points {
+        coords: vec![[b[0], b[1]], [b[2], b[3]]],
+        labels: vec![2, 3],
+        per_prompt: 2,
+    }
+}
+
+/// No prompt: one padding point (`_forward_sam_heads` with `point_inputs=None`).
+fn no_points() -> Points {
+    Points {
+        coords: vec![[0.0, 0.0]],
+        labels: vec![-1],
+        per_prompt: 1,
+    }
+}
