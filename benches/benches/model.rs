@@ -59,15 +59,18 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
             || Tensor::<4>::from_data(TensorData::new(input.data.clone(), [1, 3, s, s]), &device);
         g.throughput(Throughput::Elements((s * s) as u64));
         g.bench_function("image_encoder", |b| {
-            b.iter(|| to_vec(seg.model().embed(x())).unwrap())
+            b.iter(|| to_vec(seg.model().expect("a SAM family").embed(x())).unwrap())
         });
-        let emb = seg.model().embed(x());
+        let emb = seg.model().expect("a SAM family").embed(x());
         for n in [1usize, 16] {
             let batch = boxes(n, s as f32);
             g.throughput(Throughput::Elements(n as u64));
             g.bench_function(format!("prompt_encoder+mask_decoder/{n}_box"), |b| {
                 b.iter(|| {
-                    let (m, i) = seg.model().decode(emb.clone(), &batch);
+                    let (m, i) = seg
+                        .model()
+                        .expect("a SAM family")
+                        .decode(emb.clone(), &batch);
                     (to_vec(m).unwrap(), to_vec(i).unwrap())
                 })
             });

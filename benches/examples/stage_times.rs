@@ -109,7 +109,7 @@ fn main() -> medseg::Result<()> {
     for _ in 0..reps {
         let x = Tensor::<4>::from_data(TensorData::new(input.data.clone(), [1, 3, s, s]), &device);
         let t = Instant::now();
-        let e = seg.model().embed(x);
+        let e = seg.model().expect("a SAM family").embed(x);
         let _ = to_vec(e.clone())?;
         enc.push(t.elapsed().as_secs_f64());
         emb = Some(e);
@@ -125,17 +125,21 @@ fn main() -> medseg::Result<()> {
     let mut dec = Vec::new();
     for _ in 0..dec_reps {
         let t = Instant::now();
-        let (m, i) = seg.model().decode(emb.clone(), &batch);
+        let (m, i) = seg
+            .model()
+            .expect("a SAM family")
+            .decode(emb.clone(), &batch);
         let _ = (to_vec(m)?, to_vec(i)?);
         dec.push(t.elapsed().as_secs_f64());
     }
     // Further prompts on one embedding: the decoder's image side is made once and reused.
-    let side = seg.model().prepare(emb.clone());
+    let side = seg.model().expect("a SAM family").prepare(emb.clone());
     let mut next = Vec::new();
     for _ in 0..dec_reps {
         let t = Instant::now();
         let (m, i) = seg
             .model()
+            .expect("a SAM family")
             .decode_prepared(&side, &batch)
             .expect("a box prompt has no mask input");
         let _ = (to_vec(m)?, to_vec(i)?);

@@ -333,7 +333,7 @@ impl Segmenter {
         let masks = if return_logits {
             let up: Vec<f32> = py.detach(|| {
                 p.low_res_logits
-                    .chunks_exact(medseg::frame::LOW_RES_LEN)
+                    .chunks_exact(p.low_res * p.low_res)
                     .flat_map(|plane| frame.logits_at_image(plane))
                     .collect()
             });

@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "medseg",
     version,
-    about = "MedSAM / LiteMedSAM segmentation in Rust"
+    about = "MedSAM / LiteMedSAM / MedSAM2 segmentation in Rust"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +35,9 @@ enum Model {
     LiteMedsam,
     /// MedSAM (SAM ViT-B, 1024×1024 input); needs --weights medsam_vit_b.pth
     Medsam,
+    /// MedSAM2 (SAM 2.1 Hiera-Tiny, 512×512 input, memory-based 3D propagation); needs
+    /// --weights MedSAM2_latest.pt
+    Medsam2,
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -80,7 +83,8 @@ struct SegmentArgs {
     /// geometry), or .npy (uint8, 0/1)
     #[arg(long)]
     output: PathBuf,
-    /// Also write the decoder's 256×256 low-res logits (of the key slice) as float32 .npy
+    /// Also write the decoder's low-res logits (of the key slice; 256×256, MedSAM2 128×128) as
+    /// float32 .npy
     #[arg(long)]
     logits: Option<PathBuf>,
     /// Key slice of a volume (default: the middle slice)
@@ -209,6 +213,7 @@ fn family(model: Model) -> ModelFamily {
     match model {
         Model::LiteMedsam => ModelFamily::LiteMedSam,
         Model::Medsam => ModelFamily::MedSam,
+        Model::Medsam2 => ModelFamily::MedSam2,
     }
 }
 
@@ -275,7 +280,7 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
     if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
-            io::write_npy_f32(p, pred.logits(0, 0), &[256, 256])
+            io::write_npy_f32(p, pred.logits(0, 0), &[pred.low_res, pred.low_res])
         })?;
     }
     if let Some(o) = job.overlay {
@@ -325,7 +330,8 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
     });
     if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
-            io::write_npy_f32(p, res.key_prediction.logits(0, 0), &[256, 256])
+            let side = res.key_prediction.low_res;
+            io::write_npy_f32(p, res.key_prediction.logits(0, 0), &[side, side])
         })?;
     }
     if let (Some(o), Some(img8)) = (job.overlay, &img8) {

@@ -3,13 +3,16 @@
 
 use crate::weights::StateDict;
 
-/// The two supported model families.
+/// The supported model families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelFamily {
     /// MedSAM: SAM ViT-B, 1024×1024 input (`medsam_vit_b.pth`).
     MedSam,
     /// LiteMedSAM: TinyViT encoder, 256×256 input (`lite_medsam.pth`).
     LiteMedSam,
+    /// MedSAM2: SAM 2.1 Hiera-Tiny, 512×512 input, memory-based 3D propagation
+    /// (`MedSAM2_latest.pt`).
+    MedSam2,
 }
 
 impl ModelFamily {
@@ -18,22 +21,34 @@ impl ModelFamily {
         match self {
             ModelFamily::MedSam => 1024,
             ModelFamily::LiteMedSam => 256,
+            ModelFamily::MedSam2 => 512,
         }
     }
 
-    /// The name the CLI and Python use (`medsam`, `lite-medsam`).
+    /// Side of the decoder's low-res mask logits (and of a mask prompt): 256 for the SAM
+    /// families, 128 for MedSAM2 (a quarter of its input).
+    pub fn low_res_side(self) -> usize {
+        match self {
+            ModelFamily::MedSam | ModelFamily::LiteMedSam => 256,
+            ModelFamily::MedSam2 => 128,
+        }
+    }
+
+    /// The name the CLI and Python use (`medsam`, `lite-medsam`, `medsam2`).
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::MedSam => "medsam",
             ModelFamily::LiteMedSam => "lite-medsam",
+            ModelFamily::MedSam2 => "medsam2",
         }
     }
 
-    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`).
+    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`) / `medsam2`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "medsam" | "medsam-vit-b" | "vit-b" => Some(ModelFamily::MedSam),
             "lite-medsam" | "litemedsam" => Some(ModelFamily::LiteMedSam),
+            "medsam2" | "medsam-2" => Some(ModelFamily::MedSam2),
             _ => None,
         }
     }
@@ -47,6 +62,11 @@ impl ModelFamily {
             .contains_key("image_encoder.patch_embed.seq.0.c.weight")
         {
             Some(ModelFamily::LiteMedSam)
+        } else if sd
+            .tensors
+            .contains_key("image_encoder.trunk.patch_embed.proj.weight")
+        {
+            Some(ModelFamily::MedSam2)
         } else {
             None
         }

@@ -9,17 +9,22 @@
 //! * LiteMedSAM (`CVPR24_LiteMedSAM_infer.py`): longest side to 256 (`INTER_AREA`), min-max,
 //!   zero-padded bottom/right; boxes floored after scaling; low-res logits cropped to the
 //!   content, bilinear to the image size, sigmoid → `> 0.5`.
+//! * MedSAM2 (`medsam2_infer_3D_CT.py`): each slice as an RGB PIL image resized to 512×512
+//!   (Pillow's bicubic, aspect ratio not kept) → /255 → ImageNet mean/std; boxes and points
+//!   scaled per axis in `float32` (`box / [W, H, W, H] * 512`); 128×128 low-res logits →
+//!   bilinear to the image size → `> 0`.
 //!
 //! No Burn: plain arrays in and out.
 
 use crate::error::{Error, Result};
 use crate::family::ModelFamily;
 use crate::preprocess::{
-    bilinear_resize, crop, normalise_into_frame, resize_area_u8, sigmoid, skimage_resize_u8, Image,
-    ModelInput,
+    bilinear_resize, crop, normalise_into_frame, pil_bicubic_resize_u8, resize_area_u8, sigmoid,
+    skimage_resize_u8, Image, ModelInput,
 };
 
-/// Side of the decoder's low-res masks (and of a mask prompt), for every family.
+/// Side of the SAM families' low-res masks (and of a mask prompt); MedSAM2's are 128
+/// ([`ModelFamily::low_res_side`]).
 pub const LOW_RES: usize = 256;
 
 /// Values in one low-res mask plane.
@@ -51,6 +56,7 @@ impl Frame {
         let (h, w) = original;
         let content = match family {
             ModelFamily::MedSam => (1024, 1024),
+            ModelFamily::MedSam2 => (512, 512),
             ModelFamily::LiteMedSam => {
                 let s = longest_side_scale(original);
                 let round = |v: usize| (((v as f64 * s) + 0.5) as usize).max(1);
@@ -83,6 +89,7 @@ impl Frame {
         let resized = match self.family {
             ModelFamily::MedSam => skimage_resize_u8(&rgb.data, h, w, 3, ch, cw),
             ModelFamily::LiteMedSam => resize_area_u8(&rgb.data, h, w, 3, ch, cw),
+            ModelFamily::MedSam2 => return Ok(imagenet_input(&rgb.data, (h, w), self.side())),
         };
         Ok(ModelInput {
             data: normalise_into_frame(&resized, ch, cw, self.side()),
@@ -99,6 +106,10 @@ impl Frame {
                 let s = [w, h, w, h];
                 std::array::from_fn(|i| (b[i] / s[i] as f64 * 1024.0) as f32)
             }
+            ModelFamily::MedSam2 => {
+                let s = [w, h, w, h];
+                std::array::from_fn(|i| b[i] as f32 / s[i] as f32 * 512.0)
+            }
             ModelFamily::LiteMedSam => {
                 let r = longest_side_scale(self.original);
                 std::array::from_fn(|i| ((b[i] * r) as i64) as f32)
@@ -114,6 +125,10 @@ impl Frame {
                 (p[0] / w as f64 * 1024.0) as f32,
                 (p[1] / h as f64 * 1024.0) as f32,
             ],
+            ModelFamily::MedSam2 => [
+                p[0] as f32 / w as f32 * 512.0,
+                p[1] as f32 / h as f32 * 512.0,
+            ],
             ModelFamily::LiteMedSam => {
                 let r = longest_side_scale(self.original);
                 [(p[0] * r) as f32, (p[1] * r) as f32]
@@ -121,10 +136,15 @@ impl Frame {
         }
     }
 
-    /// One `256 × 256` plane of low-res logits → the binary mask at the image size.
+    /// One plane of low-res logits (256², MedSAM2 128²) → the binary mask at the image size.
     pub fn mask(&self, logits: &[f32]) -> Vec<bool> {
         let (h, w) = self.original;
         match self.family {
+            ModelFamily::MedSam2 => self
+                .logits_at_image(logits)
+                .into_iter()
+                .map(|v| v > 0.0)
+                .collect(),
             ModelFamily::MedSam => {
                 let prob: Vec<f32> = logits.iter().map(|&v| sigmoid(v)).collect();
                 bilinear_resize(&prob, LOW_RES, LOW_RES, h, w)
@@ -150,6 +170,10 @@ impl Frame {
         let (ch, cw) = self.content;
         match self.family {
             ModelFamily::MedSam => bilinear_resize(logits, LOW_RES, LOW_RES, h, w),
+            ModelFamily::MedSam2 => {
+                let s = self.family.low_res_side();
+                bilinear_resize(logits, s, s, h, w)
+            }
             ModelFamily::LiteMedSam => {
                 bilinear_resize(&crop(logits, LOW_RES, ch, cw), ch, cw, h, w)
             }
@@ -159,12 +183,14 @@ impl Frame {
     /// The chain rule of LiteMedSAM's 3D script (`get_bbox256`): the bounding box of the
     /// previous slice's mask, grown by `margin` pixels at the 256 scale; `None` when the mask
     /// is empty. LiteMedSAM takes it on the mask resized into its frame; MedSAM on the mask
-    /// itself, the margin scaled to the image.
+    /// itself, the margin scaled to the image. MedSAM2 propagates by its memory, never by
+    /// boxes: `None`.
     pub fn next_box(&self, prev_mask: &[bool], margin: usize) -> Option<NextBox> {
         let (h, w) = self.original;
         let s = longest_side_scale(self.original);
         let prev: Vec<u8> = prev_mask.iter().map(|&m| u8::from(m)).collect();
         match self.family {
+            ModelFamily::MedSam2 => None,
             ModelFamily::LiteMedSam => {
                 let (ch, cw) = self.content;
                 let small = resize_area_u8(&prev, h, w, 1, ch, cw);
@@ -188,6 +214,28 @@ impl Frame {
                 })
             }
         }
+    }
+}
+
+/// MedSAM2's input: each channel resized to `side²` by Pillow's bicubic filter, /255, ImageNet
+/// mean/std (in `float64` as the 3D script's numpy arrays, then `float32`).
+fn imagenet_input(rgb: &[u8], (h, w): (usize, usize), side: usize) -> ModelInput {
+    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+    let mut data = Vec::with_capacity(3 * side * side);
+    for c in 0..3 {
+        let plane: Vec<u8> = rgb.iter().skip(c).step_by(3).copied().collect();
+        let resized = pil_bicubic_resize_u8(&plane, h, w, side, side);
+        data.extend(
+            resized
+                .iter()
+                .map(|&v| ((f64::from(v) / 255.0 - MEAN[c]) / STD[c]) as f32),
+        );
+    }
+    ModelInput {
+        data,
+        size: side,
+        content: (side, side),
     }
 }
 

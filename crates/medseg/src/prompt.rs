@@ -27,8 +27,15 @@ impl Prompt {
         }
     }
 
-    /// Check every part of the prompt against an image of `size = (height, width)`.
+    /// Check every part of the prompt against an image of `size = (height, width)`, for the
+    /// SAM families (a mask input is 256 × 256).
     pub fn validate(&self, size: (usize, usize)) -> Result<()> {
+        self.validate_for(size, crate::frame::LOW_RES)
+    }
+
+    /// [`Prompt::validate`] for a model whose mask input is `low_res × low_res`
+    /// ([`crate::ModelFamily::low_res_side`]).
+    pub fn validate_for(&self, size: (usize, usize), low_res: usize) -> Result<()> {
         for b in &self.boxes {
             validate_box(*b, size)?;
         }
@@ -45,9 +52,9 @@ impl Prompt {
             }
         }
         if let Some(m) = &self.mask_input {
-            if m.len() != crate::frame::LOW_RES_LEN {
+            if m.len() != low_res * low_res {
                 return Err(Error::InvalidPrompt(format!(
-                    "mask input has {} values, expected 256x256",
+                    "mask input has {} values, expected {low_res}x{low_res}",
                     m.len()
                 )));
             }

@@ -96,7 +96,7 @@ pub fn drift_limit(grey_levels: f64) -> Result<Option<f64>> {
 }
 
 /// The key slice, box, z range and drift limit of `opts` for `vol`; the z range to cover.
-fn check_options(vol: &Volume, opts: &VolumeOptions) -> Result<(usize, usize)> {
+pub(crate) fn check_options(vol: &Volume, opts: &VolumeOptions) -> Result<(usize, usize)> {
     let [nz, ny, nx] = vol.dims;
     if opts.key_slice >= nz {
         return Err(Error::InvalidPrompt(format!(
@@ -126,7 +126,7 @@ fn check_options(vol: &Volume, opts: &VolumeOptions) -> Result<(usize, usize)> {
 /// The volume in 8 bits by `opts`' rule (default by modality), refused when the key slice
 /// comes out as one flat grey level: a window far outside the data (or absurdly wide) leaves
 /// the model nothing to see, and it would outline the whole box on every slice.
-fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8>> {
+pub(crate) fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8>> {
     let rule = opts
         .intensity
         .unwrap_or(Intensity::default_for(vol.modality));
@@ -145,7 +145,8 @@ fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8>> {
 }
 
 impl Segmenter {
-    /// Segment a 3D structure from one box on a key slice (see the module docs).
+    /// Segment a 3D structure from one box on a key slice: the chain rule above for MedSAM
+    /// and LiteMedSAM, SAM 2's memory for MedSAM2 ([`crate::propagate_memory`]).
     /// `progress(done, total)` is called after each slice.
     pub fn segment_volume(
         &self,
@@ -153,6 +154,10 @@ impl Segmenter {
         opts: &VolumeOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<VolumeSegmentation> {
+        if let Some(model) = self.sam2() {
+            let frame = self.frame((vol.dims[1], vol.dims[2]));
+            return crate::propagate_memory::segment_volume(model, frame, vol, opts, progress);
+        }
         let (zlo, zhi) = check_options(vol, opts)?;
         let u8vol = to_u8_checked(vol, opts)?;
         let mut run = Propagation {

@@ -13,12 +13,90 @@
 //! the low-res logits) needs SAM 2's CUDA extension; on the CPU the official code skips it
 //! with a warning, and so does medseg.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::Result;
+use crate::frame::Frame;
 use crate::model::memory_bank::MemoryBank;
 use crate::model::prompt_encoder::Points;
 use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
+use crate::preprocess::Image;
+use crate::propagate::{check_options, to_u8_checked, VolumeOptions, VolumeSegmentation};
+use crate::segmenter::Prediction;
+use crate::volume::{largest_component, LesionStats, Volume};
+
+/// [`crate::Segmenter::segment_volume`] for MedSAM2: the volume (or `z_range`) in 8 bits by
+/// the options' rule, both passes over it, the union of `logits > 0` at the input resolution,
+/// the largest 3D connected component (as the script always keeps). The chain rule's options
+/// (`on_empty`, `margin`, `max_intensity_drift`) do not apply; `progress(done, total)` counts
+/// slice visits (the key slice twice).
+pub(crate) fn segment_volume(
+    model: &Sam2,
+    frame: Frame,
+    vol: &Volume,
+    opts: &VolumeOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<VolumeSegmentation> {
+    let (zlo, zhi) = check_options(vol, opts)?;
+    let u8vol = to_u8_checked(vol, opts)?;
+    let [_, ny, nx] = vol.dims;
+    let n = ny * nx;
+    let device = model.device();
+    let input = |s: usize| -> Result<Tensor<4>> {
+        let z = zlo + s;
+        let image = Image::new(nx, ny, 1, u8vol[z * n..(z + 1) * n].to_vec())?;
+        let x = frame.input(&image)?;
+        Ok(Tensor::from_data(
+            TensorData::new(x.data, [1, 3, x.size, x.size]),
+            device,
+        ))
+    };
+    let (frames, key) = (zhi - zlo + 1, opts.key_slice - zlo);
+    let mut mask = vec![false; vol.data.len()];
+    let mut slices_run = Vec::new();
+    let mut key_prediction = None;
+    let mut visits = 0;
+    let bbox = frame.box_to_model(opts.bbox);
+    two_passes(model, frames, key, bbox, input, |pass, s, heads| {
+        let z = zlo + s;
+        let m = frame.mask(&heads.low_res);
+        for (o, &v) in mask[z * n..(z + 1) * n].iter_mut().zip(&m) {
+            *o |= v;
+        }
+        if pass == 0 && s == key {
+            key_prediction = Some(key_result(&frame, heads, m));
+        }
+        if !(pass == 1 && s == key) {
+            slices_run.push(z);
+        }
+        visits += 1;
+        progress(visits, frames + 1);
+        Ok(())
+    })?;
+    largest_component(&mut mask, vol.dims);
+    let stats = LesionStats::compute(&mask, vol);
+    Ok(VolumeSegmentation {
+        mask,
+        stats,
+        slices_run,
+        boxes: vec![(opts.key_slice, opts.bbox)],
+        key_prediction: key_prediction
+            .ok_or_else(|| crate::Error::Backend("the key slice was not visited".into()))?,
+    })
+}
+
+/// The key slice's result as a [`Prediction`] (one mask, its low-res logits and IoU).
+fn key_result(frame: &Frame, heads: &HeadsOut, mask: Vec<bool>) -> Prediction {
+    Prediction {
+        batch: 1,
+        masks_per_prompt: 1,
+        size: frame.original,
+        masks: mask,
+        low_res_logits: heads.low_res.clone(),
+        low_res: frame.family.low_res_side(),
+        iou_predictions: heads.iou.clone(),
+    }
+}
 
 /// The two passes of MedSAM2's 3D script over `num_frames` slices with the box
 /// `[x0, y0, x1, y1]` (model frame, `S`-pixel scale) on `key`. `input(z)` gives slice `z`'s

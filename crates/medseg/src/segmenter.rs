@@ -9,6 +9,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
+use crate::model::sam2::Sam2;
+use crate::model::sam2_mask_decoder::HighRes;
 use crate::model::Points;
 use crate::model::{ImageSide, ModelFamily, PromptBatch, Sam};
 use crate::preprocess::{Image, ModelInput};
@@ -20,10 +22,21 @@ pub fn cpu() -> Device {
     Device::flex()
 }
 
+/// The network behind a segmenter.
+#[derive(Debug, Clone)]
+enum Net {
+    /// MedSAM, LiteMedSAM.
+    Sam(Box<Sam>),
+    /// MedSAM2.
+    Sam2(Box<Sam2>),
+}
+
 /// A loaded model on a device. `Send + Sync`: share it between threads behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Segmenter {
-    sam: Sam,
+    net: Net,
+    family: ModelFamily,
+    device: Device,
     /// Which loaded weights these are (clones share it): an embedding keeps the decoder work
     /// of the segmenter that made it only for that segmenter.
     id: u64,
@@ -40,13 +53,16 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct ImageEmbedding {
     tensor: Tensor<4>,
+    /// MedSAM2: the two finer neck levels through `conv_s0`, `conv_s1`.
+    high_res: Option<HighRes>,
     frame: Frame,
     /// The decoder's image side and the id of the segmenter that made it.
     side: OnceLock<(u64, ImageSide)>,
 }
 
 impl ImageEmbedding {
-    /// The embedding, `[1, 256, 64, 64]`.
+    /// The embedding, `[1, 256, 64, 64]` (MedSAM2: `[1, 256, 32, 32]`, the coarsest neck level
+    /// with `no_mem_embed` added, `SAM2ImagePredictor`'s `image_embed`).
     pub fn tensor(&self) -> &Tensor<4> {
         &self.tensor
     }
@@ -78,8 +94,11 @@ pub struct Prediction {
     pub size: (usize, usize),
     /// `[batch, masks_per_prompt, H, W]`, true inside.
     pub masks: Vec<bool>,
-    /// `[batch, masks_per_prompt, 256, 256]` low-res logits, in the model frame.
+    /// `[batch, masks_per_prompt, low_res, low_res]` low-res logits, in the model frame
+    /// (MedSAM2's clamped to ±32 as `SAM2ImagePredictor` returns them).
     pub low_res_logits: Vec<f32>,
+    /// Side of a low-res plane: 256, MedSAM2 128.
+    pub low_res: usize,
     /// `[batch, masks_per_prompt]` predicted IoU.
     pub iou_predictions: Vec<f32>,
 }
@@ -92,10 +111,11 @@ impl Prediction {
         &self.masks[i * n..(i + 1) * n]
     }
 
-    /// Low-res logits of mask `m` of prompt `b`, `256 × 256`.
+    /// Low-res logits of mask `m` of prompt `b`, `low_res × low_res`.
     pub fn logits(&self, b: usize, m: usize) -> &[f32] {
         let i = b * self.masks_per_prompt + m;
-        &self.low_res_logits[i * LOW_RES_LEN..(i + 1) * LOW_RES_LEN]
+        let n = self.low_res * self.low_res;
+        &self.low_res_logits[i * n..(i + 1) * n]
     }
 }
 
@@ -108,8 +128,26 @@ impl Segmenter {
 
     /// Build from an in-memory state_dict.
     pub fn from_state_dict(family: ModelFamily, sd: &StateDict, device: &Device) -> Result<Self> {
+        let net = match family {
+            ModelFamily::MedSam2 => {
+                if let Some(found) = ModelFamily::detect(sd).filter(|&f| f != family) {
+                    return Err(Error::WeightsMismatch {
+                        model: family.to_string(),
+                        details: format!("this is a {found} checkpoint, not a {family} one"),
+                    });
+                }
+                Net::Sam2(Box::new(Sam2::from_state_dict(
+                    sd,
+                    family.image_size(),
+                    device,
+                )?))
+            }
+            _ => Net::Sam(Box::new(Sam::from_state_dict(family, sd, device)?)),
+        };
         Ok(Self {
-            sam: Sam::from_state_dict(family, sd, device)?,
+            net,
+            family,
+            device: device.clone(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -136,27 +174,44 @@ impl Segmenter {
             ModelFamily::MedSam => Err(Error::WeightsUnavailable(
                 "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth".into(),
             )),
+            ModelFamily::MedSam2 => Err(Error::WeightsUnavailable(
+                "MedSAM2 has no default weights (no package registry hosts them): pass the path \
+                 of MedSAM2_latest.pt, from the MedSAM2 authors' release (see docs/medsam2.md)"
+                    .into(),
+            )),
         }
     }
 
     /// The family of the loaded model.
     pub fn family(&self) -> ModelFamily {
-        self.sam.family
+        self.family
     }
 
-    /// The underlying model (for stage-by-stage use and parity tests).
-    pub fn model(&self) -> &Sam {
-        &self.sam
+    /// The underlying SAM model of MedSAM or LiteMedSAM (for stage-by-stage use and parity
+    /// tests); `None` for MedSAM2 (see [`Segmenter::sam2`]).
+    pub fn model(&self) -> Option<&Sam> {
+        match &self.net {
+            Net::Sam(m) => Some(m),
+            Net::Sam2(_) => None,
+        }
+    }
+
+    /// The underlying SAM 2 model of MedSAM2; `None` for the other families.
+    pub fn sam2(&self) -> Option<&Sam2> {
+        match &self.net {
+            Net::Sam2(m) => Some(m),
+            Net::Sam(_) => None,
+        }
     }
 
     /// The device the model lives on.
     pub fn device(&self) -> &Device {
-        &self.sam.device
+        &self.device
     }
 
     /// The frame of an image of `(height, width)` in this model.
     pub fn frame(&self, size: (usize, usize)) -> Frame {
-        Frame::new(self.sam.family, size)
+        Frame::new(self.family, size)
     }
 
     /// Preprocess exactly as the family's official script does.
@@ -169,10 +224,18 @@ impl Segmenter {
         let s = input.size;
         let x = Tensor::<4>::from_data(
             TensorData::new(input.data.clone(), [1, 3, s, s]),
-            &self.sam.device,
+            &self.device,
         );
+        let (tensor, high_res) = match &self.net {
+            Net::Sam(m) => (m.embed(x), None),
+            Net::Sam2(m) => {
+                let f = m.encode_image(x);
+                (m.condition(&f, None), Some(f.high_res))
+            }
+        };
         ImageEmbedding {
-            tensor: self.sam.embed(x),
+            tensor,
+            high_res,
             frame,
             side: OnceLock::new(),
         }
@@ -181,20 +244,28 @@ impl Segmenter {
     /// An embedding made elsewhere (a saved one, or another implementation's), `[1, 256, 64,
     /// 64]`, of an image in `frame`; refused when the shape or the family is not this model's.
     pub fn embedding_from_tensor(&self, tensor: Tensor<4>, frame: Frame) -> Result<ImageEmbedding> {
+        if self.family == ModelFamily::MedSam2 {
+            return Err(Error::InvalidEmbedding(
+                "a MedSAM2 embedding also needs the image's high-resolution features: embed the \
+                 image with this segmenter"
+                    .into(),
+            ));
+        }
         let dims = tensor.dims();
         if dims != [1, 256, 64, 64] {
             return Err(Error::InvalidEmbedding(format!(
                 "an image embedding is [1, 256, 64, 64], got {dims:?}"
             )));
         }
-        if frame.family != self.sam.family {
+        if frame.family != self.family {
             return Err(Error::InvalidEmbedding(format!(
                 "the frame is {}'s, this segmenter is {}",
-                frame.family, self.sam.family
+                frame.family, self.family
             )));
         }
         Ok(ImageEmbedding {
             tensor,
+            high_res: None,
             frame,
             side: OnceLock::new(),
         })
@@ -214,14 +285,14 @@ impl Segmenter {
 
     /// Decode prompts on an embedding; masks come back at the original image size.
     pub fn predict(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction> {
-        if emb.family() != self.sam.family {
+        if emb.family() != self.family {
             return Err(Error::InvalidPrompt(format!(
                 "embedding was made by {}, this segmenter is {}",
                 emb.family(),
-                self.sam.family
+                self.family
             )));
         }
-        prompt.validate(emb.original_size())?;
+        prompt.validate_for(emb.original_size(), self.family.low_res_side())?;
         let batch = self.prompt_batch(&emb.frame, prompt);
         self.decode_batch(emb, &batch, prompt.multimask)
     }
@@ -247,9 +318,10 @@ impl Segmenter {
             });
         }
         if let Some(m) = &prompt.mask_input {
+            let s = self.family.low_res_side();
             batch.masks = Some(Tensor::from_data(
-                TensorData::new(m.repeat(bs), [bs, 1, LOW_RES, LOW_RES]),
-                &self.sam.device,
+                TensorData::new(m.repeat(bs), [bs, 1, s, s]),
+                &self.device,
             ));
         }
         batch
@@ -276,11 +348,15 @@ impl Segmenter {
         multimask: bool,
     ) -> Result<Prediction> {
         let bs = batch.batch_size();
+        let sam = match &self.net {
+            Net::Sam(m) => m,
+            Net::Sam2(m) => return self.decode_batch_sam2(m, emb, batch, multimask),
+        };
         let prepared = match batch.masks {
             Some(_) => None, // a mask input changes the image side: the full decoder
-            None => self.sam.decode_prepared(&self.image_side(emb), batch),
+            None => sam.decode_prepared(&self.image_side(sam, emb), batch),
         };
-        let (masks, iou) = prepared.unwrap_or_else(|| self.sam.decode(emb.tensor.clone(), batch));
+        let (masks, iou) = prepared.unwrap_or_else(|| sam.decode(emb.tensor.clone(), batch));
         let nm = masks.dims()[1];
         let (lo, hi) = if multimask { (1, nm) } else { (0, 1) };
         let logits = to_vec(masks.slice([0..bs, lo..hi]))?;
@@ -295,14 +371,46 @@ impl Segmenter {
             size: emb.original_size(),
             masks,
             low_res_logits: logits,
+            low_res: LOW_RES,
+            iou_predictions: ious,
+        })
+    }
+
+    /// MedSAM2's decoder as `SAM2ImagePredictor._predict` runs it: boxes as points labelled 2
+    /// and 3 before any clicks, the single mask replaced by the best multimask one when
+    /// unstable; masks from the unclamped logits, logits returned clamped to ±32.
+    fn decode_batch_sam2(
+        &self,
+        m: &Sam2,
+        emb: &ImageEmbedding,
+        batch: &PromptBatch,
+        multimask: bool,
+    ) -> Result<Prediction> {
+        let high_res = emb.high_res.as_ref().ok_or_else(|| {
+            Error::InvalidEmbedding("a MedSAM2 embedding without its high-res features".into())
+        })?;
+        let batch = boxes_as_points(batch);
+        let (logits, ious, per) = m.predict(emb.tensor.clone(), high_res, &batch, multimask)?;
+        let plane = self.family.low_res_side().pow(2);
+        let masks = logits
+            .chunks_exact(plane)
+            .flat_map(|p| emb.frame.mask(p))
+            .collect();
+        Ok(Prediction {
+            batch: batch.batch_size(),
+            masks_per_prompt: per,
+            size: emb.original_size(),
+            masks,
+            low_res_logits: logits.into_iter().map(|v| v.clamp(-32.0, 32.0)).collect(),
+            low_res: self.family.low_res_side(),
             iou_predictions: ious,
         })
     }
 
     /// The decoder's image side of `emb`: kept in it the first time, recomputed (not kept) when
     /// another segmenter made the kept one.
-    fn image_side<'a>(&self, emb: &'a ImageEmbedding) -> Cow<'a, ImageSide> {
-        let make = || self.sam.prepare(emb.tensor.clone());
+    fn image_side<'a>(&self, sam: &Sam, emb: &'a ImageEmbedding) -> Cow<'a, ImageSide> {
+        let make = || sam.prepare(emb.tensor.clone());
         let (id, side) = emb.side.get_or_init(|| (self.id, make()));
         if *id == self.id {
             Cow::Borrowed(side)
@@ -316,6 +424,34 @@ impl Segmenter {
         Self::validate_box(bbox, (image.height, image.width))?;
         let emb = self.embed(image)?;
         self.predict(&emb, &Prompt::from_box(bbox))
+    }
+}
+
+/// SAM 2's prompt packing: each box becomes two points labelled 2 and 3, placed before the
+/// entry's clicks.
+fn boxes_as_points(batch: &PromptBatch) -> PromptBatch {
+    let Some(boxes) = &batch.boxes else {
+        return batch.clone();
+    };
+    let (clicks, labels, n) = match &batch.points {
+        Some(p) => (p.coords.as_slice(), p.labels.as_slice(), p.per_prompt),
+        None => (&[][..], &[][..], 0),
+    };
+    let mut points = Points {
+        coords: Vec::new(),
+        labels: Vec::new(),
+        per_prompt: n + 2,
+    };
+    for (i, b) in boxes.iter().enumerate() {
+        points.coords.extend([[b[0], b[1]], [b[2], b[3]]]);
+        points.labels.extend([2, 3]);
+        points.coords.extend_from_slice(&clicks[i * n..(i + 1) * n]);
+        points.labels.extend_from_slice(&labels[i * n..(i + 1) * n]);
+    }
+    PromptBatch {
+        points: Some(points),
+        boxes: None,
+        masks: batch.masks.clone(),
     }
 }
 

@@ -140,7 +140,10 @@ fn points_and_mask_input_match_the_official_prompt_encoder() {
         ),
     ];
     for (name, batch) in cases {
-        let (m, i) = seg.model().decode(emb.clone(), &batch);
+        let (m, i) = seg
+            .model()
+            .expect("a SAM family")
+            .decode(emb.clone(), &batch);
         let (m, i) = (to_vec(m).unwrap(), to_vec(i).unwrap());
         let (ref_m, _) = p.f32(&format!("{name}_logits"));
         let (ref_i, _) = p.f32(&format!("{name}_iou"));

@@ -21,7 +21,10 @@ fn full_decoder(
     batch: &PromptBatch,
     multi: bool,
 ) -> Vec<f32> {
-    let (masks, _) = seg.model().decode(emb.tensor().clone(), batch);
+    let (masks, _) = seg
+        .model()
+        .expect("a SAM family")
+        .decode(emb.tensor().clone(), batch);
     let [b, n, _, _] = masks.dims();
     let (lo, hi) = if multi { (1, n) } else { (0, 1) };
     to_vec(masks.slice([0..b, lo..hi])).unwrap()

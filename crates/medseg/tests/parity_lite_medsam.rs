@@ -46,7 +46,7 @@ fn lite_medsam_matches_official_pipeline() {
 
         // 2. image encoder from the reference's own input tensor
         let x = Tensor::<4>::from_data(TensorData::new(ref_input, [1, 3, 256, 256]), &device);
-        let emb = seg.model().embed(x);
+        let emb = seg.model().expect("a SAM family").embed(x);
         let ours = to_vec(emb.clone()).unwrap();
         let (ref_channels, cshape) = g.f32("embedding_channels");
         assert_eq!(cshape, [1, 32, 64, 64], "{name}: embedding_channels shape");
@@ -78,7 +78,10 @@ fn lite_medsam_matches_official_pipeline() {
             boxes: Some(vec![expect_box]),
             ..Default::default()
         };
-        let (masks, iou) = seg.model().decode(decoder_input, &batch);
+        let (masks, iou) = seg
+            .model()
+            .expect("a SAM family")
+            .decode(decoder_input, &batch);
         let masks = to_vec(masks).unwrap();
         let iou = to_vec(iou).unwrap();
         let (ref_logits, _) = g.f32("low_res_logits");

@@ -25,6 +25,10 @@ use medseg::preprocess::{bilinear_resize, pil_bicubic_resize_u8};
 use medseg::propagate_memory::{box_points, two_passes};
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
+use medseg::weights::StateDict;
+use medseg::{
+    Error, Image, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions,
+};
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -121,8 +125,8 @@ fn image_encoder_matches_sam2() {
 /// weights the head would say "no object" on every slice and every logit would be −1024.
 const OBJ_BIAS: f32 = 6.0;
 
-/// The whole model with the reference's seeded weights.
-fn medsam2_random(device: &burn::tensor::Device) -> Sam2 {
+/// The reference's seeded weights for the whole model.
+fn medsam2_state_dict() -> StateDict {
     let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
     let mut sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
     let bias = sd
@@ -130,7 +134,13 @@ fn medsam2_random(device: &burn::tensor::Device) -> Sam2 {
         .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
         .expect("the object-score head's last layer");
     bias.data.iter_mut().for_each(|v| *v += OBJ_BIAS);
-    Sam2::from_state_dict(&sd, 512, device).expect("every tensor used, none missing")
+    sd
+}
+
+/// The whole model with the reference's seeded weights.
+fn medsam2_random(device: &burn::tensor::Device) -> Sam2 {
+    Sam2::from_state_dict(&medsam2_state_dict(), 512, device)
+        .expect("every tensor used, none missing")
 }
 
 /// Compare two arrays of the same layout; print and check max |Δ|.
@@ -352,4 +362,109 @@ fn medseg_no_points() -> medseg::model::prompt_encoder::Points {
         labels: vec![-1],
         per_prompt: 1,
     }
+}
+
+/// The golden slices as a volume whose default-free 8-bit mapping gives back the same bytes:
+/// values `v + 0.5` through the window 0–255.
+fn golden_volume(case: &Case) -> (Volume, VolumeOptions) {
+    let data = case.slices.iter().map(|&v| f32::from(v) + 0.5).collect();
+    let vol = Volume::new(data, case.dims, [2.0, 1.0, 1.0], Modality::Mr).unwrap();
+    let bbox = case.bbox.map(f64::from);
+    let mut opts = VolumeOptions::new(case.key, bbox);
+    opts.intensity = Some(Intensity::Window {
+        level: 127.5,
+        width: 255.0,
+    });
+    (vol, opts)
+}
+
+#[test]
+fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
+    let device = medseg::cpu();
+    let seg =
+        Segmenter::from_state_dict(ModelFamily::MedSam2, &medsam2_state_dict(), &device).unwrap();
+    assert_eq!(seg.family(), ModelFamily::MedSam2);
+    assert!(seg.model().is_none() && seg.sam2().is_some());
+    let mut g = Golden::open("golden/medsam2_volume.npz");
+    let case = Case::read(&mut g);
+    let [z, h, w] = case.dims;
+
+    // 3D: both passes, union, largest component, against the reference's logits.
+    let (vol, opts) = golden_volume(&case);
+    let mut calls = Vec::new();
+    let res = seg
+        .segment_volume(&vol, &opts, &mut |d, t| calls.push((d, t)))
+        .unwrap();
+    assert_eq!(
+        calls.last(),
+        Some(&(z + 1, z + 1)),
+        "every slice once, the key twice"
+    );
+    let mut theirs = volume_mask(&g.f32("low_res").0, z, h, w);
+    medseg::volume::largest_component(&mut theirs, case.dims);
+    let iou = mask_iou(&res.mask, &theirs);
+    println!("medsam2 segment_volume: 3D IoU {iou:.5} vs the reference's passes");
+    assert!(iou >= 0.99, "3D IoU {iou}");
+    assert_eq!(res.slices_run.len(), z);
+    assert_eq!(res.key_prediction.low_res, 128);
+    close(
+        "segment_volume key logits",
+        res.key_prediction.logits(0, 0),
+        &g.f32("key_mask").0,
+        5e-3,
+    );
+
+    // 2D: the key slice alone through predict (the image predictor's single-mask rule).
+    let key = case.slices[case.key * h * w..(case.key + 1) * h * w].to_vec();
+    let image = Image::new(w, h, 1, key).unwrap();
+    let pred = seg.segment(&image, case.bbox.map(f64::from)).unwrap();
+    assert_eq!((pred.low_res, pred.size), (128, (h, w)));
+    close(
+        "2D key logits",
+        pred.logits(0, 0),
+        &g.f32("key_mask").0,
+        5e-3,
+    );
+    let emb = seg.embed(&image).unwrap();
+    let prompt = Prompt {
+        multimask: true,
+        ..Prompt::from_box(case.bbox.map(f64::from))
+    };
+    let multi = seg.predict(&emb, &prompt).unwrap();
+    assert_eq!(multi.masks_per_prompt, 3);
+    assert_eq!(multi.masks.len(), 3 * h * w);
+}
+
+#[test]
+fn medsam2_weights_are_checked() {
+    let device = medseg::cpu();
+    let sd = medsam2_state_dict();
+    let err = Segmenter::from_state_dict(ModelFamily::LiteMedSam, &sd, &device).unwrap_err();
+    assert!(
+        err.to_string().contains("this is a medsam2 checkpoint"),
+        "{err}"
+    );
+    let mut lite_as_medsam2 = StateDict::default();
+    lite_as_medsam2.tensors.insert(
+        "image_encoder.patch_embed.seq.0.c.weight".into(),
+        sd.tensors["no_obj_ptr"].clone(),
+    );
+    let err =
+        Segmenter::from_state_dict(ModelFamily::MedSam2, &lite_as_medsam2, &device).unwrap_err();
+    assert!(
+        err.to_string().contains("this is a lite-medsam checkpoint"),
+        "{err}"
+    );
+    let mut missing = sd.clone();
+    missing
+        .tensors
+        .remove("memory_attention.layers.2.cross_attn_image.k_proj.weight");
+    match Segmenter::from_state_dict(ModelFamily::MedSam2, &missing, &device) {
+        Err(Error::WeightsMismatch { details, .. }) => {
+            assert!(details.contains("1 missing tensors: memory_attention.layers.2.cross_attn_image.k_proj.weight [256, 64]"), "{details}")
+        }
+        other => panic!("expected a weights mismatch, got {other:?}"),
+    }
+    let err = Segmenter::from_default_weights(ModelFamily::MedSam2, &device).unwrap_err();
+    assert!(err.to_string().contains("MedSAM2_latest.pt"), "{err}");
 }

@@ -44,7 +44,7 @@ fn vit_b_matches_official_segment_anything() {
     assert!(d_in == 0.0, "preprocessed input differs by {d_in}");
 
     let x = Tensor::<4>::from_data(TensorData::new(ref_input, [1, 3, 1024, 1024]), &device);
-    let emb = seg.model().embed(x);
+    let emb = seg.model().expect("a SAM family").embed(x);
     let (ref_emb, _) = g.f32("embedding");
     let d_emb = max_abs_diff(&to_vec(emb.clone()).unwrap(), &ref_emb);
 
@@ -56,7 +56,7 @@ fn vit_b_matches_official_segment_anything() {
         boxes: Some(vec![expect_box]),
         ..Default::default()
     };
-    let (masks, iou) = seg.model().decode(ref_emb_t, &batch);
+    let (masks, iou) = seg.model().expect("a SAM family").decode(ref_emb_t, &batch);
     let masks = to_vec(masks).unwrap();
     let iou = to_vec(iou).unwrap();
     let (ref_logits, _) = g.f32("low_res_logits");

@@ -35,7 +35,7 @@ fn wgpu_decoder_matches_cpu() {
     };
     let run = |seg: &Segmenter, dev: &burn::tensor::Device| {
         let e = Tensor::<4>::from_data(TensorData::new(emb.clone(), [1, 256, 64, 64]), dev);
-        let (m, i) = seg.model().decode(e, &batch);
+        let (m, i) = seg.model().expect("a SAM family").decode(e, &batch);
         (to_vec(m).unwrap(), to_vec(i).unwrap())
     };
     let (mc, ic) = run(&on_cpu, &cpu);
@@ -60,8 +60,8 @@ fn wgpu_tiny_vit_stage_matches_cpu() {
     let x = |d: &burn::tensor::Device| {
         Tensor::<4>::from_data(TensorData::new(input.clone(), [1, 3, 256, 256]), d)
     };
-    let ec = to_vec(on_cpu.model().embed(x(&cpu))).unwrap();
-    let eg = to_vec(on_gpu.model().embed(x(&gpu))).unwrap();
+    let ec = to_vec(on_cpu.model().expect("a SAM family").embed(x(&cpu))).unwrap();
+    let eg = to_vec(on_gpu.model().expect("a SAM family").embed(x(&gpu))).unwrap();
     let d = max_abs_diff(&ec, &eg);
     println!("wgpu vs cpu: TinyViT embedding max |Δ| {d:.2e}");
     assert!(d <= 5e-3, "wgpu encoder differs from cpu by {d}");

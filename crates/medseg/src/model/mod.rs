@@ -79,18 +79,23 @@ impl Sam {
         }
         sd.check_finite()?;
         let mut l = Loader::new(sd, device);
-        let image_encoder = match family {
-            ModelFamily::MedSam => ImageEncoder::ViT(Box::new(ImageEncoderViT::load(
-                &mut l,
-                "image_encoder",
-                &ViTConfig::vit_b(),
-            ))),
-            ModelFamily::LiteMedSam => ImageEncoder::TinyViT(Box::new(TinyViT::load(
-                &mut l,
-                "image_encoder",
-                &TinyViTConfig::lite_medsam(),
-            ))),
-        };
+        let image_encoder =
+            match family {
+                ModelFamily::MedSam => ImageEncoder::ViT(Box::new(ImageEncoderViT::load(
+                    &mut l,
+                    "image_encoder",
+                    &ViTConfig::vit_b(),
+                ))),
+                ModelFamily::LiteMedSam => ImageEncoder::TinyViT(Box::new(TinyViT::load(
+                    &mut l,
+                    "image_encoder",
+                    &TinyViTConfig::lite_medsam(),
+                ))),
+                ModelFamily::MedSam2 => return Err(Error::InvalidOption(
+                    "MedSAM2 is a SAM 2 model: build it with model::sam2::Sam2 (or a Segmenter)"
+                        .into(),
+                )),
+            };
         let s = family.image_size();
         let prompt_encoder =
             PromptEncoder::load(&mut l, "prompt_encoder", 256, (64, 64), (s, s), 16);

@@ -142,6 +142,11 @@ impl Sam2 {
         }
     }
 
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// `forward_image`: a normalised `[1, 3, S, S]` slice → its features.
     pub fn encode_image(&self, x: Tensor<4>) -> FrameFeatures {
         let out = self.image_encoder.forward(x);
@@ -190,12 +195,8 @@ impl Sam2 {
         let masks = to_vec(out.masks)?;
         let iou = to_vec(out.iou)?;
         let plane = masks.len() / 4;
-        let (chosen, token) = if multimask {
-            (vec![1, 2, 3], None)
-        } else {
-            let pick = stable_or_best(&masks, &iou, plane);
-            (vec![pick], Some(0))
-        };
+        let chosen = choose(&masks, &iou, plane, multimask);
+        let token = (!multimask).then_some(0);
         let present = object_score > 0.0;
         let gate = |v: f32| if present { v } else { NO_OBJ_SCORE };
         let candidates: Vec<f32> = chosen
@@ -222,6 +223,36 @@ impl Sam2 {
             obj_ptr,
             object_score,
         })
+    }
+
+    /// `SAM2ImagePredictor._predict` on `image_embed` (`[1, C, g, g]`, features with
+    /// `no_mem_embed`) for a batch of prompts already in SAM 2's packing (boxes as points 2, 3):
+    /// logits `[B, M, 4g, 4g]`, IoU `[B, M]` and `M` (3 with `multimask`, else 1: the single
+    /// mask, or the best multimask one when the single one is unstable). No object gate, as
+    /// the image predictor.
+    pub fn predict(
+        &self,
+        image_embed: Tensor<4>,
+        high_res: &HighRes,
+        prompts: &PromptBatch,
+        multimask: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+        let (sparse, dense) = self.prompt_encoder.forward(prompts);
+        let pe = self.prompt_encoder.dense_pe();
+        let out = self
+            .mask_decoder
+            .forward(image_embed, pe, sparse, dense, high_res);
+        let masks = to_vec(out.masks)?;
+        let iou = to_vec(out.iou)?;
+        let plane = masks.len() / iou.len();
+        let (mut logits, mut ious) = (Vec::new(), Vec::new());
+        for (m, q) in masks.chunks(4 * plane).zip(iou.chunks(4)) {
+            for i in choose(m, q, plane, multimask) {
+                logits.extend_from_slice(&m[i * plane..(i + 1) * plane]);
+                ious.push(q[i]);
+            }
+        }
+        Ok((logits, ious, if multimask { 3 } else { 1 }))
     }
 
     /// `_encode_new_memory`: the slice's (unconditioned) features and its chosen low-res
@@ -316,6 +347,16 @@ impl Sam2 {
             pos: Tensor::cat(pos, 1),
             num_obj_ptr_tokens: n_ptr,
         }
+    }
+}
+
+/// The decoder outputs one prompt keeps: the three multimask ones, or one by
+/// [`stable_or_best`].
+fn choose(masks: &[f32], iou: &[f32], plane: usize, multimask: bool) -> Vec<usize> {
+    if multimask {
+        vec![1, 2, 3]
+    } else {
+        vec![stable_or_best(masks, iou, plane)]
     }
 }
 

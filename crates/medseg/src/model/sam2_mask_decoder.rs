@@ -113,13 +113,15 @@ impl Sam2MaskDecoder {
             .expand([b, 2 + nm, c]);
         let tokens = Tensor::cat(vec![out_tokens, sparse], 1);
         let pos = image_pe.expand([b, c, h, w]);
+        let image = image.expand([b, c, h, w]); // `repeat_image` for a batch of prompts
         let (hs, src) = self.transformer.forward(image + dense, pos, tokens);
         let token = |i: usize| hs.clone().slice([0..b, i..i + 1, 0..c]).reshape([b, c]);
         let k = self.kernels;
         let src = k.transpose12(src).reshape([b, c, h, w]);
-        let up = self.up1.forward(src) + high_res.s1.clone();
-        let up = k.gelu(self.up_ln.forward(up));
-        let up = k.gelu(self.up2.forward(up) + high_res.s0.clone()); // [B, C/8, 4h, 4w]
+        let up = self.up1.forward(src);
+        let up = up.clone() + high_res.s1.clone().expand(up.dims());
+        let up = self.up2.forward(k.gelu(self.up_ln.forward(up)));
+        let up = k.gelu(up.clone() + high_res.s0.clone().expand(up.dims())); // [B, C/8, 4h, 4w]
         let [_, cu, hu, wu] = up.dims();
         let hyper: Vec<Tensor<2>> = (0..nm)
             .map(|i| self.hypernetworks[i].forward(token(2 + i)))
