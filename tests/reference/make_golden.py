@@ -182,40 +182,7 @@ def lite_case(model, name, box):
 # --------------------------------------------------------------------------------------
 # SAM ViT-B (MedSAM architecture) with seeded random weights, as MedSAM_Inference.py
 # --------------------------------------------------------------------------------------
-M64 = (1 << 64) - 1
-
-
-def splitmix64(x):
-    """Vectorised splitmix64 on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def random_tensor(index, name, shape, seed=2024):
-    """The generator that medseg reimplements bit for bit (`medseg::testing::seeded_random_state_dict`).
-
-    Element j of the tensor numbered `index` (state_dict keys in sorted order):
-      z = splitmix64(seed * 2^40 + index * 2^32 + j ... ) -> u = (z >> 40) / 2^24 in [0, 1)
-      v = (2u - 1) * scale   (float64, then float32), or 1 + 0.1 (2u - 1) for norm weights.
-    Every float tensor is randomised, pos_embed and rel_pos included.
-    """
-    n = int(np.prod(shape))
-    j = np.arange(n, dtype=np.uint64)
-    base = np.uint64((seed << 40) + (index << 32))
-    z = splitmix64(base + j)
-    u = (z >> np.uint64(40)).astype(np.float64) / float(1 << 24)
-    s = 2.0 * u - 1.0
-    if len(shape) >= 2 and "rel_pos" not in name and "pos_embed" not in name:
-        fan_in = int(np.prod(shape[1:]))
-        v = s * np.sqrt(3.0 / fan_in)
-    elif name.endswith("weight") and len(shape) == 1:
-        v = 1.0 + 0.1 * s
-    else:
-        v = 0.1 * s
-    return v.astype(np.float32).reshape(shape)
+from seeded import random_tensor, splitmix64  # noqa: E402,F401  (numpy only; pytest uses it too)
 
 
 def vit_b_case(name, box):

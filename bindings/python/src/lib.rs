@@ -197,7 +197,7 @@ impl Embedding {
         self.inner.frame().content
     }
 
-    /// The embedding tensor, (1, 256, 64, 64) float32.
+    /// The embedding tensor, (1, 256, 64, 64) float32 (MedSAM2: (1, 256, 32, 32)).
     fn tensor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let t = self.inner.tensor().clone();
         let shape = t.dims().to_vec();
@@ -273,8 +273,9 @@ impl Segmenter {
     }
 
     /// Decode prompts. `boxes` (N, 4) float64, `points` (P, 2), `labels` (P,), `mask_input`
-    /// a (256, 256) float32 array. Returns masks (N, M, H, W) — bool, or float32 logits at the
-    /// image size with `return_logits` — scores (N, M), low-res logits (N, M, 256, 256).
+    /// a (256, 256) float32 array (MedSAM2: (128, 128)). Returns masks (N, M, H, W) — bool, or
+    /// float32 logits at the image size with `return_logits` — scores (N, M), low-res logits
+    /// (N, M, 256, 256) (MedSAM2: 128 × 128).
     #[pyo3(signature = (boxes=None, points=None, labels=None, mask_input=None, multimask=false, embedding=None, return_logits=false))]
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn predict<'py>(
@@ -308,11 +309,12 @@ impl Segmenter {
                 labels.len()
             )));
         }
+        let side = self.inner.family().low_res_side();
         let mask_input = match mask_input {
             None => None,
-            Some(m) if m.shape() != [256, 256] => {
+            Some(m) if m.shape() != [side, side] => {
                 return Err(PyValueError::new_err(format!(
-                    "mask_input: expected shape (256, 256), got {:?}",
+                    "mask_input: expected shape ({side}, {side}), got {:?}",
                     m.shape()
                 )))
             }
@@ -345,7 +347,7 @@ impl Segmenter {
         };
         let scores = Array2::from_shape_vec((b, m), p.iou_predictions).map_err(shape_err)?;
         let logits =
-            Array4::from_shape_vec((b, m, 256, 256), p.low_res_logits).map_err(shape_err)?;
+            Array4::from_shape_vec((b, m, p.low_res, p.low_res), p.low_res_logits).map_err(shape_err)?;
         Ok((masks, scores.into_pyarray(py), logits.into_pyarray(py)))
     }
 

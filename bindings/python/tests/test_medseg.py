@@ -434,3 +434,80 @@ def test_cohort_serially_again_and_on_a_local_dask_cluster(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 1 and "1 of 7 cases failed" in run.stderr, run.stderr
     assert _same(medseg.batch(str(csv), tmp_path / "cli"), serial)
+
+
+def _bilinear(plane, h, w):
+    """`F.interpolate(mode="bilinear", align_corners=False)` of one 2D plane, in float32."""
+    def taps(o, i):
+        s = np.maximum((np.arange(o, dtype=np.float32) + np.float32(0.5)) * np.float32(i / o)
+                       - np.float32(0.5), 0)
+        i0 = np.minimum(s.astype(np.int64), i - 1)
+        i1 = np.minimum(i0 + 1, i - 1)
+        l1 = (s - i0).astype(np.float32)
+        return i0, i1, np.float32(1) - l1, l1
+    y0, y1, hy0, hy1 = taps(h, plane.shape[0])
+    x0, x1, wx0, wx1 = taps(w, plane.shape[1])
+    top = plane[y0][:, x0] * wx0 + plane[y0][:, x1] * wx1
+    bottom = plane[y1][:, x0] * wx0 + plane[y1][:, x1] * wx1
+    return hy0[:, None] * top + hy1[:, None] * bottom
+
+
+def _component(seed, within):
+    """The 6-connected component of `within` holding `seed` (repeated dilation)."""
+    cur = seed & within
+    while True:
+        nxt = cur.copy()
+        for axis in range(3):
+            nxt |= np.roll(cur, 1, axis) & (np.arange(cur.shape[axis]) > 0).reshape(
+                [-1 if a == axis else 1 for a in range(3)])
+            nxt |= np.roll(cur, -1, axis) & (np.arange(cur.shape[axis]) < cur.shape[axis] - 1).reshape(
+                [-1 if a == axis else 1 for a in range(3)])
+        nxt &= within
+        if np.array_equal(nxt, cur):
+            return cur
+        cur = nxt
+
+
+def test_medsam2_volume_and_slice_match_the_reference(tmp_path):
+    """MedSAM2 with the parity tests' seeded weights (written as a user's checkpoint) on the
+    golden template slices: the 3D mask is the official passes' union, the key slice's 2D
+    logits the official ones."""
+    sys.path.insert(0, str(ROOT / "tests" / "reference"))
+    import seeded
+    sd = seeded.state_dict((FIX / "golden" / "medsam2_layout.txt").read_text())
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += np.float32(6.0)  # OBJ_BIAS
+    weights = tmp_path / "medsam2_random.safetensors"
+    seeded.write_safetensors(weights, sd)
+    g = np.load(FIX / "golden" / "medsam2_volume.npz")
+    u8, key, box = g["slices_u8"], int(g["key"][0]), g["box"].astype(np.float64)
+    seg = medseg.Segmenter("medsam2", weights=str(weights))
+    assert seg.model == "medsam2"
+
+    mask, stats = seg.segment_volume(u8.astype(np.float32) + 0.5, key, box, spacing=(2, 1, 1),
+                                     window="127.5,255", modality="mr")
+    z, h, w = u8.shape
+    low = g["low_res"]
+    theirs = np.zeros((z, h, w), bool)
+    for p in range(2):
+        for s in range(z):
+            if not np.isnan(low[p, s, 0, 0]):
+                theirs[s] |= _bilinear(low[p, s], h, w) > 0
+    assert mask.shape == (z, h, w) and mask.any()
+    # medseg keeps the largest 3D component of this union (the script's last step): the mask
+    # is the whole 6-connected component of the union around any of its voxels, and holds
+    # more than half of the union.
+    seed = np.zeros_like(mask)
+    seed[tuple(np.argwhere(mask)[0])] = True
+    assert np.array_equal(_component(seed, theirs), mask)
+    assert 2 * mask.sum() > theirs.sum()
+    assert stats["voxels"] == int(mask.sum())
+
+    masks, scores, logits = seg.predict(box=box, embedding=seg.embed(u8[key]))
+    assert masks.shape == (1, h, w) and logits.shape == (1, 128, 128)
+    assert np.abs(logits[0] - g["key_mask"]).max() <= 5e-3
+    seg.set_image(u8[key])
+    assert seg.get_image_embedding().shape == (1, 256, 32, 32)
+    with pytest.raises(ValueError, match=r"\(128, 128\)"):
+        seg.predict(box=box, mask_input=np.zeros((256, 256), np.float32))
+    with pytest.raises(medseg.MedsegError, match="MedSAM2_latest.pt"):
+        medseg.Segmenter("medsam2")

@@ -687,3 +687,73 @@ fn batch_records_each_case_and_skips_finished_ones_on_a_rerun() {
         "unknown column \"slice\"",
     );
 }
+
+/// MedSAM2 with the parity test's seeded weights (written to a file as a user's checkpoint)
+/// on the 14 template slices of `medsam2_volume.npz`, as NIfTI: the mask is the reference
+/// passes' union (largest component), the key logits are 128×128, the overlay is drawn.
+#[test]
+fn segment_a_volume_with_medsam2() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
+    let mut sd = medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024);
+    let bias = sd
+        .tensors
+        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+        .unwrap();
+    bias.data.iter_mut().for_each(|v| *v += 6.0); // the reference's OBJ_BIAS
+    let weights = dir.path().join("medsam2_random.safetensors");
+    sd.save_safetensors(&weights).unwrap();
+
+    let mut g = golden("medsam2_volume.npz");
+    let slices: ndarray::ArrayD<u8> = g.by_name("slices_u8").unwrap();
+    let dims = [slices.shape()[0], slices.shape()[1], slices.shape()[2]];
+    let data = slices.iter().map(|&v| f32::from(v) + 0.5).collect();
+    let vol = medseg::Volume::new(data, dims, [2.0, 1.0, 1.0], medseg::Modality::Mr).unwrap();
+    let input = dir.path().join("template.nii.gz");
+    medseg::io::nifti::write_volume(&input, &vol).unwrap();
+
+    let (mask, logits, overlay) = (
+        dir.path().join("mask.nii.gz"),
+        dir.path().join("key_logits.npy"),
+        dir.path().join("overlay.png"),
+    );
+    let (out, _) = succeeds(&[
+        "segment", "--model", "medsam2", "--weights", weights.to_str().unwrap(),
+        "--input", input.to_str().unwrap(), "--slice", "4", "--box", "60,80,140,150",
+        "--window", "127.5,255", "--output", mask.to_str().unwrap(),
+        "--logits", logits.to_str().unwrap(), "--overlay", overlay.to_str().unwrap(),
+    ]);
+    assert!(out.contains("lesion volume:") && out.contains(" mL"), "{out}");
+    let ours: Vec<bool> = medseg::io::read_volume(&mask).unwrap().data.iter().map(|&v| v > 0.5).collect();
+
+    let low: ndarray::ArrayD<f32> = g.by_name("low_res").unwrap();
+    let low: Vec<f32> = low.iter().copied().collect();
+    let [z, h, w] = dims;
+    let mut theirs = vec![false; z * h * w];
+    for (i, plane) in low.chunks(128 * 128).enumerate() {
+        if plane[0].is_nan() {
+            continue;
+        }
+        let s = i % z;
+        let up = medseg::preprocess::bilinear_resize(plane, 128, 128, h, w);
+        for (m, v) in theirs[s * h * w..(s + 1) * h * w].iter_mut().zip(up) {
+            *m |= v > 0.0;
+        }
+    }
+    medseg::volume::largest_component(&mut theirs, dims);
+    let agree = iou(&ours, &theirs);
+    assert!(agree >= 0.99, "IoU {agree} with the reference's passes");
+    let key: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
+    assert_eq!(key.shape(), [128, 128]);
+    assert!(image::open(&overlay).is_ok(), "overlay written");
+
+    // Without --weights: what is missing and where it comes from.
+    let run = medseg()
+        .args(["segment", "--model", "medsam2", "--input", input.to_str().unwrap()])
+        .args(["--box", "60,80,140,150", "--output"])
+        .arg(dir.path().join("m2.nii.gz"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("MedSAM2_latest.pt"), "{err}");
+}

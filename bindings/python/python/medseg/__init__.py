@@ -92,11 +92,13 @@ def _check_image(image) -> np.ndarray:
 
 
 class Segmenter:
-    """A MedSAM / LiteMedSAM model, used like ``segment_anything.SamPredictor``.
+    """A MedSAM / LiteMedSAM / MedSAM2 model, used like ``segment_anything.SamPredictor``.
 
     ``model`` is ``"lite-medsam"`` (default weights: the official ``lite_medsam.pth`` from the
     cache, put there once by ``medseg.fetch_weights()``; building a Segmenter never uses the
-    network) or ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``).
+    network), ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``) or ``"medsam2"`` (pass
+    ``weights="MedSAM2_latest.pt"``; 3D by memory propagation, 128 x 128 low-res logits and
+    mask inputs, a (1, 256, 32, 32) embedding; see docs/medsam2.md).
     ``device`` is ``"cpu"`` or, in builds with the wgpu feature, ``"wgpu"``.
 
     Where it differs from ``SamPredictor``: ``multimask_output`` defaults to ``False`` (MedSAM
@@ -157,7 +159,8 @@ class Segmenter:
         self._size = None
 
     def get_image_embedding(self) -> np.ndarray:
-        """The (1, 256, 64, 64) float32 embedding of the image set by ``set_image``."""
+        """The (1, 256, 64, 64) float32 embedding of the image set by ``set_image`` (MedSAM2:
+        (1, 256, 32, 32))."""
         emb = self._inner.current_embedding()
         if emb is None:
             raise MedsegError("no image set: call set_image(image) first")
@@ -224,10 +227,11 @@ class Segmenter:
         mask = None
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)
-            if m.shape == (1, 256, 256):
+            side = 128 if self.model == "medsam2" else 256
+            if m.shape == (1, side, side):
                 m = m[0]
-            if m.shape != (256, 256):
-                raise ValueError(f"mask_input: expected shape (256, 256), got {m.shape}")
+            if m.shape != (side, side):
+                raise ValueError(f"mask_input: expected shape ({side}, {side}), got {m.shape}")
             mask = np.ascontiguousarray(m)
         masks, scores, logits = self._inner.predict(
             boxes, points, labels, mask, multimask_output, embedding, return_logits)
@@ -254,7 +258,9 @@ class Segmenter:
         max_drift: float = 40.0,
         uneven_slices: str = "error",
     ) -> Tuple[np.ndarray, dict]:
-        """3D segmentation from one box on a key slice, propagated slice by slice.
+        """3D segmentation from one box on a key slice, propagated slice by slice (MedSAM2:
+        by its memory, both directions, always the largest component; ``official_fallback``
+        and ``max_drift`` apply to the chain rule of the other families only).
 
         ``volume`` is a path (DICOM file or series folder, NIfTI-1), read with its geometry
         (what the reader notes comes as ``ReadWarning``; a series with uneven slices is
