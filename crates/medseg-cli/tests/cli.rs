@@ -695,7 +695,8 @@ fn batch_records_each_case_and_skips_finished_ones_on_a_rerun() {
 fn segment_a_volume_with_medsam2() {
     let dir = tempfile::tempdir().unwrap();
     let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
-    let mut sd = medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024);
+    let mut sd =
+        medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024);
     let bias = sd
         .tensors
         .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
@@ -718,13 +719,36 @@ fn segment_a_volume_with_medsam2() {
         dir.path().join("overlay.png"),
     );
     let (out, _) = succeeds(&[
-        "segment", "--model", "medsam2", "--weights", weights.to_str().unwrap(),
-        "--input", input.to_str().unwrap(), "--slice", "4", "--box", "60,80,140,150",
-        "--window", "127.5,255", "--output", mask.to_str().unwrap(),
-        "--logits", logits.to_str().unwrap(), "--overlay", overlay.to_str().unwrap(),
+        "segment",
+        "--model",
+        "medsam2",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--slice",
+        "4",
+        "--box",
+        "60,80,140,150",
+        "--window",
+        "127.5,255",
+        "--output",
+        mask.to_str().unwrap(),
+        "--logits",
+        logits.to_str().unwrap(),
+        "--overlay",
+        overlay.to_str().unwrap(),
     ]);
-    assert!(out.contains("lesion volume:") && out.contains(" mL"), "{out}");
-    let ours: Vec<bool> = medseg::io::read_volume(&mask).unwrap().data.iter().map(|&v| v > 0.5).collect();
+    assert!(
+        out.contains("lesion volume:") && out.contains(" mL"),
+        "{out}"
+    );
+    let ours: Vec<bool> = medseg::io::read_volume(&mask)
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| v > 0.5)
+        .collect();
 
     let low: ndarray::ArrayD<f32> = g.by_name("low_res").unwrap();
     let low: Vec<f32> = low.iter().copied().collect();
@@ -749,11 +773,20 @@ fn segment_a_volume_with_medsam2() {
 
     // Without --weights: what is missing and where it comes from.
     let run = medseg()
-        .args(["segment", "--model", "medsam2", "--input", input.to_str().unwrap()])
+        .args([
+            "segment",
+            "--model",
+            "medsam2",
+            "--input",
+            input.to_str().unwrap(),
+        ])
         .args(["--box", "60,80,140,150", "--output"])
         .arg(dir.path().join("m2.nii.gz"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success() && err.contains("MedSAM2_latest.pt"), "{err}");
+    assert!(
+        !run.status.success() && err.contains("MedSAM2_latest.pt"),
+        "{err}"
+    );
 }

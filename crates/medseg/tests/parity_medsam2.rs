@@ -468,3 +468,16 @@ fn medsam2_weights_are_checked() {
     let err = Segmenter::from_default_weights(ModelFamily::MedSam2, &device).unwrap_err();
     assert!(err.to_string().contains("MedSAM2_latest.pt"), "{err}");
 }
+
+/// The same stages on the wgpu backend (lavapipe in CI): the key slice and the first tracked
+/// one, at the CPU test's tolerances.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_key_and_first_tracked_slice_match_sam2() {
+    let device = medseg::wgpu();
+    let model = Sam2::from_state_dict(&medsam2_state_dict(), 512, &device).unwrap();
+    let mut g = Golden::open("golden/medsam2_volume.npz");
+    let case = Case::read(&mut g);
+    let input = |z: usize| normalised(&case.resized(z), &device);
+    key_slice_stages(&model, &case, &mut g, &input);
+}
