@@ -346,8 +346,8 @@ impl Segmenter {
             a.into_pyarray(py).into_any()
         };
         let scores = Array2::from_shape_vec((b, m), p.iou_predictions).map_err(shape_err)?;
-        let logits =
-            Array4::from_shape_vec((b, m, p.low_res, p.low_res), p.low_res_logits).map_err(shape_err)?;
+        let logits = Array4::from_shape_vec((b, m, p.low_res, p.low_res), p.low_res_logits)
+            .map_err(shape_err)?;
         Ok((masks, scores.into_pyarray(py), logits.into_pyarray(py)))
     }
 

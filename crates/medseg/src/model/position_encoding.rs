@@ -14,7 +14,7 @@ pub fn sine(channels: usize, h: usize, w: usize) -> Vec<f32> {
     let embed = |i: usize, n: usize| (i + 1) as f32 / (n as f32 + 1e-6) * scale;
     let feature = |v: f32, k: usize| {
         let p = v / dim_t[k];
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             p.sin()
         } else {
             p.cos()
