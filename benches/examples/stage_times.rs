@@ -27,16 +27,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn peak_rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .map(|k| k / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Seeded random weights (seed 2024) of the layout in `tests/fixtures/golden/{file}`, with
 /// BatchNorm variances made positive.
 fn random_weights(root: &std::path::Path, file: &str) -> medseg::Result<StateDict> {
@@ -150,7 +140,7 @@ fn main() -> medseg::Result<()> {
         median(enc),
         median(dec),
         median(next),
-        peak_rss_mb()
+        medseg_benches::peak_rss_mb()
     );
     Ok(())
 }

@@ -22,16 +22,6 @@ use medseg::{io, EmptySlice, Image, Intensity, ModelFamily, Segmenter, VolumeOpt
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn peak_rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .map(|k| k / 1024.0)
-        .unwrap_or(0.0)
-}
-
 fn io_err(path: &std::path::Path, e: std::io::Error) -> medseg::Error {
     medseg::Error::Io {
         path: path.to_path_buf(),
@@ -125,7 +115,7 @@ fn main() -> medseg::Result<()> {
         res.slices_run.len(),
         res.slices_run.len() as f64 / total,
         res.stats.voxels,
-        peak_rss_mb()
+        medseg_benches::peak_rss_mb()
     );
     Ok(())
 }

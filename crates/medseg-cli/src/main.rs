@@ -83,8 +83,10 @@ struct SegmentArgs {
     /// geometry), or .npy (uint8, 0/1)
     #[arg(long)]
     output: PathBuf,
-    /// Also write the decoder's low-res logits (of the key slice; 256×256, MedSAM2 128×128) as
-    /// float32 .npy
+    /// Also write mask logits as float32 .npy: for an image the decoder's low-res logits
+    /// (256×256, MedSAM2 128×128); for a volume `(2, Z, H, W)` at the input resolution, pass 0
+    /// the key slice and those above it (MedSAM2: its forward pass), pass 1 the key slice and
+    /// those below (its backward pass), NaN on slices a pass did not visit
     #[arg(long)]
     logits: Option<PathBuf>,
     /// Key slice of a volume (default: the middle slice)
@@ -203,6 +205,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
     opts.intensity = intensity;
     opts.largest_component = a.largest_component;
     opts.max_intensity_drift = max_drift;
+    opts.keep_pass_logits = a.logits.is_some();
     if a.official_fallback {
         opts.on_empty = EmptySlice::KeyBoxFallback;
     }
@@ -328,10 +331,10 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
             .unwrap_or(Intensity::default_for(vol.modality));
         medseg::volume::to_u8(&vol.data, rule)
     });
-    if let Some(l) = job.logits {
+    if let (Some(l), Some(all)) = (job.logits, &res.pass_logits) {
+        let [z, h, w] = vol.dims;
         stage(&mut outputs, l, |p| {
-            let side = res.key_prediction.low_res;
-            io::write_npy_f32(p, res.key_prediction.logits(0, 0), &[side, side])
+            io::write_npy_f32(p, all, &[2, z, h, w])
         })?;
     }
     if let (Some(o), Some(img8)) = (job.overlay, &img8) {

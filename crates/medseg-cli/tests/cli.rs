@@ -715,7 +715,7 @@ fn segment_a_volume_with_medsam2() {
 
     let (mask, logits, overlay) = (
         dir.path().join("mask.nii.gz"),
-        dir.path().join("key_logits.npy"),
+        dir.path().join("pass_logits.npy"),
         dir.path().join("overlay.png"),
     );
     let (out, _) = succeeds(&[
@@ -767,8 +767,28 @@ fn segment_a_volume_with_medsam2() {
     medseg::volume::largest_component(&mut theirs, dims);
     let agree = iou(&ours, &theirs);
     assert!(agree >= 0.99, "IoU {agree} with the reference's passes");
-    let key: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
-    assert_eq!(key.shape(), [128, 128]);
+    // --logits: (2, Z, H, W), each pass's logits at the input size, NaN where it did not go.
+    let passes: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
+    assert_eq!(passes.shape(), [2, z, h, w]);
+    let passes: Vec<f32> = passes.iter().copied().collect();
+    for (i, (ours, low)) in passes.chunks(h * w).zip(low.chunks(128 * 128)).enumerate() {
+        assert_eq!(
+            ours[0].is_nan(),
+            low[0].is_nan(),
+            "pass {} slice {}",
+            i / z,
+            i % z
+        );
+        if !low[0].is_nan() {
+            let up = medseg::preprocess::bilinear_resize(low, 128, 128, h, w);
+            let d = ours
+                .iter()
+                .zip(&up)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 5e-3, "pass {} slice {}: max |Δ| {d}", i / z, i % z);
+        }
+    }
     assert!(image::open(&overlay).is_ok(), "overlay written");
 
     // Without --weights: what is missing and where it comes from.

@@ -50,6 +50,9 @@ pub struct VolumeOptions {
     /// Stop when a slice's mean 8-bit intensity inside the mask differs from the key
     /// slice's by more than this many grey levels (`None`: never).
     pub max_intensity_drift: Option<f64>,
+    /// Keep every visited slice's logits at the input resolution
+    /// ([`VolumeSegmentation::pass_logits`]); `2 × Z × H × W` floats.
+    pub keep_pass_logits: bool,
 }
 
 impl VolumeOptions {
@@ -64,6 +67,7 @@ impl VolumeOptions {
             margin: 3,
             largest_component: false,
             max_intensity_drift: Some(40.0),
+            keep_pass_logits: false,
         }
     }
 }
@@ -81,6 +85,32 @@ pub struct VolumeSegmentation {
     pub boxes: Vec<(usize, [f64; 4])>,
     /// The key slice's prediction (its low-res logits, predicted IoU and mask).
     pub key_prediction: Prediction,
+    /// With [`VolumeOptions::keep_pass_logits`]: `[2, Z, H, W]` mask logits at the input
+    /// resolution, pass 0 the key slice and the slices above it (MedSAM2: its forward pass),
+    /// pass 1 the key slice and those below (its backward pass); NaN where a pass did not run
+    /// (or ran and stopped: a slice past the drift limit is not part of the result).
+    pub pass_logits: Option<Vec<f32>>,
+}
+
+/// `[2, Z, H, W]` NaN planes for [`VolumeSegmentation::pass_logits`], when asked for.
+pub(crate) fn empty_pass_logits(opts: &VolumeOptions, dims: [usize; 3]) -> Option<Vec<f32>> {
+    opts.keep_pass_logits
+        .then(|| vec![f32::NAN; 2 * dims.iter().product::<usize>()])
+}
+
+/// Write slice `z`'s logits at the input resolution into pass `pass` of `all`.
+pub(crate) fn record_pass(
+    all: &mut Option<Vec<f32>>,
+    pass: usize,
+    z: usize,
+    dims: [usize; 3],
+    logits: Vec<f32>,
+) {
+    if let Some(all) = all {
+        let n = dims[1] * dims[2];
+        let at = (pass * dims[0] + z) * n;
+        all[at..at + n].copy_from_slice(&logits);
+    }
 }
 
 /// The drift limit from a user's number of grey levels: 0 disables the rule; a negative or
@@ -172,6 +202,7 @@ impl Segmenter {
             key_mean: None,
             total: zhi - zlo + 1,
             progress,
+            pass_logits: empty_pass_logits(opts, vol.dims),
         };
         let key_prediction = run.key_slice()?;
         run.direction(opts.key_slice + 1..=zhi, 1)?;
@@ -180,6 +211,7 @@ impl Segmenter {
             mut mask,
             slices_run,
             boxes,
+            pass_logits,
             ..
         } = run;
         if opts.largest_component {
@@ -192,6 +224,7 @@ impl Segmenter {
             slices_run,
             boxes,
             key_prediction,
+            pass_logits,
         })
     }
 }
@@ -212,6 +245,8 @@ struct Propagation<'a> {
     key_mean: Option<f64>,
     total: usize,
     progress: &'a mut dyn FnMut(usize, usize),
+    /// `[2, Z, H, W]` logits when kept.
+    pass_logits: Option<Vec<f32>>,
 }
 
 impl Propagation<'_> {
@@ -219,6 +254,8 @@ impl Propagation<'_> {
     fn key_slice(&mut self) -> Result<Prediction> {
         let (z, bbox) = (self.opts.key_slice, self.opts.bbox);
         let (pred, mean) = self.run_slice(z, self.frame.box_to_model(bbox))?;
+        self.record(0, z, &pred);
+        self.record(1, z, &pred);
         self.key_mean = mean;
         self.keep(z, pred.mask(0, 0), bbox);
         Ok(pred)
@@ -236,6 +273,7 @@ impl Propagation<'_> {
             if self.drifted(mean) {
                 break;
             }
+            self.record(usize::from(step < 0), z, &pred);
             self.keep(z, pred.mask(0, 0), next.pixels);
         }
         Ok(())
@@ -280,6 +318,14 @@ impl Propagation<'_> {
             .filter(|(inside, _)| **inside)
             .fold((0.0, 0usize), |(s, c), (_, &v)| (s + v as f64, c + 1));
         Ok((pred, (count > 0).then(|| sum / count as f64)))
+    }
+
+    /// Keep slice `z`'s logits at the input resolution in pass `pass`, when asked for.
+    fn record(&mut self, pass: usize, z: usize, pred: &Prediction) {
+        if self.pass_logits.is_some() {
+            let logits = self.frame.logits_at_image(pred.logits(0, 0));
+            record_pass(&mut self.pass_logits, pass, z, self.dims, logits);
+        }
     }
 
     /// Record slice `z`'s mask and box.

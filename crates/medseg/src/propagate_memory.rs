@@ -21,7 +21,9 @@ use crate::model::memory_bank::MemoryBank;
 use crate::model::prompt_encoder::Points;
 use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
 use crate::preprocess::Image;
-use crate::propagate::{check_options, to_u8_checked, VolumeOptions, VolumeSegmentation};
+use crate::propagate::{
+    check_options, empty_pass_logits, record_pass, to_u8_checked, VolumeOptions, VolumeSegmentation,
+};
 use crate::segmenter::Prediction;
 use crate::volume::{largest_component, LesionStats, Volume};
 
@@ -55,10 +57,15 @@ pub(crate) fn segment_volume(
     let mut mask = vec![false; vol.data.len()];
     let mut slices_run = Vec::new();
     let mut key_prediction = None;
+    let mut pass_logits = empty_pass_logits(opts, vol.dims);
     let mut visits = 0;
     let bbox = frame.box_to_model(opts.bbox);
     two_passes(model, frames, key, bbox, input, |pass, s, heads| {
         let z = zlo + s;
+        if pass_logits.is_some() {
+            let logits = frame.logits_at_image(&heads.low_res);
+            record_pass(&mut pass_logits, pass, z, vol.dims, logits);
+        }
         let m = frame.mask(&heads.low_res);
         for (o, &v) in mask[z * n..(z + 1) * n].iter_mut().zip(&m) {
             *o |= v;
@@ -82,6 +89,7 @@ pub(crate) fn segment_volume(
         boxes: vec![(opts.key_slice, opts.bbox)],
         key_prediction: key_prediction
             .ok_or_else(|| crate::Error::Backend("the key slice was not visited".into()))?,
+        pass_logits,
     })
 }
 

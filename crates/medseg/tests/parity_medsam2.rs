@@ -302,26 +302,25 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
             false,
         )
         .unwrap();
-    close(
-        "key mask logits",
-        &heads.low_res,
-        &g.f32("key_mask").0,
-        5e-3,
-    );
-    close("key IoU", &heads.iou, &g.f32("key_iou").0, 1e-4);
-    close(
-        "key object score",
-        &[heads.object_score],
-        &g.f32("key_obj_score").0,
-        1e-3,
-    );
     let mem = model.memory_features(&f, &heads, true);
-    close(
-        "key memory features",
-        &channels(mem, 4).0,
-        &g.f32("key_maskmem").0,
-        5e-3,
-    );
+    for (name, ours, golden, tol) in [
+        ("key mask logits", heads.low_res.clone(), "key_mask", 5e-3),
+        ("key IoU", heads.iou.clone(), "key_iou", 1e-4),
+        (
+            "key object score",
+            vec![heads.object_score],
+            "key_obj_score",
+            1e-3,
+        ),
+        (
+            "key memory features",
+            channels(mem, 4).0,
+            "key_maskmem",
+            5e-3,
+        ),
+    ] {
+        close(name, &ours, &g.f32(golden).0, tol);
+    }
 
     let key_memory = model.encode_memory(&f, &heads, true).unwrap();
     let bank = MemoryBank::new(case.key, key_memory, case.dims[0], false);
@@ -333,26 +332,26 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
         "the key slice's pointer, as 4 tokens of 64"
     );
     let pix = model.condition(&f, Some(&tokens));
+    let conditioned = channels(pix.clone(), 8).0;
     close(
         "next conditioned features",
-        &channels(pix.clone(), 8).0,
+        &conditioned,
         &g.f32("next_conditioned").0,
         5e-3,
     );
     let heads = model.sam_heads(pix, &f, medseg_no_points(), true).unwrap();
-    close(
-        "next candidate masks",
-        &heads.candidates,
-        &g.f32("next_masks").0,
-        5e-3,
-    );
-    close("next IoU", &heads.iou, &g.f32("next_iou").0, 1e-4);
-    close(
-        "next object score",
-        &[heads.object_score],
-        &g.f32("next_obj_score").0,
-        1e-3,
-    );
+    for (name, ours, golden, tol) in [
+        ("next candidate masks", heads.candidates, "next_masks", 5e-3),
+        ("next IoU", heads.iou, "next_iou", 1e-4),
+        (
+            "next object score",
+            vec![heads.object_score],
+            "next_obj_score",
+            1e-3,
+        ),
+    ] {
+        close(name, &ours, &g.f32(golden).0, tol);
+    }
 }
 
 /// The padding point a tracked slice's heads get.

@@ -38,6 +38,7 @@ fn synthetic_lesion_volume_is_recovered() {
     let mut opts = VolumeOptions::new(key, bbox);
     opts.largest_component = true;
     opts.intensity = Some(medseg::Intensity::MinMax);
+    opts.keep_pass_logits = true;
     let mut calls = 0;
     let res = seg
         .segment_volume(&vol, &opts, &mut |done, total| {
@@ -76,6 +77,31 @@ fn synthetic_lesion_volume_is_recovered() {
     assert!(err.abs() <= 0.10, "volume error {:.1}%", 100.0 * err);
     // Propagation stopped at the first empty slice in each direction (default rule).
     assert!(res.slices_run.len() <= (z1 - z0 + 1) + 2);
+
+    // Pass logits: the key slice in both passes (its logits at the image size), slices above
+    // it only in pass 0 and below only in pass 1, NaN elsewhere; > 0 where the mask is.
+    let all = res.pass_logits.expect("asked for");
+    let [nz, ny, nx] = vol.dims;
+    let plane = |p: usize, z: usize| &all[(p * nz + z) * ny * nx..(p * nz + z + 1) * ny * nx];
+    let frame = seg.frame((ny, nx));
+    let key_logits = frame.logits_at_image(res.key_prediction.logits(0, 0));
+    assert_eq!(plane(0, key), &key_logits[..]);
+    assert_eq!(plane(1, key), &key_logits[..]);
+    for z in 0..nz {
+        let ran = res.slices_run.contains(&z);
+        assert_eq!(
+            !plane(0, z)[0].is_nan(),
+            ran && z >= key,
+            "pass 0 slice {z}"
+        );
+        assert_eq!(
+            !plane(1, z)[0].is_nan(),
+            ran && z <= key,
+            "pass 1 slice {z}"
+        );
+    }
+    let fg = plane(0, key + 2).iter().filter(|&&v| v > 0.0).count();
+    assert!(fg > 0, "slice {} has foreground logits", key + 2);
 }
 
 #[test]
