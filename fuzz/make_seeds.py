@@ -67,3 +67,14 @@ hdr = json.dumps({
 }).encode()
 hdr += b" " * (-len(hdr) % 8)
 out("checkpoint", "small.safetensors", struct.pack("<Q", len(hdr)) + hdr + a + b)
+
+# MedSAM2's checkpoint layout (every tensor name of SAM 2.1 Hiera-Tiny, in the order of
+# tests/fixtures/golden/medsam2_layout.txt), each tensor one float: the header a real
+# MedSAM2_latest.pt's safetensors conversion has, without its 156 MB.
+layout = os.path.join(here, "..", "tests", "fixtures", "golden", "medsam2_layout.txt")
+names = [l.split()[0] for l in open(layout).read().splitlines() if l.strip()]
+one = struct.pack("<f", 0.5)
+hdr = json.dumps({n: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+                  for i, n in enumerate(names)}).encode()
+hdr += b" " * (-len(hdr) % 8)
+out("checkpoint", "medsam2_names.safetensors", struct.pack("<Q", len(hdr)) + hdr + one * len(names))

@@ -1,11 +1,13 @@
 //! medseg's side of `benches/compare/compare_volume.sh`: one box → a whole volume, timed.
 //!
-//! `volume_times lite|vitb SLICES [OUT]` (threads: `RAYON_NUM_THREADS`). The volume is SLICES
+//! `volume_times lite|vitb|medsam2 SLICES [OUT]` (threads: `RAYON_NUM_THREADS`). The volume is SLICES
 //! axial slices of the MNI152 2009a T1 template (nilearn, `tests/data/fetch.sh`) around a
 //! SYNTHETIC ellipsoid lesion (`medseg::testing::implant_ellipsoid`) that reaches every slice;
 //! the propagation runs as LiteMedSAM's official 3D script does (every slice of the range, the
 //! key box when a mask comes back empty, no drift stop), so both sides do the same work.
-//! `lite` is the official checkpoint, `vitb` the seeded random ViT-B (same cost as MedSAM).
+//! `lite` is the official checkpoint, `vitb` the seeded random ViT-B (same cost as MedSAM),
+//! `medsam2` the parity tests' seeded random MedSAM2 (same cost as `MedSAM2_latest.pt`; its
+//! propagation is MedSAM2's own: both passes over every slice, by memory).
 //!
 //! Prints one JSON object: slices, total seconds, slices/s, the time spent mapping slices to
 //! 8 bits and into the model frame (the part that could overlap the encoder), peak RSS. With
@@ -54,14 +56,30 @@ fn volume(
     Ok((vol, slices / 2, bbox))
 }
 
+/// Seeded random weights (seed 2024) of the layout `tests/fixtures/golden/{file}`.
+fn seeded(root: &std::path::Path, file: &str) -> medseg::Result<StateDict> {
+    let path = root.join("tests/fixtures/golden").join(file);
+    let layout = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    Ok(seeded_random_state_dict(&parse_layout(&layout), 2024))
+}
+
 fn segmenter(root: &std::path::Path, which: &str) -> medseg::Result<Segmenter> {
     let device = medseg::cpu();
     match which {
         "vitb" => {
-            let path = root.join("tests/fixtures/golden/vit_b_layout.txt");
-            let layout = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-            let sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
+            let sd = seeded(root, "vit_b_layout.txt")?;
             Segmenter::from_state_dict(ModelFamily::MedSam, &sd, &device)
+        }
+        "medsam2" => {
+            let mut sd = seeded(root, "medsam2_layout.txt")?;
+            // As the parity tests and torch_medsam2.py: make the object present.
+            if let Some(b) = sd
+                .tensors
+                .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+            {
+                b.data.iter_mut().for_each(|v| *v += 6.0);
+            }
+            Segmenter::from_state_dict(ModelFamily::MedSam2, &sd, &device)
         }
         _ => {
             let sd = StateDict::load(weights::fetch_default()?)?;

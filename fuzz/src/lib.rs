@@ -95,6 +95,7 @@ pub fn checkpoint(data: &[u8]) {
         total += n;
     }
     let _ = sd.check_finite();
+    let _ = medseg::ModelFamily::detect(&sd); // every family's layout (MedSAM2's among the seeds)
     if total <= 1 << 20 {
         let path = scratch("roundtrip.safetensors");
         sd.save_safetensors(&path)

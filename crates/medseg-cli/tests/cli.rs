@@ -764,7 +764,7 @@ fn segment_a_volume_with_medsam2() {
             *m |= v > 0.0;
         }
     }
-    medseg::volume::largest_component(&mut theirs, dims);
+    medseg::volume::largest_component_with(&mut theirs, dims, medseg::volume::Connectivity::Full);
     let agree = iou(&ours, &theirs);
     assert!(agree >= 0.99, "IoU {agree} with the reference's passes");
     // --logits: (2, Z, H, W), each pass's logits at the input size, NaN where it did not go.

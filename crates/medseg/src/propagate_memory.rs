@@ -25,11 +25,12 @@ use crate::propagate::{
     check_options, empty_pass_logits, record_pass, to_u8_checked, VolumeOptions, VolumeSegmentation,
 };
 use crate::segmenter::Prediction;
-use crate::volume::{largest_component, LesionStats, Volume};
+use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
 
 /// [`crate::Segmenter::segment_volume`] for MedSAM2: the volume (or `z_range`) in 8 bits by
 /// the options' rule, both passes over it, the union of `logits > 0` at the input resolution,
-/// the largest 3D connected component (as the script always keeps). The chain rule's options
+/// the largest 3D connected component, 26-connected (as the script always keeps, by
+/// `skimage.measure.label`). The chain rule's options
 /// (`on_empty`, `margin`, `max_intensity_drift`) do not apply; `progress(done, total)` counts
 /// slice visits (the key slice twice).
 pub(crate) fn segment_volume(
@@ -80,7 +81,7 @@ pub(crate) fn segment_volume(
         progress(visits, frames + 1);
         Ok(())
     })?;
-    largest_component(&mut mask, vol.dims);
+    largest_component_with(&mut mask, vol.dims, Connectivity::Full);
     let stats = LesionStats::compute(&mask, vol);
     Ok(VolumeSegmentation {
         mask,

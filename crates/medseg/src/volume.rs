@@ -302,9 +302,24 @@ pub fn to_u8(values: &[f32], rule: Intensity) -> Vec<u8> {
     }
 }
 
+/// How voxels touch in [`largest_component_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connectivity {
+    /// By a face (6 neighbours).
+    Faces,
+    /// By a face, an edge or a corner (26 neighbours; `skimage.measure.label`'s default in 3D,
+    /// which MedSAM2's 3D script uses).
+    Full,
+}
+
 /// Keep the largest 6-connected component of a `nz × ny × nx` mask.
 pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
-    let [nz, ny, nx] = dims;
+    largest_component_with(mask, dims, Connectivity::Faces);
+}
+
+/// Keep the largest component of a `nz × ny × nx` mask (the first in raster order among
+/// equals, as `np.argmax` of the label counts picks it).
+pub fn largest_component_with(mask: &mut [bool], dims: [usize; 3], conn: Connectivity) {
     let mut label = vec![0u32; mask.len()];
     let mut best = (0u32, 0usize);
     let mut next = 0u32;
@@ -319,30 +334,11 @@ pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
         stack.push(start);
         while let Some(i) = stack.pop() {
             size += 1;
-            let (z, y, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
-            let mut visit = |j: usize| {
+            for j in neighbours(i, dims, conn) {
                 if mask[j] && label[j] == 0 {
                     label[j] = next;
                     stack.push(j);
                 }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < nx {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - nx);
-            }
-            if y + 1 < ny {
-                visit(i + nx);
-            }
-            if z > 0 {
-                visit(i - nx * ny);
-            }
-            if z + 1 < nz {
-                visit(i + nx * ny);
             }
         }
         if size > best.1 {
@@ -352,6 +348,33 @@ pub fn largest_component(mask: &mut [bool], dims: [usize; 3]) {
     for (m, l) in mask.iter_mut().zip(&label) {
         *m = *m && *l == best.0;
     }
+}
+
+/// The neighbours of voxel `i` inside the volume.
+fn neighbours(
+    i: usize,
+    [nz, ny, nx]: [usize; 3],
+    conn: Connectivity,
+) -> impl Iterator<Item = usize> {
+    let (z, y, x) = (
+        (i / (ny * nx)) as i64,
+        ((i / nx) % ny) as i64,
+        (i % nx) as i64,
+    );
+    let offsets = (-1i64..=1)
+        .flat_map(|dz| (-1i64..=1).flat_map(move |dy| (-1i64..=1).map(move |dx| (dz, dy, dx))));
+    offsets.filter_map(move |(dz, dy, dx)| {
+        let steps = dz.abs() + dy.abs() + dx.abs();
+        let wanted = match conn {
+            Connectivity::Faces => steps == 1,
+            Connectivity::Full => steps > 0,
+        };
+        let (zz, yy, xx) = (z + dz, y + dy, x + dx);
+        let inside = (0..nz as i64).contains(&zz)
+            && (0..ny as i64).contains(&yy)
+            && (0..nx as i64).contains(&xx);
+        (wanted && inside).then(|| ((zz as usize * ny) + yy as usize) * nx + xx as usize)
+    })
 }
 
 /// The numbers a reader looks at first.

@@ -400,7 +400,11 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
         "every slice once, the key twice"
     );
     let mut theirs = volume_mask(&g.f32("low_res").0, z, h, w);
-    medseg::volume::largest_component(&mut theirs, case.dims);
+    medseg::volume::largest_component_with(
+        &mut theirs,
+        case.dims,
+        medseg::volume::Connectivity::Full,
+    );
     let iou = mask_iou(&res.mask, &theirs);
     println!("medsam2 segment_volume: 3D IoU {iou:.5} vs the reference's passes");
     assert!(iou >= 0.99, "3D IoU {iou}");

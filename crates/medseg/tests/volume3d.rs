@@ -131,6 +131,35 @@ fn lesion_statistics_use_the_voxel_spacing() {
 }
 
 #[test]
+fn full_connectivity_joins_diagonal_neighbours() {
+    use medseg::volume::{largest_component_with, Connectivity};
+    // A chain of three voxels touching only at an edge and a corner, and a face-connected
+    // pair whose end touches the chain at a corner.
+    let dims = [2, 4, 4];
+    let at = |z: usize, y: usize, x: usize| (z * 4 + y) * 4 + x;
+    let mut m = vec![false; 32];
+    for i in [
+        at(0, 0, 0),
+        at(0, 1, 1),
+        at(1, 2, 2),
+        at(0, 0, 3),
+        at(0, 1, 3),
+    ] {
+        m[i] = true;
+    }
+    let mut faces = m.clone();
+    largest_component_with(&mut faces, dims, Connectivity::Faces);
+    assert_eq!(
+        faces.iter().filter(|&&v| v).count(),
+        2,
+        "the face-connected pair"
+    );
+    let mut full = m.clone();
+    largest_component_with(&mut full, dims, Connectivity::Full);
+    assert_eq!(full, m, "all five touch at least by a corner");
+}
+
+#[test]
 fn largest_component_keeps_the_biggest_blob() {
     let dims = [2, 4, 4];
     let mut m = vec![false; 32];
