@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage import measure
 
 out, threads = Path(sys.argv[1]), int(sys.argv[2])
@@ -70,4 +69,3 @@ print(json.dumps({
     "slices_per_s": round(nz / total, 4), "voxels": int(segs.sum()),
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     "dice_vs_medseg": round(float(dice), 5)}))
-_ = F  # (torch.nn.functional is what the predictor resizes logits with)
