@@ -51,7 +51,7 @@ def run():
         predictor.add_new_points_or_box(state, frame_idx=key, obj_id=1, box=box)
         for t, _, logits in predictor.propagate_in_video(state, reverse=reverse):
             segs[t] |= (logits[0, 0] > 0).numpy()
-    labels = measure.label(segs, connectivity=1)
+    labels = measure.label(segs)  # full (26-) connectivity, as the script's getLargestCC
     if labels.max() > 0:
         sizes = np.bincount(labels.ravel())[1:]
         segs = labels == (1 + int(np.argmax(sizes)))

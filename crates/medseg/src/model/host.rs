@@ -10,6 +10,8 @@
 //! * [`transpose`]: tiled, parallel `[B, R, C]` → `[B, C, R]`.
 //! * [`pixel_shuffle2_bias`]: the shuffle + bias after the matmul that replaces a 2×2
 //!   stride-2 transposed convolution.
+//! * [`softmax_rows`], [`rope`]: the memory attention's softmax over 7 000+ keys and its
+//!   rotary encoding, in place (Burn's took a fifth of MedSAM2's memory attention).
 //!
 //! The elementwise loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked
 //! at run time (`multiversion!`).
@@ -109,6 +111,52 @@ multiversion!(add_chunk(x: &mut [f32], y: &[f32]) {
         *v += w;
     }
 });
+
+multiversion!(softmax_row(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = exp_nonpositive(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+});
+
+/// Softmax over each `row`-long row of `x`, in place (rows in parallel).
+pub fn softmax_rows(x: &mut [f32], row: usize) {
+    x.par_chunks_mut(row.max(1)).for_each(softmax_row);
+}
+
+multiversion!(rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for ((p, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
+        let (a, b) = (p[0], p[1]);
+        p[0] = a * c - b * s;
+        p[1] = a * s + b * c;
+    }
+});
+
+/// Rotary encoding in place on the first `rows` rows (each `d` wide, pairs `(2k, 2k+1)`) of
+/// `x`: row `i` turned by the angles of table row `i mod (cos.len() / (d / 2))`.
+pub fn rope(x: &mut [f32], d: usize, rows: usize, cos: &[f32], sin: &[f32]) {
+    let half = d / 2;
+    let grid = cos.len() / half;
+    x[..rows * d]
+        .par_chunks_mut(d * 64)
+        .enumerate()
+        .for_each(|(chunk, block)| {
+            for (j, row) in block.chunks_exact_mut(d).enumerate() {
+                let t = (chunk * 64 + j) % grid;
+                rope_row(
+                    row,
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
+            }
+        });
+}
 
 /// `x ← gelu(x)`.
 pub fn gelu(x: &mut [f32]) {

@@ -59,6 +59,19 @@ impl Kernels {
         }
     }
 
+    /// Softmax over the last dimension.
+    pub fn softmax_last<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        let row = x.dims()[D - 1];
+        match self {
+            Kernels::Host => host_in_place(
+                x,
+                |x| activation::softmax(x, D - 1),
+                |v| super::host::softmax_rows(v, row),
+            ),
+            Kernels::Burn => activation::softmax(x, D - 1),
+        }
+    }
+
     /// `[B, R, C]` → `[B, C, R]` as a contiguous tensor: on the host one tiled, parallel copy
     /// (flex's strided copy of a `swap_dims` view was a tenth of the decoder's time).
     pub fn transpose12(self, x: Tensor<3>) -> Tensor<3> {

@@ -3,10 +3,11 @@
 //! object pointers), with rotary position encodings (`RoPEAttention`,
 //! `sam2/modeling/sam/transformer.py`, `compute_axial_cis` in `position_encoding.py`).
 
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData};
 
 use super::common::{LayerNorm, Linear, Loader};
+use super::kernels::{host_in_place, Kernels};
 
 /// The axial rotary encoding of a `w × h` grid for a head `dim` wide: per token, `dim / 2`
 /// rotations, the first quarter of the pairs turned by `x · f_k`, the second by `y · f_k`,
@@ -15,6 +16,8 @@ use super::common::{LayerNorm, Linear, Loader};
 pub struct Rope {
     cos: Tensor<2>,
     sin: Tensor<2>,
+    /// [`Kernels::Host`]: the tables on the host for [`super::host::rope`].
+    host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Rope {
@@ -38,17 +41,38 @@ impl Rope {
                 }
             }
         }
-        let make = |v| Tensor::<2>::from_data(TensorData::new(v, [n, dim / 2]), device);
+        let make =
+            |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [n, dim / 2]), device);
+        let host = Kernels::for_device(device) == Kernels::Host;
         Self {
-            cos: make(cos),
-            sin: make(sin),
+            cos: make(&cos),
+            sin: make(&sin),
+            host: host.then_some((cos, sin)),
         }
     }
 
-    /// Rotate the pairs of `x` `[B, N, dim]`, `N` a multiple of the grid (the encoding
-    /// repeated along the tokens, `rope_k_repeat`).
-    fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+    /// Rotate the pairs of the first `rows` tokens of `x` `[B, N, dim]`, `rows` a multiple of
+    /// the grid (the encoding repeated along the tokens, `rope_k_repeat`); the tokens after
+    /// them (object pointers) stay as they are.
+    fn apply(&self, x: Tensor<3>, rows: usize) -> Tensor<3> {
+        let [b, _, d] = x.dims();
+        match &self.host {
+            Some((cos, sin)) if b == 1 => host_in_place(
+                x,
+                |x| self.apply_tensor(x, rows),
+                |v| super::host::rope(v, d, rows, cos, sin),
+            ),
+            _ => self.apply_tensor(x, rows),
+        }
+    }
+
+    /// [`Rope::apply`] in Burn's operations.
+    fn apply_tensor(&self, x: Tensor<3>, rows: usize) -> Tensor<3> {
         let [b, n, d] = x.dims();
+        if rows < n {
+            let head = self.apply_tensor(x.clone().slice([0..b, 0..rows, 0..d]), rows);
+            return Tensor::cat(vec![head, x.slice([0..b, rows..n, 0..d])], 1);
+        }
         let grid = self.cos.dims()[0];
         let (mut cos, mut sin) = (self.cos.clone(), self.sin.clone());
         if n != grid {
@@ -73,6 +97,7 @@ struct RopeAttention {
     k_proj: Linear,
     v_proj: Linear,
     out_proj: Linear,
+    kernels: Kernels,
 }
 
 impl RopeAttention {
@@ -82,6 +107,7 @@ impl RopeAttention {
             k_proj: Linear::load(l, &format!("{p}.k_proj"), kv_dim, dim, true),
             v_proj: Linear::load(l, &format!("{p}.v_proj"), kv_dim, dim, true),
             out_proj: Linear::load(l, &format!("{p}.out_proj"), dim, dim, true),
+            kernels: l.kernels,
         }
     }
 
@@ -95,20 +121,16 @@ impl RopeAttention {
         v: Tensor<3>,
         no_rope: usize,
     ) -> Tensor<3> {
-        let q = rope.apply(self.q_proj.forward(q));
+        let q = self.q_proj.forward(q);
+        let n = q.dims()[1];
+        let q = rope.apply(q, n);
         let k = self.k_proj.forward(k);
-        let [b, m, d] = k.dims();
-        let k = if no_rope == 0 {
-            rope.apply(k)
-        } else if no_rope == m {
-            k
-        } else {
-            let spatial = rope.apply(k.clone().slice([0..b, 0..m - no_rope, 0..d]));
-            Tensor::cat(vec![spatial, k.slice([0..b, m - no_rope..m, 0..d])], 1)
-        };
+        let [_, m, d] = k.dims();
+        let k = rope.apply(k, m - no_rope);
         let v = self.v_proj.forward(v);
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
-        self.out_proj.forward(softmax(scores, 2).matmul(v))
+        self.out_proj
+            .forward(self.kernels.softmax_last(scores).matmul(v))
     }
 }
 
