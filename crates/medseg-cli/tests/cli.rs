@@ -791,6 +791,31 @@ fn segment_a_volume_with_medsam2() {
     }
     assert!(image::open(&overlay).is_ok(), "overlay written");
 
+    // A DICOM series folder goes the same way (pydicom's MR_small as 12 slices).
+    let series_mask = dir.path().join("series.nii.gz");
+    let (out, _) = succeeds(&[
+        "segment",
+        "--model",
+        "medsam2",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        testdata("series/clean").to_str().unwrap(),
+        "--slice",
+        "6",
+        "--box",
+        "16,16,48,48",
+        "--output",
+        series_mask.to_str().unwrap(),
+    ]);
+    assert!(out.contains("lesion volume:"), "{out}");
+    let back = medseg::io::read_volume(&series_mask).unwrap();
+    assert_eq!(back.dims, [12, 64, 64]);
+    assert!(
+        back.data.iter().any(|&v| v > 0.5),
+        "the seeded model finds an object"
+    );
+
     // Without --weights: what is missing and where it comes from.
     let run = medseg()
         .args([
