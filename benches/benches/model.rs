@@ -1,11 +1,12 @@
-//! criterion benchmarks of both model families on the CPU backend (and wgpu with
+//! criterion benchmarks of the model families on the CPU backend (and wgpu with
 //! `--features wgpu`): image encoder, prompt encoder + mask decoder (1 and 16 boxes),
 //! end-to-end 2D. Throughput is reported in input pixels per second.
 //!
 //! LiteMedSAM uses the official weights (cached, see `medseg fetch-weights`); ViT-B uses the
 //! seeded random weights of the parity tests (same shapes and cost as `medsam_vit_b.pth`).
 //! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B. LiteMedSAM also runs a 32-slice volume
-//! (`segment_volume`, throughput in slices/s).
+//! (`segment_volume`, throughput in slices/s). MedSAM2 (seeded random weights too): image
+//! encoder, a tracked slice with a full memory bank, a 16-slice volume.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -135,5 +136,85 @@ fn vit_b(c: &mut Criterion) {
     bench_family(c, ModelFamily::MedSam, &sd);
 }
 
-criterion_group!(benches, lite, vit_b);
+/// MedSAM2 (the parity tests' seeded weights, the cost of `MedSAM2_latest.pt`): its image
+/// encoder, one tracked slice's memory attention + heads + memory encoder with a full bank,
+/// and a 16-slice volume by memory propagation (throughput in slices/s). `MEDSEG_BENCH_MEDSAM2=0`
+/// skips it.
+fn medsam2(c: &mut Criterion) {
+    use medseg::model::memory_bank::MemoryBank;
+    use medseg::model::prompt_encoder::Points;
+    if std::env::var("MEDSEG_BENCH_MEDSAM2").as_deref() == Ok("0") {
+        return;
+    }
+    let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
+    let mut sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
+    let bias = sd
+        .tensors
+        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+        .unwrap();
+    bias.data.iter_mut().for_each(|v| *v += 6.0); // the object present, as the parity tests
+    let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
+    for (dev_name, device) in devices() {
+        let seg = Segmenter::from_state_dict(ModelFamily::MedSam2, &sd, &device).unwrap();
+        let model = seg.sam2().expect("MedSAM2");
+        let input = seg.preprocess(&image).unwrap();
+        let x = || {
+            Tensor::<4>::from_data(
+                TensorData::new(input.data.clone(), [1, 3, 512, 512]),
+                &device,
+            )
+        };
+        let mut g = c.benchmark_group(format!("medsam2/{dev_name}"));
+        g.sample_size(10);
+        g.measurement_time(Duration::from_secs(20));
+        g.bench_function("image_encoder", |b| {
+            b.iter(|| to_vec(model.encode_image(x()).vision).unwrap())
+        });
+        let f = model.encode_image(x());
+        let pad = || Points {
+            coords: vec![[0.0, 0.0]],
+            labels: vec![-1],
+            per_prompt: 1,
+        };
+        let heads = model
+            .sam_heads(model.condition(&f, None), &f, pad(), true)
+            .unwrap();
+        let memory = model.encode_memory(&f, &heads, false).unwrap();
+        let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
+        for z in 1..16 {
+            bank.insert(z, memory.clone());
+        }
+        g.bench_function("tracked_slice_after_encoder_full_bank", |b| {
+            b.iter(|| {
+                let pix = model.condition(&f, Some(&bank.tokens(model, 16)));
+                let heads = model.sam_heads(pix, &f, pad(), true).unwrap();
+                model.encode_memory(&f, &heads, false).unwrap()
+            })
+        });
+        let grey: Vec<f32> = image
+            .data
+            .chunks_exact(image.channels)
+            .map(|p| p[0] as f32)
+            .collect();
+        let n = 16;
+        let data: Vec<f32> = (0..n).flat_map(|_| grey.iter().copied()).collect();
+        let vol = Volume::new(
+            data,
+            [n, image.height, image.width],
+            [1.0; 3],
+            Modality::Other,
+        )
+        .unwrap();
+        let mut opts = VolumeOptions::new(n / 2, [95.0, 255.0, 190.0, 350.0]);
+        opts.intensity = Some(Intensity::MinMax);
+        g.throughput(Throughput::Elements(n as u64));
+        g.measurement_time(Duration::from_secs(60));
+        g.bench_function("volume_16_slices", |b| {
+            b.iter(|| seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, lite, vit_b, medsam2);
 criterion_main!(benches);
