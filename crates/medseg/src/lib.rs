@@ -1,8 +1,9 @@
 //! # medseg
 //!
-//! MedSAM and LiteMedSAM — Segment Anything for medical images — natively in Rust on
-//! [Burn](https://burn.dev), loading the official PyTorch checkpoints with no Python at run
-//! time and matching the official inference scripts' pre- and post-processing.
+//! MedSAM, LiteMedSAM and MedSAM2 — Segment Anything for medical images — natively in Rust
+//! on [Burn](https://burn.dev), loading the official PyTorch checkpoints with no Python at run
+//! time and matching the official inference scripts' pre- and post-processing (MedSAM2: its
+//! memory-based 3D propagation, [`propagate_memory`]).
 //!
 //! ```no_run
 //! use medseg::{ModelFamily, Segmenter, Image};
@@ -28,7 +29,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`cohort`] |
+//! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`propagate_memory`], [`cohort`] |
 //! | `dicom` | yes | DICOM files and series ([`io::dicom`]; pure-Rust RLE, JPEG and JPEG 2000 decoders) |
 //! | `nifti` | yes | NIfTI-1 `.nii` / `.nii.gz` in and out ([`io::nifti`]) |
 //! | `wgpu` | no | the GPU backend (Vulkan, Metal, DX12, WebGPU): `medseg::wgpu()` |
@@ -39,8 +40,8 @@
 //! ## Weights
 //!
 //! Constructors never use the network. The official LiteMedSAM weights are fetched once with
-//! [`weights::fetch_default`] (or `medseg fetch-weights`); MedSAM's `medsam_vit_b.pth` is a
-//! path you pass.
+//! [`weights::fetch_default`] (or `medseg fetch-weights`); MedSAM's `medsam_vit_b.pth` and
+//! MedSAM2's `MedSAM2_latest.pt` are paths you pass.
 
 #![warn(missing_docs)]
 

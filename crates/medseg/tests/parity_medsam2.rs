@@ -436,6 +436,24 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
     let multi = seg.predict(&emb, &prompt).unwrap();
     assert_eq!(multi.masks_per_prompt, 3);
     assert_eq!(multi.masks.len(), 3 * h * w);
+    // A mask input is 128 × 128 here; the 32 × 32 tensor alone is not an embedding.
+    let sam_sized = Prompt {
+        mask_input: Some(vec![0.0; 256 * 256]),
+        ..Prompt::from_box(case.bbox.map(f64::from))
+    };
+    match seg.predict(&emb, &sam_sized) {
+        Err(Error::InvalidPrompt(m)) => assert!(m.contains("expected 128x128"), "{m}"),
+        other => panic!("expected InvalidPrompt, got {other:?}"),
+    }
+    let with_mask = Prompt {
+        mask_input: Some(pred.logits(0, 0).to_vec()),
+        ..Prompt::from_box(case.bbox.map(f64::from))
+    };
+    assert_eq!(seg.predict(&emb, &with_mask).unwrap().low_res, 128);
+    match seg.embedding_from_tensor(emb.tensor().clone(), *emb.frame()) {
+        Err(Error::InvalidEmbedding(m)) => assert!(m.contains("high-resolution"), "{m}"),
+        other => panic!("expected InvalidEmbedding, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[test]
