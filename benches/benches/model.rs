@@ -47,6 +47,23 @@ fn boxes(n: usize, s: f32) -> PromptBatch {
     }
 }
 
+/// The demo CT slice repeated `n` times (the mask carries through every slice, one embedding
+/// and one decode per slice, as a real volume costs) and options with the demo box on the
+/// middle slice.
+fn repeated_slice(image: &medseg::Image, n: usize) -> (Volume, VolumeOptions) {
+    let grey: Vec<f32> = image
+        .data
+        .chunks_exact(image.channels)
+        .map(|p| p[0] as f32)
+        .collect();
+    let data: Vec<f32> = (0..n).flat_map(|_| grey.iter().copied()).collect();
+    let dims = [n, image.height, image.width];
+    let vol = Volume::new(data, dims, [1.0; 3], Modality::Other).unwrap();
+    let mut opts = VolumeOptions::new(n / 2, [95.0, 255.0, 190.0, 350.0]);
+    opts.intensity = Some(Intensity::MinMax);
+    (vol, opts)
+}
+
 fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
     let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
     let s = family.image_size();
@@ -85,24 +102,9 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
             })
         });
         if family == ModelFamily::LiteMedSam {
-            // 32 slices: the demo CT slice repeated, so the mask carries through every slice
-            // (one embedding + one decode per slice, as a real volume costs).
-            let grey: Vec<f32> = image
-                .data
-                .chunks_exact(image.channels)
-                .map(|p| p[0] as f32)
-                .collect();
+            // 32 slices: the demo CT slice repeated.
             let n = 32;
-            let data: Vec<f32> = (0..n).flat_map(|_| grey.iter().copied()).collect();
-            let vol = Volume::new(
-                data,
-                [n, image.height, image.width],
-                [1.0; 3],
-                Modality::Other,
-            )
-            .unwrap();
-            let mut opts = VolumeOptions::new(n / 2, [95.0, 255.0, 190.0, 350.0]);
-            opts.intensity = Some(Intensity::MinMax);
+            let (vol, mut opts) = repeated_slice(&image, n);
             opts.max_intensity_drift = None;
             g.throughput(Throughput::Elements(n as u64));
             g.measurement_time(Duration::from_secs(60));
@@ -191,22 +193,8 @@ fn medsam2(c: &mut Criterion) {
                 model.encode_memory(&f, &heads, false).unwrap()
             })
         });
-        let grey: Vec<f32> = image
-            .data
-            .chunks_exact(image.channels)
-            .map(|p| p[0] as f32)
-            .collect();
         let n = 16;
-        let data: Vec<f32> = (0..n).flat_map(|_| grey.iter().copied()).collect();
-        let vol = Volume::new(
-            data,
-            [n, image.height, image.width],
-            [1.0; 3],
-            Modality::Other,
-        )
-        .unwrap();
-        let mut opts = VolumeOptions::new(n / 2, [95.0, 255.0, 190.0, 350.0]);
-        opts.intensity = Some(Intensity::MinMax);
+        let (vol, opts) = repeated_slice(&image, n);
         g.throughput(Throughput::Elements(n as u64));
         g.measurement_time(Duration::from_secs(60));
         g.bench_function("volume_16_slices", |b| {
