@@ -120,13 +120,16 @@ pub fn two_passes(
     mut input: impl FnMut(usize) -> Result<Tensor<4>>,
     mut visit: impl FnMut(usize, usize, &HeadsOut) -> Result<()>,
 ) -> Result<()> {
+    // The key slice gives the same result in both passes (the official predictor computes it
+    // again after `reset_state`; medseg once).
+    let f = model.encode_image(input(key)?);
+    let pix = model.condition(&f, None);
+    let key_heads = model.sam_heads(pix, &f, box_points(bbox), false)?;
+    let key_memory = model.encode_memory(&f, &key_heads, true)?;
+    drop(f);
     for (pass, reverse) in [(0, false), (1, true)] {
-        let f = model.encode_image(input(key)?);
-        let pix = model.condition(&f, None);
-        let heads = model.sam_heads(pix, &f, box_points(bbox), false)?;
-        let key_memory = model.encode_memory(&f, &heads, true)?;
-        visit(pass, key, &heads)?;
-        let mut bank = MemoryBank::new(key, key_memory, num_frames, reverse);
+        visit(pass, key, &key_heads)?;
+        let mut bank = MemoryBank::new(key, key_memory.clone(), num_frames, reverse);
         let order: Vec<usize> = if reverse {
             (0..key).rev().collect()
         } else {
