@@ -513,3 +513,8 @@ def test_medsam2_volume_and_slice_match_the_reference(tmp_path):
         seg.predict(box=box, mask_input=np.zeros((256, 256), np.float32))
     with pytest.raises(medseg.MedsegError, match="MedSAM2_latest.pt"):
         medseg.Segmenter("medsam2")
+
+    # A DICOM series folder by path (pydicom's MR_small as 12 slices).
+    mask, stats = seg.segment_volume(str(TESTDATA / "series" / "clean"), 6, [16, 16, 48, 48])
+    assert mask.shape == (12, 64, 64) and stats["voxels"] == int(mask.sum()) > 0
+    assert stats["volume_ml"] > 0
