@@ -15,8 +15,8 @@ Writes into tests/fixtures/golden/:
         fpn{i}     the kept neck levels (`backbone_fpn`, after the scalp), every 32nd channel
         pos{i}     their positional encodings, every 32nd channel
 
-Stages covered so far: the image encoder (trunk, neck). The prompt encoder, mask decoder,
-memory encoder and memory attention follow (issue #10).
+  medsam2_layout.txt / medsam2_volume.npz  the whole model (see volume_golden)
+  sam21_volume.npz     Meta's SAM 2.1 Tiny at 1024² on 3 slices (see sam21_golden)
 """
 import sys
 from pathlib import Path
@@ -72,19 +72,21 @@ def demo_input():
     return torch.from_numpy(np.ascontiguousarray(x[None]))
 
 
-def video_predictor():
+def video_predictor(size=512):
     """The official SAM 2.1 Hiera-Tiny video predictor with MedSAM2's overrides (512², RoPE
     feature grids 32 × 32), as `build_sam2_video_predictor` makes it (its post-processing
-    overrides included), on the CPU, before any weights."""
+    overrides included), on the CPU, before any weights. `size=1024`: Meta's own setting (the
+    config unchanged)."""
     from sam2.build_sam import build_sam2_video_predictor
-    grid = "[32,32]"
+    grid = f"[{size // 16},{size // 16}]"
+    overrides = [] if size == 1024 else [
+        f"++model.image_size={size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}",
+    ]
     return build_sam2_video_predictor(
         "configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu",
-        hydra_overrides_extra=[
-            "++model.image_size=512",
-            f"++model.memory_attention.layer.self_attention.feat_sizes={grid}",
-            f"++model.memory_attention.layer.cross_attention.feat_sizes={grid}",
-        ])
+        hydra_overrides_extra=overrides)
 
 
 def template_slices():
@@ -103,12 +105,12 @@ def template_slices():
     return np.ascontiguousarray(u8), KEY, np.array(BOX, dtype=np.float32)
 
 
-def pil_input(u8_slices):
+def pil_input(u8_slices, side=512):
     """MedSAM2's 3D script: each slice PIL RGB → resize to 512² (Pillow's default filter,
     bicubic) → /255 → ImageNet mean/std. Returns the normalised frames and the resized
     8-bit slices."""
     from PIL import Image
-    resized = np.stack([np.asarray(Image.fromarray(s).convert("RGB").resize((512, 512)))
+    resized = np.stack([np.asarray(Image.fromarray(s).convert("RGB").resize((side, side)))
                         for s in u8_slices])  # Z, 512, 512, 3
     x = resized.astype(np.float32) / np.float32(255.0)
     x = (x - MEAN) / STD
@@ -135,7 +137,7 @@ def run_passes(predictor, frames, key, box):
     pass did not go) and the video-resolution logits' masks."""
     import sam2.sam2_video_predictor as vp
     z, _, h, w = frames.shape
-    out_low = np.full((2, z, 128, 128), np.nan, dtype=np.float32)
+    out_low = np.full((2, z, h // 4, w // 4), np.nan, dtype=np.float32)
     state = None
     for p, reverse in enumerate((False, True)):
         if state is None:
@@ -197,10 +199,34 @@ def volume_golden(layout_only=False):
     np.savez_compressed(GOLD / "medsam2_volume.npz", **out)
 
 
+def sam21_golden():
+    """Meta's SAM 2.1 Tiny at its native 1024² (the same layout and seeded weights as the
+    MedSAM2 cases): 3 of the template slices, the box on the middle one, both passes' low-res
+    logits (256²)."""
+    predictor = video_predictor(1024)
+    layout = seeded(predictor, "")
+    listed = (GOLD / "medsam2_layout.txt").read_text().split()
+    assert [n for n, _ in layout] == [w for w in listed if not w.isdigit()], "same layout"
+    with torch.no_grad():
+        predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(OBJ_BIAS)
+    u8, key, box = template_slices()
+    u8, key = np.ascontiguousarray(u8[key - 1:key + 2]), 1
+    frames, _ = pil_input(u8, 1024)
+    global H, W
+    H, W = u8.shape[1:]
+    low = run_passes(predictor, frames, key, box)
+    np.savez_compressed(GOLD / "sam21_volume.npz", slices_u8=u8, box=box, low_res=low,
+                        key=np.array([key], dtype=np.float32))
+    print(f"sam2.1 at 1024: logits up to {np.nanmax(np.abs(low)):.2f}")
+
+
 def main():
+    if "--sam21-only" in sys.argv:
+        return sam21_golden()
     if "--volume-only" not in sys.argv:
         encoder_golden()
     volume_golden()
+    sam21_golden()
 
 
 def encoder_golden():

@@ -38,6 +38,10 @@ enum Model {
     /// MedSAM2 (SAM 2.1 Hiera-Tiny, 512×512 input, memory-based 3D propagation); needs
     /// --weights MedSAM2_latest.pt
     Medsam2,
+    /// Meta's SAM 2.1 Hiera-Tiny at 1024×1024 (MedSAM2's network and propagation); needs
+    /// --weights sam2.1_hiera_tiny.pt
+    #[value(name = "sam2.1-tiny")]
+    Sam21Tiny,
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -217,6 +221,7 @@ fn family(model: Model) -> ModelFamily {
         Model::LiteMedsam => ModelFamily::LiteMedSam,
         Model::Medsam => ModelFamily::MedSam,
         Model::Medsam2 => ModelFamily::MedSam2,
+        Model::Sam21Tiny => ModelFamily::Sam21Tiny,
     }
 }
 

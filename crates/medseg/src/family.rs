@@ -13,6 +13,9 @@ pub enum ModelFamily {
     /// MedSAM2: SAM 2.1 Hiera-Tiny, 512×512 input, memory-based 3D propagation
     /// (`MedSAM2_latest.pt`).
     MedSam2,
+    /// Meta's SAM 2.1 Hiera-Tiny at its native 1024×1024 (`sam2.1_hiera_tiny.pt`): MedSAM2's
+    /// network and code paths, Meta's input size.
+    Sam21Tiny,
 }
 
 impl ModelFamily {
@@ -22,7 +25,13 @@ impl ModelFamily {
             ModelFamily::MedSam => 1024,
             ModelFamily::LiteMedSam => 256,
             ModelFamily::MedSam2 => 512,
+            ModelFamily::Sam21Tiny => 1024,
         }
+    }
+
+    /// A SAM 2 family (MedSAM2, SAM 2.1): memory propagation, 16× feature stride.
+    pub fn is_sam2(self) -> bool {
+        matches!(self, ModelFamily::MedSam2 | ModelFamily::Sam21Tiny)
     }
 
     /// Side of the decoder's low-res mask logits (and of a mask prompt): 256 for the SAM
@@ -30,7 +39,7 @@ impl ModelFamily {
     pub fn low_res_side(self) -> usize {
         match self {
             ModelFamily::MedSam | ModelFamily::LiteMedSam => 256,
-            ModelFamily::MedSam2 => 128,
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => self.image_size() / 4,
         }
     }
 
@@ -40,20 +49,24 @@ impl ModelFamily {
             ModelFamily::MedSam => "medsam",
             ModelFamily::LiteMedSam => "lite-medsam",
             ModelFamily::MedSam2 => "medsam2",
+            ModelFamily::Sam21Tiny => "sam2.1-tiny",
         }
     }
 
-    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`) / `medsam2`.
+    /// Parse `medsam` / `lite-medsam` (also `litemedsam`, `lite_medsam`) / `medsam2` /
+    /// `sam2.1-tiny` (also `sam2.1`, `sam2`).
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "medsam" | "medsam-vit-b" | "vit-b" => Some(ModelFamily::MedSam),
             "lite-medsam" | "litemedsam" => Some(ModelFamily::LiteMedSam),
             "medsam2" | "medsam-2" => Some(ModelFamily::MedSam2),
+            "sam2.1-tiny" | "sam2.1" | "sam2" => Some(ModelFamily::Sam21Tiny),
             _ => None,
         }
     }
 
-    /// Which family a state_dict belongs to, judged by its image-encoder keys.
+    /// Which family a state_dict belongs to, judged by its image-encoder keys (a SAM 2.1 Tiny
+    /// layout reads as [`ModelFamily::MedSam2`]: Meta's and MedSAM2's checkpoints share it).
     pub fn detect(sd: &StateDict) -> Option<Self> {
         if sd.tensors.contains_key("image_encoder.pos_embed") {
             Some(ModelFamily::MedSam)

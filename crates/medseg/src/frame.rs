@@ -56,7 +56,10 @@ impl Frame {
         let (h, w) = original;
         let content = match family {
             ModelFamily::MedSam => (1024, 1024),
-            ModelFamily::MedSam2 => (512, 512),
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+                let s = family.image_size();
+                (s, s)
+            }
             ModelFamily::LiteMedSam => {
                 let s = longest_side_scale(original);
                 let round = |v: usize| (((v as f64 * s) + 0.5) as usize).max(1);
@@ -89,7 +92,9 @@ impl Frame {
         let resized = match self.family {
             ModelFamily::MedSam => skimage_resize_u8(&rgb.data, h, w, 3, ch, cw),
             ModelFamily::LiteMedSam => resize_area_u8(&rgb.data, h, w, 3, ch, cw),
-            ModelFamily::MedSam2 => return Ok(imagenet_input(&rgb.data, (h, w), self.side())),
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+                return Ok(imagenet_input(&rgb.data, (h, w), self.side()))
+            }
         };
         Ok(ModelInput {
             data: normalise_into_frame(&resized, ch, cw, self.side()),
@@ -106,9 +111,10 @@ impl Frame {
                 let s = [w, h, w, h];
                 std::array::from_fn(|i| (b[i] / s[i] as f64 * 1024.0) as f32)
             }
-            ModelFamily::MedSam2 => {
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
                 let s = [w, h, w, h];
-                std::array::from_fn(|i| b[i] as f32 / s[i] as f32 * 512.0)
+                let side = self.side() as f32;
+                std::array::from_fn(|i| b[i] as f32 / s[i] as f32 * side)
             }
             ModelFamily::LiteMedSam => {
                 let r = longest_side_scale(self.original);
@@ -125,10 +131,10 @@ impl Frame {
                 (p[0] / w as f64 * 1024.0) as f32,
                 (p[1] / h as f64 * 1024.0) as f32,
             ],
-            ModelFamily::MedSam2 => [
-                p[0] as f32 / w as f32 * 512.0,
-                p[1] as f32 / h as f32 * 512.0,
-            ],
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+                let side = self.side() as f32;
+                [p[0] as f32 / w as f32 * side, p[1] as f32 / h as f32 * side]
+            }
             ModelFamily::LiteMedSam => {
                 let r = longest_side_scale(self.original);
                 [(p[0] * r) as f32, (p[1] * r) as f32]
@@ -140,7 +146,7 @@ impl Frame {
     pub fn mask(&self, logits: &[f32]) -> Vec<bool> {
         let (h, w) = self.original;
         match self.family {
-            ModelFamily::MedSam2 => self
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => self
                 .logits_at_image(logits)
                 .into_iter()
                 .map(|v| v > 0.0)
@@ -170,7 +176,7 @@ impl Frame {
         let (ch, cw) = self.content;
         match self.family {
             ModelFamily::MedSam => bilinear_resize(logits, LOW_RES, LOW_RES, h, w),
-            ModelFamily::MedSam2 => {
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
                 let s = self.family.low_res_side();
                 bilinear_resize(logits, s, s, h, w)
             }
@@ -190,7 +196,7 @@ impl Frame {
         let s = longest_side_scale(self.original);
         let prev: Vec<u8> = prev_mask.iter().map(|&m| u8::from(m)).collect();
         match self.family {
-            ModelFamily::MedSam2 => None,
+            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => None,
             ModelFamily::LiteMedSam => {
                 let (ch, cw) = self.content;
                 let small = resize_area_u8(&prev, h, w, 1, ch, cw);

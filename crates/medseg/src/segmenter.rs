@@ -129,8 +129,9 @@ impl Segmenter {
     /// Build from an in-memory state_dict.
     pub fn from_state_dict(family: ModelFamily, sd: &StateDict, device: &Device) -> Result<Self> {
         let net = match family {
-            ModelFamily::MedSam2 => {
-                if let Some(found) = ModelFamily::detect(sd).filter(|&f| f != family) {
+            f if f.is_sam2() => {
+                // Meta's SAM 2.1 and MedSAM2 share one layout (`detect` reads it as MedSAM2).
+                if let Some(found) = ModelFamily::detect(sd).filter(|f| !f.is_sam2()) {
                     return Err(Error::WeightsMismatch {
                         model: family.to_string(),
                         details: format!("this is a {found} checkpoint, not a {family} one"),
@@ -177,6 +178,11 @@ impl Segmenter {
             ModelFamily::MedSam2 => Err(Error::WeightsUnavailable(
                 "MedSAM2 has no default weights (no package registry hosts them): pass the path \
                  of MedSAM2_latest.pt, from the MedSAM2 authors' release (see docs/medsam2.md)"
+                    .into(),
+            )),
+            ModelFamily::Sam21Tiny => Err(Error::WeightsUnavailable(
+                "SAM 2.1 Tiny has no default weights: pass the path of sam2.1_hiera_tiny.pt, \
+                 from Meta's SAM 2.1 release (see docs/medsam2.md)"
                     .into(),
             )),
         }
@@ -244,7 +250,7 @@ impl Segmenter {
     /// An embedding made elsewhere (a saved one, or another implementation's), `[1, 256, 64,
     /// 64]`, of an image in `frame`; refused when the shape or the family is not this model's.
     pub fn embedding_from_tensor(&self, tensor: Tensor<4>, frame: Frame) -> Result<ImageEmbedding> {
-        if self.family == ModelFamily::MedSam2 {
+        if self.family.is_sam2() {
             return Err(Error::InvalidEmbedding(
                 "a MedSAM2 embedding also needs the image's high-resolution features: embed the \
                  image with this segmenter"

@@ -502,3 +502,56 @@ fn wgpu_key_and_first_tracked_slice_match_sam2() {
     let input = |z: usize| normalised(&case.resized(z), &device);
     key_slice_stages(&model, &case, &mut g, &input);
 }
+
+/// Meta's SAM 2.1 Tiny at its native 1024² (`ModelFamily::Sam21Tiny`: the same network and
+/// seeded weights, RoPE on a 64 × 64 grid) on 3 template slices through the frame's own input
+/// and box: every slice's 256² logits in both passes against the official predictor.
+#[test]
+fn sam21_tiny_at_1024_matches_sam2() {
+    let device = medseg::cpu();
+    let seg =
+        Segmenter::from_state_dict(ModelFamily::Sam21Tiny, &medsam2_state_dict(), &device).unwrap();
+    let model = seg.sam2().expect("a SAM 2 family");
+    assert_eq!(model.image_size, 1024);
+    let mut g = Golden::open("golden/sam21_volume.npz");
+    let case = Case::read(&mut g);
+    let [z, h, w] = case.dims;
+    let frame = seg.frame((h, w));
+    let input = |s: usize| {
+        let image = Image::new(w, h, 1, case.slices[s * h * w..(s + 1) * h * w].to_vec())?;
+        let x = frame.input(&image)?;
+        Ok(Tensor::from_data(
+            TensorData::new(x.data, [1, 3, 1024, 1024]),
+            &device,
+        ))
+    };
+    let plane = 256 * 256;
+    let mut ours = vec![f32::NAN; 2 * z * plane];
+    let bbox = frame.box_to_model(case.bbox.map(f64::from));
+    two_passes(model, z, case.key, bbox, input, |p, s, heads: &HeadsOut| {
+        ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
+        Ok(())
+    })
+    .unwrap();
+    let (theirs, shape) = g.f32("low_res");
+    assert_eq!(shape, [2, z, 256, 256]);
+    for (i, (a, b)) in ours.chunks(plane).zip(theirs.chunks(plane)).enumerate() {
+        assert_eq!(
+            a[0].is_nan(),
+            b[0].is_nan(),
+            "pass {} slice {}",
+            i / z,
+            i % z
+        );
+        if !a[0].is_nan() {
+            close(
+                &format!("sam2.1 1024 pass {} slice {}", i / z, i % z),
+                a,
+                b,
+                5e-3,
+            );
+        }
+    }
+    let err = Segmenter::from_default_weights(ModelFamily::Sam21Tiny, &device).unwrap_err();
+    assert!(err.to_string().contains("sam2.1_hiera_tiny.pt"), "{err}");
+}

@@ -91,7 +91,7 @@ impl Sam {
                     "image_encoder",
                     &TinyViTConfig::lite_medsam(),
                 ))),
-                ModelFamily::MedSam2 => return Err(Error::InvalidOption(
+                ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => return Err(Error::InvalidOption(
                     "MedSAM2 is a SAM 2 model: build it with model::sam2::Sam2 (or a Segmenter)"
                         .into(),
                 )),
