@@ -98,7 +98,8 @@ class Segmenter:
     cache, put there once by ``medseg.fetch_weights()``; building a Segmenter never uses the
     network), ``"medsam"`` (pass ``weights="medsam_vit_b.pth"``) or ``"medsam2"`` (pass
     ``weights="MedSAM2_latest.pt"``; 3D by memory propagation, 128 x 128 low-res logits and
-    mask inputs, a (1, 256, 32, 32) embedding; see docs/medsam2.md).
+    mask inputs, a (1, 256, 32, 32) embedding; see docs/medsam2.md) or ``"sam2.1-tiny"`` (Meta's
+    ``sam2.1_hiera_tiny.pt`` at 1024 x 1024, the same propagation).
     ``device`` is ``"cpu"`` or, in builds with the wgpu feature, ``"wgpu"``.
 
     Where it differs from ``SamPredictor``: ``multimask_output`` defaults to ``False`` (MedSAM
