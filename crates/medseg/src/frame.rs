@@ -299,6 +299,36 @@ mod tests {
     }
 
     #[test]
+    fn sam2_frames_stretch_to_their_side_and_threshold_logits_at_zero() {
+        for (family, side) in [
+            (ModelFamily::MedSam2, 512.0),
+            (ModelFamily::Sam21Tiny, 1024.0),
+        ] {
+            let f = Frame::new(family, (233, 197));
+            assert_eq!(f.content, (side as usize, side as usize));
+            // `box / [W, H, W, H] * side` in float32, as the predictors scale it.
+            let b = f.box_to_model([60.0, 80.0, 140.0, 150.0]);
+            assert_eq!(b[0], 60.0f32 / 197.0 * side);
+            assert_eq!(b[3], 150.0f32 / 233.0 * side);
+            let low = family.low_res_side();
+            let mut logits = vec![-1.0f32; low * low];
+            assert!(f.mask(&logits).iter().all(|&m| !m));
+            logits.iter_mut().for_each(|v| *v = 1e-3); // barely positive: inside
+            assert!(f.mask(&logits).iter().all(|&m| m));
+            assert!(
+                f.next_box(&[true; 233 * 197], 3).is_none(),
+                "memory, not boxes"
+            );
+            let img = Image::new(197, 233, 1, vec![255; 233 * 197]).unwrap();
+            let input = f.input(&img).unwrap();
+            // White: (1 − mean) / std per channel.
+            let n = input.size * input.size;
+            assert!((input.data[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
+            assert!((input.data[2 * n] - (1.0 - 0.406) / 0.225).abs() < 1e-5);
+        }
+    }
+
+    #[test]
     fn input_refuses_an_image_of_another_size() {
         let f = Frame::new(ModelFamily::LiteMedSam, (4, 4));
         let img = Image::new(5, 4, 1, vec![0; 20]).unwrap();
