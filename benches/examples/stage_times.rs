@@ -1,10 +1,14 @@
 //! medseg's side of `benches/compare/compare.sh`: median time of each stage on the inputs the
 //! PyTorch side uses, and peak RSS. Prints one JSON object.
 //!
-//! `stage_times lite|lite-random|vitb REPEATS [DECODER_REPEATS]` (thread count:
+//! `stage_times lite|lite-random|vitb|medsam2 REPEATS [DECODER_REPEATS]` (thread count:
 //! `RAYON_NUM_THREADS`). `lite` is the official LiteMedSAM checkpoint (from the cache);
-//! `lite-random` and `vitb` are seeded random weights of the official layouts (same shapes, so
-//! the same work; nothing to carry to a machine without the checkpoint).
+//! `lite-random`, `vitb` and `medsam2` are seeded random weights of the official layouts (same
+//! shapes, so the same work; nothing to carry to a machine without the checkpoint).
+//! For `medsam2` (one tracked slice of a 3D run with a full memory bank: the key slice, 6
+//! slices behind, 15 object pointers): `encoder_s` the image encoder, `memory_attention_s`
+//! the memory attention, `decoder_s` the memory attention + SAM heads + memory encoder after
+//! the encoder, `decoder_next_s` the SAM heads alone.
 //! `MEDSEG_DEVICE=wgpu` runs on the GPU (built with `--features wgpu`); `MEDSEG_ROOT` points at
 //! the repository when the binary runs outside the tree it was built in.
 //! `decoder_s` is a first prompt on an embedding (the whole decoder); `decoder_next_s` a further
@@ -81,9 +85,10 @@ fn main() -> medseg::Result<()> {
             ModelFamily::LiteMedSam,
             StateDict::load(weights::fetch_default()?)?,
         ),
+        "medsam2" => return medsam2(&root, reps, t0),
         other => {
             return Err(medseg::Error::InvalidOption(format!(
-                "model {other}: expected lite, lite-random or vitb"
+                "model {other}: expected lite, lite-random, vitb or medsam2"
             )))
         }
     };
@@ -140,6 +145,69 @@ fn main() -> medseg::Result<()> {
         median(enc),
         median(dec),
         median(next),
+        medseg_benches::peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// MedSAM2's stages on one demo slice (see the module docs).
+fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<()> {
+    use medseg::model::memory_bank::MemoryBank;
+    use medseg::model::prompt_encoder::Points;
+    let mut sd = random_weights(root, "medsam2_layout.txt")?;
+    if let Some(b) = sd
+        .tensors
+        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+    {
+        b.data.iter_mut().for_each(|v| *v += 6.0); // the object present, as the parity tests
+    }
+    let device = device()?;
+    let seg = Segmenter::from_state_dict(ModelFamily::MedSam2, &sd, &device)?;
+    drop(sd);
+    let load_s = t0.elapsed().as_secs_f64();
+    let model = seg.sam2().expect("MedSAM2");
+    let image = io::read_png(root.join("tests/fixtures/images/demo_ct.png"))?;
+    let input = seg.preprocess(&image)?;
+    let x = || {
+        Tensor::<4>::from_data(
+            TensorData::new(input.data.clone(), [1, 3, 512, 512]),
+            &device,
+        )
+    };
+    let pad = || Points {
+        coords: vec![[0.0, 0.0]],
+        labels: vec![-1],
+        per_prompt: 1,
+    };
+    let f = model.encode_image(x());
+    let heads = model.sam_heads(model.condition(&f, None), &f, pad(), true)?;
+    let memory = model.encode_memory(&f, &heads, false)?;
+    let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
+    for z in 1..16 {
+        bank.insert(z, memory.clone());
+    }
+    let (mut enc, mut att, mut slice, mut heads_t) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let f = model.encode_image(x());
+        let _ = to_vec(f.vision.clone())?;
+        enc.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let pix = model.condition(&f, Some(&bank.tokens(model, 16)));
+        let _ = to_vec(pix.clone())?;
+        att.push(t.elapsed().as_secs_f64());
+        let th = Instant::now();
+        let heads = model.sam_heads(pix, &f, pad(), true)?;
+        heads_t.push(th.elapsed().as_secs_f64());
+        let _ = model.encode_memory(&f, &heads, false)?;
+        slice.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{{\"model\": \"medsam2\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"memory_attention_s\": {:.4}, \"decoder_s\": {:.5}, \"decoder_next_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        median(enc),
+        median(att),
+        median(slice),
+        median(heads_t),
         medseg_benches::peak_rss_mb()
     );
     Ok(())

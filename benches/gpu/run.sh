@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# GPU timings (wgpu) of both families' encoder and decoder, for a machine that can build
+# GPU timings (wgpu) of the families' encoder and decoder, for a machine that can build
 # nothing and reach nothing: everything it needs is packed here and carried along.
 #
 #   bash benches/gpu/run.sh pack   # here: build stage_times with wgpu, strip it, add the
 #                                  # Vulkan loader, check that tree + pack fit the transfer
 #   bash benches/gpu/run.sh run    # there (repository root): one table, CPU rows beside
-#                                  # (MODELS="lite-random" for one family only)
+#                                  # (MODELS="lite-random" for one family only; medsam2's
+#                                  # "decoder 1st" is a tracked slice after its encoder —
+#                                  # memory attention, heads, memory encoder — and "decoder
+#                                  # next" its heads alone)
 #
 # With the device tool: run(command="bash benches/gpu/run.sh run", carry=["benches/gpu/bin"]).
 # The weights are seeded random ones of the official layouts (tests/fixtures/golden/*_layout.txt,
@@ -53,8 +56,8 @@ run() {
     [ -d "$d" ] && ls "$d" | sed "s|^|vulkan icd: $d/|"
   done
   out=$(mktemp)
-  for m in ${MODELS:-lite-random vitb}; do
-    reps=5; [ "$m" = vitb ] && reps=3
+  for m in ${MODELS:-lite-random vitb medsam2}; do
+    reps=5; [ "$m" = lite-random ] || reps=3
     for dev in wgpu cpu; do
       line=$(MEDSEG_DEVICE=$dev RAYON_NUM_THREADS=$(nproc) timeout 240 "$exe" "$m" "$reps" 20 2>&1 | tail -1) || true
       echo "$m $dev $line"
