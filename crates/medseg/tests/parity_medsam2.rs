@@ -436,6 +436,17 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
     let multi = seg.predict(&emb, &prompt).unwrap();
     assert_eq!(multi.masks_per_prompt, 3);
     assert_eq!(multi.masks.len(), 3 * h * w);
+    // Two boxes in one call: each entry is what the box alone gives (repeat_image).
+    let other = [20.0, 30.0, 120.0, 110.0];
+    let pair = Prompt {
+        boxes: vec![case.bbox.map(f64::from), other],
+        ..Default::default()
+    };
+    let both = seg.predict(&emb, &pair).unwrap();
+    let alone = seg.predict(&emb, &Prompt::from_box(other)).unwrap();
+    assert_eq!(both.batch, 2);
+    close("batch entry 0", both.logits(0, 0), pred.logits(0, 0), 1e-4);
+    close("batch entry 1", both.logits(1, 0), alone.logits(0, 0), 1e-4);
     // A mask input is 128 × 128 here; the 32 × 32 tensor alone is not an embedding.
     let sam_sized = Prompt {
         mask_input: Some(vec![0.0; 256 * 256]),
