@@ -144,7 +144,7 @@ fn vit_b(c: &mut Criterion) {
 /// skips it.
 fn medsam2(c: &mut Criterion) {
     use medseg::model::memory_bank::MemoryBank;
-    use medseg::model::prompt_encoder::Points;
+    use medseg::propagate_memory::no_points;
     if std::env::var("MEDSEG_BENCH_MEDSAM2").as_deref() == Ok("0") {
         return;
     }
@@ -173,13 +173,8 @@ fn medsam2(c: &mut Criterion) {
             b.iter(|| to_vec(model.encode_image(x()).vision).unwrap())
         });
         let f = model.encode_image(x());
-        let pad = || Points {
-            coords: vec![[0.0, 0.0]],
-            labels: vec![-1],
-            per_prompt: 1,
-        };
         let heads = model
-            .sam_heads(model.condition(&f, None), &f, pad(), true)
+            .sam_heads(model.condition(&f, None), &f, no_points(), true)
             .unwrap();
         let memory = model.encode_memory(&f, &heads, false).unwrap();
         let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
@@ -189,7 +184,7 @@ fn medsam2(c: &mut Criterion) {
         g.bench_function("tracked_slice_after_encoder_full_bank", |b| {
             b.iter(|| {
                 let pix = model.condition(&f, Some(&bank.tokens(model, 16)));
-                let heads = model.sam_heads(pix, &f, pad(), true).unwrap();
+                let heads = model.sam_heads(pix, &f, no_points(), true).unwrap();
                 model.encode_memory(&f, &heads, false).unwrap()
             })
         });

@@ -153,7 +153,7 @@ fn main() -> medseg::Result<()> {
 /// MedSAM2's stages on one demo slice (see the module docs).
 fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<()> {
     use medseg::model::memory_bank::MemoryBank;
-    use medseg::model::prompt_encoder::Points;
+    use medseg::propagate_memory::no_points;
     let mut sd = random_weights(root, "medsam2_layout.txt")?;
     if let Some(b) = sd
         .tensors
@@ -174,13 +174,8 @@ fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<(
             &device,
         )
     };
-    let pad = || Points {
-        coords: vec![[0.0, 0.0]],
-        labels: vec![-1],
-        per_prompt: 1,
-    };
     let f = model.encode_image(x());
-    let heads = model.sam_heads(model.condition(&f, None), &f, pad(), true)?;
+    let heads = model.sam_heads(model.condition(&f, None), &f, no_points(), true)?;
     let memory = model.encode_memory(&f, &heads, false)?;
     let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
     for z in 1..16 {
@@ -197,7 +192,7 @@ fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<(
         let _ = to_vec(pix.clone())?;
         att.push(t.elapsed().as_secs_f64());
         let th = Instant::now();
-        let heads = model.sam_heads(pix, &f, pad(), true)?;
+        let heads = model.sam_heads(pix, &f, no_points(), true)?;
         heads_t.push(th.elapsed().as_secs_f64());
         let _ = model.encode_memory(&f, &heads, false)?;
         slice.push(t.elapsed().as_secs_f64());

@@ -168,8 +168,9 @@ pub fn box_points(b: [f32; 4]) -> Points {
     }
 }
 
-/// No prompt: one padding point (`_forward_sam_heads` with `point_inputs=None`).
-fn no_points() -> Points {
+/// No prompt: one padding point (`_forward_sam_heads` with `point_inputs=None`), what a
+/// tracked slice's heads get.
+pub fn no_points() -> Points {
     Points {
         coords: vec![[0.0, 0.0]],
         labels: vec![-1],

@@ -22,7 +22,7 @@ use medseg::model::prompt_encoder::PromptBatch;
 use medseg::model::sam2::{HeadsOut, Sam2};
 use medseg::model::sam2_image_encoder::Sam2ImageEncoder;
 use medseg::preprocess::{bilinear_resize, pil_bicubic_resize_u8};
-use medseg::propagate_memory::{box_points, two_passes};
+use medseg::propagate_memory::{box_points, no_points, two_passes};
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::StateDict;
@@ -339,7 +339,7 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
         &g.f32("next_conditioned").0,
         5e-3,
     );
-    let heads = model.sam_heads(pix, &f, medseg_no_points(), true).unwrap();
+    let heads = model.sam_heads(pix, &f, no_points(), true).unwrap();
     for (name, ours, golden, tol) in [
         ("next candidate masks", heads.candidates, "next_masks", 5e-3),
         ("next IoU", heads.iou, "next_iou", 1e-4),
@@ -351,15 +351,6 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
         ),
     ] {
         close(name, &ours, &g.f32(golden).0, tol);
-    }
-}
-
-/// The padding point a tracked slice's heads get.
-fn medseg_no_points() -> medseg::model::prompt_encoder::Points {
-    medseg::model::prompt_encoder::Points {
-        coords: vec![[0.0, 0.0]],
-        labels: vec![-1],
-        per_prompt: 1,
     }
 }
 

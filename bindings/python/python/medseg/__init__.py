@@ -228,11 +228,10 @@ class Segmenter:
         mask = None
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)
-            side = 128 if self.model == "medsam2" else 256
-            if m.shape == (1, side, side):
+            if m.ndim == 3 and m.shape[0] == 1:
                 m = m[0]
-            if m.shape != (side, side):
-                raise ValueError(f"mask_input: expected shape ({side}, {side}), got {m.shape}")
+            if m.ndim != 2:  # the side (256, MedSAM2 128) is checked by the model
+                raise ValueError(f"mask_input: expected shape (S, S) or (1, S, S), got {m.shape}")
             mask = np.ascontiguousarray(m)
         masks, scores, logits = self._inner.predict(
             boxes, points, labels, mask, multimask_output, embedding, return_logits)

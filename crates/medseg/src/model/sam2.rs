@@ -119,7 +119,7 @@ impl Sam2 {
         l.values("mask_downsample.weight", &[1, 1, 4, 4]);
         l.values("mask_downsample.bias", &[1]);
         let pos = super::position_encoding::sine(MEM, g, g);
-        let maskmem_pos = transpose_channels(&pos, MEM, g * g);
+        let maskmem_pos = super::host::transpose(&pos, 1, MEM, g * g);
         Self {
             image_encoder,
             prompt_encoder,
@@ -266,7 +266,7 @@ impl Sam2 {
         let features = self.memory_features(f, heads, from_points);
         let [_, c, h, w] = features.dims();
         let rows = to_vec(features.reshape([1, c, h * w]))?;
-        let rows = transpose_channels(&rows, c, h * w)
+        let rows = super::host::transpose(&rows, 1, c, h * w)
             .into_iter()
             .map(round_bf16)
             .collect();
@@ -400,17 +400,6 @@ fn sine_1d(positions: &[f32], dim: usize) -> Vec<f32> {
     for &p in positions {
         out.extend(dim_t.iter().map(|d| (p / d).sin()));
         out.extend(dim_t.iter().map(|d| (p / d).cos()));
-    }
-    out
-}
-
-/// `[C, N]` row-major → `[N, C]`.
-fn transpose_channels(v: &[f32], c: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; v.len()];
-    for ci in 0..c {
-        for i in 0..n {
-            out[i * c + ci] = v[ci * n + i];
-        }
     }
     out
 }
