@@ -1,4 +1,8 @@
-"""PyTorch side of compare.sh: the official code on the same inputs, median stage times."""
+"""PyTorch side of compare.sh: the official code on the same inputs, median stage times.
+
+torch_times.py lite|vitb REPEATS THREADS [f32|bf16]: bf16 runs the model under
+torch.autocast("cpu", dtype=torch.bfloat16), what a PyTorch user picks for speed."""
+import contextlib
 import json
 import resource
 import sys
@@ -9,6 +13,9 @@ import numpy as np
 import torch
 
 which, reps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+precision = sys.argv[4] if len(sys.argv) > 4 else "f32"
+autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+            else contextlib.nullcontext())
 torch.set_num_threads(threads)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "reference"))
@@ -38,7 +45,7 @@ model.eval()
 load_s = time.perf_counter() - t0
 box = torch.from_numpy(g["box_model"]).reshape(1, 1, 4)
 enc, dec = [], []
-with torch.no_grad():
+with torch.no_grad(), autocast:
     for _ in range(reps):
         t = time.perf_counter()
         emb = model.image_encoder(x)
@@ -50,6 +57,6 @@ with torch.no_grad():
         model.mask_decoder(image_embeddings=emb, image_pe=pe, sparse_prompt_embeddings=sp,
                            dense_prompt_embeddings=de, multimask_output=False)
         dec.append(time.perf_counter() - t)
-print(json.dumps({"model": which, "load_s": round(load_s, 4), "encoder_s": round(float(np.median(enc)), 4),
+print(json.dumps({"model": which, "precision": precision, "load_s": round(load_s, 4), "encoder_s": round(float(np.median(enc)), 4),
                   "decoder_s": round(float(np.median(dec)), 5),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))

@@ -1,8 +1,8 @@
 //! medseg's side of `benches/compare/compare.sh`: median time of each stage on the inputs the
 //! PyTorch side uses, and peak RSS. Prints one JSON object.
 //!
-//! `stage_times lite|lite-random|vitb|medsam2 REPEATS [DECODER_REPEATS]` (thread count:
-//! `RAYON_NUM_THREADS`). `lite` is the official LiteMedSAM checkpoint (from the cache);
+//! `stage_times lite|lite-random|vitb|medsam2 REPEATS [DECODER_REPEATS] [--precision bf16]`
+//! (thread count: `RAYON_NUM_THREADS`; `"precision"` in the output is the one that ran). `lite` is the official LiteMedSAM checkpoint (from the cache);
 //! `lite-random`, `vitb` and `medsam2` are seeded random weights of the official layouts (same
 //! shapes, so the same work; nothing to carry to a machine without the checkpoint).
 //! For `medsam2` (one tracked slice of a 3D run with a full memory bank: the key slice, 6
@@ -21,7 +21,7 @@ use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::{self, StateDict};
-use medseg::{io, ModelFamily, Segmenter};
+use medseg::{io, ModelFamily, Precision, Segmenter};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,8 +60,21 @@ fn device() -> medseg::Result<burn::tensor::Device> {
     }
 }
 
+/// `--precision P` taken out of `args` (default f32).
+fn take_precision(args: &mut Vec<String>) -> medseg::Result<Precision> {
+    match args.iter().position(|a| a == "--precision") {
+        None => Ok(Precision::F32),
+        Some(i) => {
+            let p = args.get(i + 1).map(String::as_str).unwrap_or("").parse()?;
+            args.drain(i..(i + 2).min(args.len()));
+            Ok(p)
+        }
+    }
+}
+
 fn main() -> medseg::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let precision = take_precision(&mut args)?;
     let which = args.get(1).map(String::as_str).unwrap_or("lite");
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let dec_reps: usize = args
@@ -85,7 +98,7 @@ fn main() -> medseg::Result<()> {
             ModelFamily::LiteMedSam,
             StateDict::load(weights::fetch_default()?)?,
         ),
-        "medsam2" => return medsam2(&root, reps, t0),
+        "medsam2" => return medsam2(&root, reps, precision, t0),
         other => {
             return Err(medseg::Error::InvalidOption(format!(
                 "model {other}: expected lite, lite-random, vitb or medsam2"
@@ -93,7 +106,7 @@ fn main() -> medseg::Result<()> {
         }
     };
     let device = device()?;
-    let seg = Segmenter::from_state_dict(family, &sd, &device)?;
+    let seg = Segmenter::from_state_dict(family, &sd, &device)?.with_precision(precision);
     drop(sd);
     let load_s = t0.elapsed().as_secs_f64();
     let image = io::read_png(root.join("tests/fixtures/images/demo_ct.png"))?;
@@ -141,7 +154,8 @@ fn main() -> medseg::Result<()> {
         next.push(t.elapsed().as_secs_f64());
     }
     println!(
-        "{{\"model\": \"{which}\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"decoder_s\": {:.5}, \"decoder_next_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"model\": \"{which}\", \"precision\": \"{}\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"decoder_s\": {:.5}, \"decoder_next_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        seg.precision(),
         median(enc),
         median(dec),
         median(next),
@@ -151,7 +165,12 @@ fn main() -> medseg::Result<()> {
 }
 
 /// MedSAM2's stages on one demo slice (see the module docs).
-fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<()> {
+fn medsam2(
+    root: &std::path::Path,
+    reps: usize,
+    precision: Precision,
+    t0: Instant,
+) -> medseg::Result<()> {
     use medseg::model::memory_bank::MemoryBank;
     use medseg::propagate_memory::no_points;
     let mut sd = random_weights(root, "medsam2_layout.txt")?;
@@ -162,7 +181,8 @@ fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<(
         b.data.iter_mut().for_each(|v| *v += 6.0); // the object present, as the parity tests
     }
     let device = device()?;
-    let seg = Segmenter::from_state_dict(ModelFamily::MedSam2, &sd, &device)?;
+    let seg =
+        Segmenter::from_state_dict(ModelFamily::MedSam2, &sd, &device)?.with_precision(precision);
     drop(sd);
     let load_s = t0.elapsed().as_secs_f64();
     let model = seg.sam2().expect("MedSAM2");
@@ -198,7 +218,8 @@ fn medsam2(root: &std::path::Path, reps: usize, t0: Instant) -> medseg::Result<(
         slice.push(t.elapsed().as_secs_f64());
     }
     println!(
-        "{{\"model\": \"medsam2\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"memory_attention_s\": {:.4}, \"decoder_s\": {:.5}, \"decoder_next_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"model\": \"medsam2\", \"precision\": \"{}\", \"load_s\": {load_s:.4}, \"encoder_s\": {:.4}, \"memory_attention_s\": {:.4}, \"decoder_s\": {:.5}, \"decoder_next_s\": {:.5}, \"peak_rss_mb\": {:.0}}}",
+        seg.precision(),
         median(enc),
         median(att),
         median(slice),

@@ -54,6 +54,7 @@ pub mod io;
 #[cfg(feature = "model")]
 pub mod model;
 mod pickle_scan;
+pub mod precision;
 pub mod preprocess;
 pub mod prompt;
 #[cfg(feature = "model")]
@@ -73,6 +74,7 @@ pub use family::ModelFamily;
 pub use frame::Frame;
 #[cfg(feature = "model")]
 pub use model::Sam;
+pub use precision::Precision;
 pub use preprocess::Image;
 pub use prompt::Prompt;
 #[cfg(feature = "model")]

@@ -3,16 +3,18 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
+use crate::model::common::Linear;
 use crate::model::sam2::Sam2;
 use crate::model::sam2_mask_decoder::HighRes;
-use crate::model::Points;
+use crate::model::{bf16, Points};
 use crate::model::{ImageSide, ModelFamily, PromptBatch, Sam};
+use crate::precision::Precision;
 use crate::preprocess::{Image, ModelInput};
 pub use crate::prompt::Prompt;
 use crate::weights::{self, StateDict};
@@ -31,12 +33,47 @@ enum Net {
     Sam2(Box<Sam2>),
 }
 
+impl Net {
+    /// The linear layers `Precision::Bf16` runs in bf16: the image encoder's, and MedSAM2's
+    /// memory attention.
+    fn bf16_linears(&mut self) -> Vec<&mut Linear> {
+        match self {
+            Net::Sam(m) => m.image_encoder.linears_mut(),
+            Net::Sam2(m) => {
+                let Sam2 {
+                    image_encoder,
+                    memory_attention,
+                    ..
+                } = m.as_mut();
+                let mut out = image_encoder.linears_mut();
+                out.extend(memory_attention.linears_mut());
+                out
+            }
+        }
+    }
+}
+
+/// Why `Precision::Bf16` cannot run on `device`, if it cannot.
+fn bf16_unavailable(device: &Device) -> Option<String> {
+    if *device != Device::flex() {
+        Some(format!(
+            "bf16 runs on the CPU backend only, and this segmenter is on {device:?}"
+        ))
+    } else if !bf16::supported() {
+        Some("this CPU has no AVX-512 BF16 (vdpbf16ps)".into())
+    } else {
+        None
+    }
+}
+
 /// A loaded model on a device. `Send + Sync`: share it between threads behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Segmenter {
     net: Net,
     family: ModelFamily,
     device: Device,
+    /// What the image encoder runs in (what was asked for, or `F32` where bf16 cannot run).
+    precision: Precision,
     /// Which loaded weights these are (clones share it): an embedding keeps the decoder work
     /// of the segmenter that made it only for that segmenter.
     id: u64,
@@ -149,6 +186,7 @@ impl Segmenter {
             net,
             family,
             device: device.clone(),
+            precision: Precision::F32,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -186,6 +224,35 @@ impl Segmenter {
                     .into(),
             )),
         }
+    }
+
+    /// Run the image encoder in `precision` ([`Precision`]). `Bf16` where it cannot run (not
+    /// the CPU backend, or a CPU without AVX-512 BF16) leaves the segmenter in `F32` and says
+    /// why on stderr, once per process; [`Segmenter::precision`] tells which one runs.
+    /// Switching back to `F32` restores the exact path. Embeddings made before keep the
+    /// precision they were made in.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        let runs = match precision {
+            Precision::Bf16 => match bf16_unavailable(&self.device) {
+                Some(why) => {
+                    static SAID: Once = Once::new();
+                    SAID.call_once(|| eprintln!("medseg: running in f32, not bf16: {why}"));
+                    Precision::F32
+                }
+                None => Precision::Bf16,
+            },
+            Precision::F32 => Precision::F32,
+        };
+        for linear in self.net.bf16_linears() {
+            linear.set_bf16(runs == Precision::Bf16);
+        }
+        self.precision = runs;
+        self
+    }
+
+    /// The precision the image encoder runs in (see [`Segmenter::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The family of the loaded model.

@@ -2,11 +2,13 @@
 //! No I/O here: the state_dict is already in memory (`crate::weights`).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use burn::tensor::module::{conv2d, conv_transpose2d, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::bf16;
 use super::kernels::{host_in_place, host_to_new, Kernels};
 use crate::error::{Error, Result};
 use crate::weights::StateDict;
@@ -129,6 +131,16 @@ pub struct Linear {
     pub weight: Tensor<2>,
     /// `[out]`.
     pub bias: Option<Tensor<1>>,
+    /// Under `Precision::Bf16` (CPU backend, AVX-512 BF16): the weight packed in bf16 and the
+    /// bias on the host; `forward` then takes [`bf16::matmul`]. Shared by clones.
+    bf16: Option<Arc<Bf16Weight>>,
+}
+
+/// A [`Linear`]'s weight for the bf16 kernel.
+#[derive(Debug)]
+struct Bf16Weight {
+    packed: bf16::PackedB,
+    bias: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -143,13 +155,99 @@ impl Linear {
         }
         let weight = l.from_vec(t, [d_in, d_out]);
         let bias = bias.then(|| l.tensor(&format!("{prefix}.bias"), [d_out]));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            bf16: None,
+        }
+    }
+
+    /// Switch the bf16 kernel on (packing the `f32` weight, which stays for switching back) or
+    /// off. The caller has checked [`bf16::supported`] and that the weight is on the CPU
+    /// backend; a weight that cannot be read on the host leaves the layer in `f32`.
+    pub fn set_bf16(&mut self, on: bool) {
+        self.bf16 = None;
+        if !on {
+            return;
+        }
+        let [k, n] = self.weight.dims();
+        let Ok(w) = self.weight.to_data().try_to_vec::<f32>() else {
+            return;
+        };
+        let bias = match &self.bias {
+            Some(b) => match b.to_data().try_to_vec::<f32>() {
+                Ok(b) => Some(b),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        self.bf16 = Some(Arc::new(Bf16Weight {
+            packed: bf16::PackedB::new(&w, k, n),
+            bias,
+        }));
+    }
+
+    /// Whether `forward` takes the bf16 kernel.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16.is_some()
     }
 
     /// `x · W + b` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        match &self.bf16 {
+            Some(w) => self.forward_bf16(w, x),
+            None => linear(x, self.weight.clone(), self.bias.clone()),
+        }
     }
+
+    /// The bf16 kernel on `x`'s host values (a tensor that is not `f32` takes Burn's `f32`
+    /// product, as every host kernel does).
+    fn forward_bf16<const D: usize>(&self, w: &Bf16Weight, x: Tensor<D>) -> Tensor<D> {
+        let (k, n) = w.packed.dims();
+        let mut shape = x.dims();
+        shape[D - 1] = n;
+        let rows = x.dims()[..D - 1].iter().product();
+        host_to_new(
+            x,
+            |x| linear(x, self.weight.clone(), self.bias.clone()),
+            |a| {
+                debug_assert_eq!(a.len(), rows * k);
+                (bf16::matmul(a, rows, &w.packed, w.bias.as_deref()), shape)
+            },
+        )
+    }
+}
+
+/// `softmax(q·kᵀ + rel) · v` under `Precision::Bf16` ([`bf16::attention`]): `q` `[B, H, N, d]`
+/// (already scaled), `k` `[B, H, M, d]`, `v` `[B, H, M, dv]` → `[B, H, N, dv]`; `rel`: SAM's
+/// relative-position terms `[B, H, N, kh]`, `[B, H, N, kw]` over a `kh × kw` key grid. Takes
+/// the host values of `f32` tensors on the CPU backend, the only place a bf16 layer is built.
+pub fn attention_bf16(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    rel: Option<(Tensor<4>, Tensor<4>, (usize, usize))>,
+) -> Tensor<4> {
+    let ([b, h, n, d], [.., m, dv]) = (q.dims(), v.dims());
+    let device = q.device();
+    let host = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let (q, k, v) = (host(q), host(k), host(v));
+    let rel = rel.map(|(rh, rw, grid)| (host(rh), host(rw), grid));
+    let rel = rel.as_ref().map(|(rh, rw, (kh, kw))| bf16::RelPos {
+        h: rh,
+        w: rw,
+        kh: *kh,
+        kw: *kw,
+    });
+    let heads = bf16::Heads {
+        heads: b * h,
+        queries: n,
+        keys: m,
+        d,
+        dv,
+    };
+    let out = bf16::attention(&q, &k, &v, heads, rel);
+    Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device)
 }
 
 /// `nn.LayerNorm` over the last dimension.

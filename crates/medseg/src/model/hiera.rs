@@ -12,7 +12,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, Linear, Loader,
+    attention_bf16, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -104,15 +104,12 @@ impl MultiScaleAttention {
             [_, h, w, _] = pooled.dims();
             q = pooled.reshape([b, h * w, self.heads, hd]);
         }
-        let opts = AttentionModuleOptions::default();
-        let out = attention(
-            q.swap_dims(1, 2),
-            k.swap_dims(1, 2),
-            v.swap_dims(1, 2),
-            None,
-            None,
-            opts,
-        );
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let out = if self.qkv.is_bf16() {
+            attention_bf16(q * (hd as f64).powf(-0.5), k, v, None)
+        } else {
+            attention(q, k, v, None, None, AttentionModuleOptions::default())
+        };
         self.proj
             .forward(out.swap_dims(1, 2).reshape([b, h, w, dim_out]))
     }
@@ -265,6 +262,17 @@ impl Hiera {
             }
         }
         Tensor::from_data(burn::tensor::TensorData::new(out, [1, h, w, c]), device)
+    }
+
+    /// Its linear layers (what `Precision::Bf16` switches to the bf16 kernel).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = Vec::new();
+        for b in &mut self.blocks {
+            let [mlp0, mlp1] = &mut b.mlp;
+            out.extend([&mut b.attn.qkv, &mut b.attn.proj, mlp0, mlp1]);
+            out.extend(b.proj.as_mut());
+        }
+        out
     }
 
     /// `[B, 3, S, S]` (S a multiple of 32) → the feature map at the end of each stage,

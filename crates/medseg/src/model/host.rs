@@ -62,9 +62,9 @@ fn gelu1(x: f32) -> f32 {
 
 /// Compile `body` for AVX-512, AVX2+FMA and baseline x86-64 and pick one at run time.
 macro_rules! multiversion {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($vis:vis $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn inner($($arg: $ty),*) $body
@@ -112,7 +112,7 @@ multiversion!(add_chunk(x: &mut [f32], y: &[f32]) {
     }
 });
 
-multiversion!(softmax_row(x: &mut [f32]) {
+multiversion!(pub(super) softmax_row(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f32;
     for v in x.iter_mut() {

@@ -8,14 +8,16 @@
 //! being materialised as a dense `[N, N]` bias: the query is extended with its two bias rows
 //! (`q·R_h`, `q·R_w`) and the key with the one-hot row/column of its position, so that
 //! `q'·k' = scale·q·k + rel_h[q, row(k)] + rel_w[q, col(k)]` — the same sum, computed by one
-//! fused attention call.
+//! fused attention call. Under `Precision::Bf16` the bias is added to the `f32` scores
+//! instead (`bf16::attention`), and the two products run on the bf16 kernel.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::common::{
-    pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d, Linear, Loader,
+    attention_bf16, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
+    Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -139,7 +141,28 @@ impl Attention {
             .reshape([w, b * nh, h, w])
             .permute([1, 2, 0, 3])
             .reshape([b, nh, n, w]);
-        let q_aug = Tensor::cat(vec![q * self.scale, rel_h, rel_w], 3);
+        let q = q * self.scale;
+        let out = match self.qkv.is_bf16() {
+            true => attention_bf16(q, k, v, Some((rel_h, rel_w, (h, w)))),
+            false => self.attend(q, k, v, rel_h, rel_w),
+        }; // [B, heads, N, hd]
+        let out = out.swap_dims(1, 2).reshape([b, h, w, c]);
+        self.proj.forward(out)
+    }
+
+    /// `softmax(q·kᵀ + rel) · v` by folding the relative position into the keys: queries
+    /// `[q, rel_h, rel_w]` against keys `[k, one-hot row, one-hot column]`.
+    fn attend(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        rh: Tensor<4>,
+        rw: Tensor<4>,
+    ) -> Tensor<4> {
+        let [b, nh, n, _] = q.dims();
+        let (h, w) = (rh.dims()[3], rw.dims()[3]);
+        let q_aug = Tensor::cat(vec![q, rh, rw], 3);
         let k_aug = Tensor::cat(
             vec![k, self.key_onehot.clone().expand([b, nh, n, h + w])],
             3,
@@ -148,9 +171,7 @@ impl Attention {
             scale: Some(1.0),
             ..Default::default()
         };
-        let out = attention(q_aug, k_aug, v, None, None, opts); // [B, heads, N, hd]
-        let out = out.swap_dims(1, 2).reshape([b, h, w, c]);
-        self.proj.forward(out)
+        attention(q_aug, k_aug, v, None, None, opts)
     }
 }
 
@@ -251,6 +272,14 @@ impl ImageEncoderViT {
             neck_ln2: LayerNorm2d::load(l, &format!("{p}.neck.3"), cfg.out_chans),
             config: cfg.clone(),
         }
+    }
+
+    /// Its linear layers (what `Precision::Bf16` switches to the bf16 kernel).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let blocks = self.blocks.iter_mut();
+        blocks
+            .flat_map(|b| [&mut b.attn.qkv, &mut b.attn.proj, &mut b.lin1, &mut b.lin2])
+            .collect()
     }
 
     /// `[B, 3, 1024, 1024]` → `[B, 256, 64, 64]`.

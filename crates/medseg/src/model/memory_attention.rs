@@ -6,7 +6,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData};
 
-use super::common::{LayerNorm, Linear, Loader};
+use super::common::{attention_bf16, LayerNorm, Linear, Loader};
 use super::kernels::{host_in_place, Kernels};
 
 /// The axial rotary encoding of a `w × h` grid for a head `dim` wide: per token, `dim / 2`
@@ -127,7 +127,11 @@ impl RopeAttention {
         let k = self.k_proj.forward(k);
         let [_, m, d] = k.dims();
         let k = rope.apply(k, m - no_rope);
-        let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
+        let scale = 1.0 / (d as f64).sqrt();
+        if self.q_proj.is_bf16() {
+            return self.forward_bf16(q * scale, k, v);
+        }
+        let scores = q.matmul(k.swap_dims(1, 2)) * scale;
         let weights = self.kernels.softmax_last(scores);
         // The weights sum to 1 over the keys, so averaging the raw values first and projecting
         // after is the same function: `softmax(S) (V Wᵀ + b) = (softmax(S) V) Wᵀ + b`. With
@@ -137,6 +141,30 @@ impl RopeAttention {
             self.v_proj.forward(weights.matmul(v))
         } else {
             weights.matmul(self.v_proj.forward(v))
+        };
+        self.out_proj.forward(mixed)
+    }
+
+    /// The attention of [`RopeAttention::forward`] under `Precision::Bf16` on rotated,
+    /// scaled `q` and rotated `k` (values averaged before their projection as in `f32`).
+    fn forward_bf16(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let (d, kv_dim) = (q.dims()[2], v.dims()[2]);
+        let v = if kv_dim < d {
+            v
+        } else {
+            self.v_proj.forward(v)
+        };
+        let mixed = attention_bf16(
+            q.unsqueeze_dim(1),
+            k.unsqueeze_dim(1),
+            v.unsqueeze_dim(1),
+            None,
+        );
+        let mixed: Tensor<3> = mixed.squeeze_dim(1);
+        let mixed = if kv_dim < d {
+            self.v_proj.forward(mixed)
+        } else {
+            mixed
         };
         self.out_proj.forward(mixed)
     }
@@ -217,6 +245,18 @@ impl MemoryAttention {
             norm: LayerNorm::load(l, &format!("{p}.norm"), dim, 1e-5),
             rope: Rope::new(dim, grid, grid, 10000.0, &l.device),
         }
+    }
+
+    /// Its linear layers (what `Precision::Bf16` switches to the bf16 kernel).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            for a in [&mut layer.self_attn, &mut layer.cross_attn] {
+                out.extend([&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.out_proj]);
+            }
+            out.extend([&mut layer.linear1, &mut layer.linear2]);
+        }
+        out
     }
 
     /// Current features `[B, HW, C]` with their positional encoding, and the memory →

@@ -1,6 +1,7 @@
 //! The Segment Anything model in Burn: one file per part, named as in the paper and the
 //! official code. Runs on any Burn device (`Device::flex()` on the CPU, `Device::wgpu(..)`).
 
+pub mod bf16;
 pub mod common;
 pub mod hiera;
 mod host;
@@ -46,6 +47,14 @@ impl ImageEncoder {
         match self {
             ImageEncoder::ViT(e) => e.forward(x),
             ImageEncoder::TinyViT(e) => e.forward(x),
+        }
+    }
+
+    /// Its linear layers (what `Precision::Bf16` switches to the bf16 kernel).
+    pub fn linears_mut(&mut self) -> Vec<&mut common::Linear> {
+        match self {
+            ImageEncoder::ViT(e) => e.linears_mut(),
+            ImageEncoder::TinyViT(e) => e.linears_mut(),
         }
     }
 }

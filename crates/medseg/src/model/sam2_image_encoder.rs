@@ -115,6 +115,12 @@ impl Sam2ImageEncoder {
         &self.trunk
     }
 
+    /// The trunk's linear layers (the neck has only convolutions): what `Precision::Bf16`
+    /// switches to the bf16 kernel.
+    pub fn linears_mut(&mut self) -> Vec<&mut super::common::Linear> {
+        self.trunk.linears_mut()
+    }
+
     /// `[B, 3, S, S]` (normalised, S a multiple of 32) → [`BackboneOut`].
     pub fn forward(&self, x: Tensor<4>) -> BackboneOut {
         let (mut features, mut pos) = self.neck.forward(self.trunk.forward(x));

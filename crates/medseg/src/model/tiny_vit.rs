@@ -284,6 +284,14 @@ impl TinyViT {
             .collect()
     }
 
+    /// Its linear layers (what `Precision::Bf16` switches to the bf16 kernel).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let blocks = self.stages.iter_mut().flatten();
+        blocks
+            .flat_map(|b| [&mut b.attn.qkv, &mut b.attn.proj, &mut b.fc1, &mut b.fc2])
+            .collect()
+    }
+
     /// `[B, 3, 256, 256]` → `[B, 256, 64, 64]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let k = self.kernels;
