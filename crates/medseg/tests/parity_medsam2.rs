@@ -24,7 +24,6 @@ use medseg::model::sam2_image_encoder::Sam2ImageEncoder;
 use medseg::preprocess::{bilinear_resize, pil_bicubic_resize_u8};
 use medseg::propagate_memory::{box_points, no_points, two_passes};
 use medseg::segmenter::to_vec;
-use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::StateDict;
 use medseg::{
     Error, Image, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions,
@@ -119,22 +118,6 @@ fn image_encoder_matches_sam2() {
         check(&mut g, &format!("fpn{i}"), f, 32, [1, 256, side, side]);
         check(&mut g, &format!("pos{i}"), p, 32, [1, 256, side, side]);
     }
-}
-
-/// Added to the object-score head's last bias by the reference (`OBJ_BIAS`): with random
-/// weights the head would say "no object" on every slice and every logit would be −1024.
-const OBJ_BIAS: f32 = 6.0;
-
-/// The reference's seeded weights for the whole model.
-fn medsam2_state_dict() -> StateDict {
-    let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
-    let mut sd = seeded_random_state_dict(&parse_layout(&layout), 2024);
-    let bias = sd
-        .tensors
-        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
-        .expect("the object-score head's last layer");
-    bias.data.iter_mut().for_each(|v| *v += OBJ_BIAS);
-    sd
 }
 
 /// The whole model with the reference's seeded weights.

