@@ -227,13 +227,23 @@ impl Segmenter {
 #[pymethods]
 impl Segmenter {
     #[new]
-    #[pyo3(signature = (model="lite-medsam", weights=None, device="cpu"))]
-    fn new(py: Python<'_>, model: &str, weights: Option<PathBuf>, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (model="lite-medsam", weights=None, device="cpu", precision="f32"))]
+    fn new(
+        py: Python<'_>,
+        model: &str,
+        weights: Option<PathBuf>,
+        device: &str,
+        precision: &str,
+    ) -> PyResult<Self> {
         let family = parse_family(model)?;
         let dev = self::device(device)?;
+        let precision: medseg::Precision = precision
+            .parse()
+            .map_err(|e: medseg::Error| PyValueError::new_err(e.to_string()))?;
         let seg = py
             .detach(|| medseg::Segmenter::new(family, weights.as_deref(), &dev))
-            .map_err(err)?;
+            .map_err(err)?
+            .with_precision(precision);
         Ok(Self {
             inner: Arc::new(seg),
             current: Mutex::new(None),
@@ -244,6 +254,13 @@ impl Segmenter {
     #[getter]
     fn model(&self) -> &'static str {
         self.inner.family().name()
+    }
+
+    /// The precision the image encoder runs in: "f32", or "bf16" where it was asked for and
+    /// the CPU has AVX-512 BF16.
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.inner.precision().name()
     }
 
     /// Encode an image (H×W or H×W×3); returns an `Embedding`.

@@ -350,7 +350,8 @@ def test_segmenter_pickles_as_what_it_was_built_from(seg):
     # a checkpoint path travels as a path
     path = str(medseg.fetch_weights())
     by_path = pickle.loads(pickle.dumps(medseg.Segmenter("lite-medsam", weights=path)))
-    assert repr(by_path) == f"medseg.Segmenter('lite-medsam', weights={path!r}, device='cpu')"
+    assert repr(by_path) == (
+        f"medseg.Segmenter('lite-medsam', weights={path!r}, device='cpu', precision='f32')")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
         got = pool.starmap(_mask_in_worker, [(seg, image, box)] * 2)
@@ -362,6 +363,42 @@ def test_segmenter_pickles_as_what_it_was_built_from(seg):
     forged = blob.replace(medseg.DEFAULT_WEIGHTS_SHA256.encode(), b"0" * 64)
     with pytest.raises(medseg.WeightsError, match="SHA-256"):
         pickle.loads(forged)
+
+
+def _has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def test_precision_bf16_runs_pickles_and_falls_back_with_a_warning(seg):
+    image = png("images/demo_ct.png")
+    box = [95, 255, 190, 350]
+    if _has_avx512_bf16():
+        bf = medseg.Segmenter("lite-medsam", precision="bf16")
+        assert bf.precision == "bf16"
+    else:
+        with pytest.warns(RuntimeWarning, match="running in f32"):
+            bf = medseg.Segmenter("lite-medsam", precision="bf16")
+        assert bf.precision == "f32"
+    assert seg.precision == "f32"
+    m32, s32, l32 = seg.predict(boxes=np.array([box], float), embedding=seg.embed(image))
+    m16, s16, l16 = bf.predict(boxes=np.array([box], float), embedding=bf.embed(image))
+    inter, union = np.logical_and(m32, m16).sum(), np.logical_or(m32, m16).sum()
+    assert inter / union >= 0.98, inter / union
+    assert np.array_equal(l16, l32) != _has_avx512_bf16(), "bf16 ran iff the CPU has it"
+    again = pickle_roundtrip(bf)
+    assert again.precision == bf.precision and "precision='bf16'" in repr(again)
+    assert np.array_equal(again.segment(image, box), bf.segment(image, box))
+    with pytest.raises(ValueError, match="expected f32 or bf16"):
+        medseg.Segmenter("lite-medsam", precision="fp16")
+
+
+def pickle_roundtrip(obj):
+    import pickle
+    return pickle.loads(pickle.dumps(obj))
 
 
 def _write_nifti(path, data, spacing):

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use medseg::cohort::{self, Case, CaseResult};
-use medseg::{ModelFamily, Segmenter};
+use medseg::{ModelFamily, Precision, Segmenter};
 
 /// The models a batch uses, each loaded on first need (a load error is kept and given to
 /// every case of that model).
 struct Models {
     default: ModelFamily,
     weights: Option<PathBuf>,
+    precision: Precision,
     loaded: HashMap<ModelFamily, std::result::Result<Segmenter, String>>,
 }
 
@@ -25,20 +26,29 @@ impl Models {
         self.loaded
             .entry(family)
             .or_insert_with(|| {
-                Segmenter::new(family, weights, &medseg::cpu()).map_err(|e| e.to_string())
+                Segmenter::new(family, weights, &medseg::cpu())
+                    .map(|s| s.with_precision(self.precision))
+                    .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 }
 
-pub fn run(cases: &Path, out_dir: &Path, model: ModelFamily, weights: Option<&Path>) -> Result<()> {
+pub fn run(
+    cases: &Path,
+    out_dir: &Path,
+    model: ModelFamily,
+    weights: Option<&Path>,
+    precision: Precision,
+) -> Result<()> {
     let cases = cohort::read_cases(cases).with_context(|| cases.display().to_string())?;
     std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
     let done = cohort::finished(out_dir)?;
     let mut models = Models {
         default: model,
         weights: weights.map(Path::to_path_buf),
+        precision,
         loaded: HashMap::new(),
     };
     let bar = indicatif::ProgressBar::new(cases.len() as u64);

@@ -86,6 +86,63 @@ fn segment_lite_medsam_with_default_weights() {
     }
 }
 
+/// `--precision bf16`: the mask within 2 % IoU of the official one, and either the bf16 kernel
+/// ran (logits differ from f32's) or, on a CPU without AVX-512 BF16, the note says f32 ran and
+/// the logits are f32's. A wrong value is one clear line.
+#[test]
+fn segment_with_precision_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = fixtures().join("images/demo_ct.png");
+    let demo = demo.to_str().unwrap();
+    let run = |precision: &str| {
+        let out = dir.path().join(format!("{precision}.png"));
+        let logits = dir.path().join(format!("{precision}.npy"));
+        let (_, err) = succeeds(&[
+            "segment",
+            "--model",
+            "lite-medsam",
+            "--input",
+            demo,
+            "--box",
+            "95,255,190,350",
+            "--precision",
+            precision,
+            "--output",
+            out.to_str().unwrap(),
+            "--logits",
+            logits.to_str().unwrap(),
+        ]);
+        let l: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
+        (read_mask(&out).0, l, err)
+    };
+    let (m32, l32, _) = run("f32");
+    let (m16, l16, err) = run("bf16");
+    let reference: ndarray::ArrayD<u8> = golden("lite_demo_ct.npz").by_name("mask").unwrap();
+    let reference: Vec<bool> = reference.iter().map(|&v| v > 0).collect();
+    let m_iou = iou(&m16, &reference);
+    assert!(m_iou >= 0.98, "bf16 mask IoU vs official {m_iou}");
+    assert!(iou(&m32, &reference) >= 0.99);
+    let has_bf16 =
+        std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512_bf16"));
+    if has_bf16 {
+        assert_ne!(l16, l32, "bf16 gave f32's logits exactly");
+        assert!(!err.contains("not bf16"), "{err}");
+    } else {
+        assert_eq!(l16, l32, "the f32 fallback is not f32");
+        assert!(
+            err.contains("running in f32, not bf16"),
+            "no fallback note: {err}"
+        );
+    }
+    let out = dir.path().join("x.png");
+    let mut args = segment_lite(demo, "95,255,190,350", out.to_str().unwrap()).to_vec();
+    args.extend(["--precision", "fp16"]);
+    fails_with(
+        &args,
+        "--precision: invalid option: precision \"fp16\": expected f32 or bf16",
+    );
+}
+
 fn fails_with(args: &[&str], needle: &str) {
     fails_with_env(&[], args, needle);
 }
