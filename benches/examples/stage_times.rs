@@ -60,21 +60,9 @@ fn device() -> medseg::Result<burn::tensor::Device> {
     }
 }
 
-/// `--precision P` taken out of `args` (default f32).
-fn take_precision(args: &mut Vec<String>) -> medseg::Result<Precision> {
-    match args.iter().position(|a| a == "--precision") {
-        None => Ok(Precision::F32),
-        Some(i) => {
-            let p = args.get(i + 1).map(String::as_str).unwrap_or("").parse()?;
-            args.drain(i..(i + 2).min(args.len()));
-            Ok(p)
-        }
-    }
-}
-
 fn main() -> medseg::Result<()> {
     let mut args: Vec<String> = std::env::args().collect();
-    let precision = take_precision(&mut args)?;
+    let precision = medseg_benches::take_precision(&mut args)?;
     let which = args.get(1).map(String::as_str).unwrap_or("lite");
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let dec_reps: usize = args

@@ -89,14 +89,15 @@ fn segmenter(root: &std::path::Path, which: &str) -> medseg::Result<Segmenter> {
 }
 
 fn main() -> medseg::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let precision = medseg_benches::take_precision(&mut args)?;
     let which = args.get(1).map(String::as_str).unwrap_or("lite");
     let slices: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let out = args.get(3).map(std::path::PathBuf::from);
     let root = std::env::var_os("MEDSEG_ROOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
-    let seg = segmenter(&root, which)?;
+    let seg = segmenter(&root, which)?.with_precision(precision);
     let (vol, key, bbox) = volume(&root, slices)?;
     let mut opts = VolumeOptions::new(key, bbox);
     opts.intensity = Some(Intensity::MinMax);
@@ -129,7 +130,8 @@ fn main() -> medseg::Result<()> {
         std::fs::write(with("json"), json).map_err(|e| io_err(&with("json"), e))?;
     }
     println!(
-        "{{\"model\": \"{which}\", \"slices\": {}, \"total_s\": {total:.3}, \"slices_per_s\": {:.3}, \"host_s\": {host:.3}, \"voxels\": {}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"model\": \"{which}\", \"precision\": \"{}\", \"slices\": {}, \"total_s\": {total:.3}, \"slices_per_s\": {:.3}, \"host_s\": {host:.3}, \"voxels\": {}, \"peak_rss_mb\": {:.0}}}",
+        seg.precision(),
         res.slices_run.len(),
         res.slices_run.len() as f64 / total,
         res.stats.voxels,

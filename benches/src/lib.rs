@@ -11,3 +11,16 @@ pub fn peak_rss_mb() -> f64 {
         .map(|k| k / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// `--precision P` taken out of the command line `args` (default `f32`), for the timing
+/// examples.
+pub fn take_precision(args: &mut Vec<String>) -> medseg::Result<medseg::Precision> {
+    match args.iter().position(|a| a == "--precision") {
+        None => Ok(medseg::Precision::F32),
+        Some(i) => {
+            let p = args.get(i + 1).map(String::as_str).unwrap_or("").parse()?;
+            args.drain(i..(i + 2).min(args.len()));
+            Ok(p)
+        }
+    }
+}

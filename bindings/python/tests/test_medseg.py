@@ -384,8 +384,8 @@ def test_precision_bf16_runs_pickles_and_falls_back_with_a_warning(seg):
             bf = medseg.Segmenter("lite-medsam", precision="bf16")
         assert bf.precision == "f32"
     assert seg.precision == "f32"
-    m32, s32, l32 = seg.predict(boxes=np.array([box], float), embedding=seg.embed(image))
-    m16, s16, l16 = bf.predict(boxes=np.array([box], float), embedding=bf.embed(image))
+    m32, s32, l32 = seg.predict(box=np.array(box, float), embedding=seg.embed(image))
+    m16, s16, l16 = bf.predict(box=np.array(box, float), embedding=bf.embed(image))
     inter, union = np.logical_and(m32, m16).sum(), np.logical_or(m32, m16).sum()
     assert inter / union >= 0.98, inter / union
     assert np.array_equal(l16, l32) != _has_avx512_bf16(), "bf16 ran iff the CPU has it"
