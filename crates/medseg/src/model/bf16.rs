@@ -9,9 +9,9 @@
 //! (24 accumulators in registers), converted to bf16 per chunk of rows, chunks in parallel.
 //!
 //! [`matmul_reference`] is the same arithmetic one element at a time (inputs rounded to
-//! nearest-even bf16, `f32` sums): the tests hold the vector kernel to it, and it is what runs
-//! where the CPU has no AVX-512 BF16 (only the tests call it there: `Precision::Bf16` falls back
-//! to `f32` on such a CPU, see `crate::Precision`).
+//! nearest-even bf16, `f32` sums): the tests hold the vector kernel to it. Only the tests call
+//! it on a CPU without AVX-512 BF16: `Precision::Bf16` falls back to `f32` there (see
+//! `crate::Precision`). The attention built on this kernel is in `model::attention`.
 
 use half::bf16;
 use rayon::prelude::*;
@@ -100,18 +100,21 @@ fn to_bf16_bits(x: f32) -> u16 {
 /// If the CPU lacks AVX-512 BF16 ([`supported`]) or `a`/`bias` do not fit `b`: callers check
 /// both (the layer that owns `b` is only built with it on a CPU that has the kernel).
 pub fn matmul(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>) -> Vec<f32> {
-    matmul_with(a, m, b, bias, true)
-}
-
-/// [`matmul`], its row blocks in parallel or (inside a parallel loop) one after the other.
-fn matmul_with(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, par: bool) -> Vec<f32> {
     let mut c = vec![0.0f32; m * b.n];
-    matmul_into(a, m, b, bias, par, &mut c);
+    matmul_into(a, m, b, bias, true, &mut c);
     c
 }
 
-/// [`matmul_with`] into `c` `[m, n]` (every element written).
-fn matmul_into(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, par: bool, c: &mut [f32]) {
+/// [`matmul`] into `c` `[m, n]` (every element written), its row blocks in parallel or
+/// (inside a parallel loop) one after the other.
+pub(super) fn matmul_into(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    par: bool,
+    c: &mut [f32],
+) {
     assert!(supported(), "bf16::matmul needs AVX-512 BF16");
     check_shapes(a, m, b, bias);
     assert_eq!(
@@ -138,132 +141,6 @@ fn matmul_into(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, par: bool
         c.par_chunks_mut(chunk).enumerate().for_each(task);
     } else {
         c.chunks_mut(chunk).enumerate().for_each(task);
-    }
-}
-
-/// SAM's decomposed relative-position bias for [`attention`]: the query at row `i` gets
-/// `h[i, ky] + w[i, kx]` added to its score with the key at `(ky, kx)` (key `ky · kw + kx`).
-#[derive(Debug, Clone, Copy)]
-pub struct RelPos<'a> {
-    /// `[heads, n, kh]`.
-    pub h: &'a [f32],
-    /// `[heads, n, kw]`.
-    pub w: &'a [f32],
-    /// Key grid rows.
-    pub kh: usize,
-    /// Key grid columns.
-    pub kw: usize,
-}
-
-/// The shape of an [`attention`] call.
-#[derive(Debug, Clone, Copy)]
-pub struct Heads {
-    /// Independent heads (batch × heads, or windows × heads).
-    pub heads: usize,
-    /// Queries per head.
-    pub queries: usize,
-    /// Keys (and values) per head.
-    pub keys: usize,
-    /// Width of a query and a key.
-    pub d: usize,
-    /// Width of a value.
-    pub dv: usize,
-}
-
-/// `softmax(q · kᵀ + bias) · v` for independent heads: `q` `[heads, queries, d]` (already
-/// scaled), `k` `[heads, keys, d]`, `v` `[heads, keys, dv]` → `[heads, queries, dv]`. Both
-/// products on the bf16 kernel; the scores, the bias and the softmax in `f32`. Many small
-/// heads (windows) run in parallel, a few large ones one after the other with their rows in
-/// parallel.
-///
-/// # Panics
-/// As [`matmul`]; and if `rel` does not cover the keys and queries.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: Heads, rel: Option<RelPos>) -> Vec<f32> {
-    let (nq, nk) = (s.queries, s.keys);
-    if let Some(r) = rel {
-        assert_eq!(
-            r.kh * r.kw,
-            nk,
-            "relative position grid {}x{} for {nk} keys",
-            r.kh,
-            r.kw
-        );
-        assert_eq!(
-            r.h.len(),
-            s.heads * nq * r.kh,
-            "relative position rows for {nq} queries"
-        );
-        assert_eq!(
-            r.w.len(),
-            s.heads * nq * r.kw,
-            "relative position columns for {nq} queries"
-        );
-    }
-    fn part(x: &[f32], head: usize, rows: usize, width: usize) -> &[f32] {
-        &x[head * rows * width..][..rows * width]
-    }
-    let mut out = vec![0.0f32; s.heads * nq * s.dv];
-    let one = |h: usize, par: bool, scores: &mut [f32], out: &mut [f32]| {
-        let rel = rel.map(|r| (part(r.h, h, nq, r.kh), part(r.w, h, nq, r.kw), r.kw));
-        let qkv = (
-            part(q, h, nq, s.d),
-            part(k, h, nk, s.d),
-            part(v, h, nk, s.dv),
-        );
-        head(qkv, s, rel, par, scores, out)
-    };
-    if s.heads >= 2 * rayon::current_num_threads() {
-        out.par_chunks_mut(nq * s.dv)
-            .enumerate()
-            .for_each(|(h, out)| one(h, false, &mut vec![0.0; nq * nk], out));
-    } else {
-        let mut scores = vec![0.0; nq * nk];
-        for (h, out) in out.chunks_mut(nq * s.dv).enumerate() {
-            one(h, true, &mut scores, out);
-        }
-    }
-    out
-}
-
-/// One head of [`attention`] into `out` `[queries, dv]`, with `scores` `[queries, keys]` as
-/// scratch.
-fn head(
-    (q, k, v): (&[f32], &[f32], &[f32]),
-    s: Heads,
-    rel: Option<(&[f32], &[f32], usize)>,
-    par: bool,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let (nq, nk, d) = (s.queries, s.keys, s.d);
-    let kt = PackedB::from_fn(d, nk, |r, c| k[c * d + r]);
-    matmul_into(q, nq, &kt, None, par, scores);
-    let row = |(i, s): (usize, &mut [f32])| {
-        if let Some((rh, rw, kw)) = rel {
-            let (bh, bw) = (&rh[i * (nk / kw)..][..nk / kw], &rw[i * kw..][..kw]);
-            for (s, h) in s.chunks_mut(kw).zip(bh) {
-                for (s, w) in s.iter_mut().zip(bw) {
-                    *s += h + w;
-                }
-            }
-        }
-        softmax_row(s);
-    };
-    if par {
-        scores.par_chunks_mut(nk).enumerate().for_each(row);
-    } else {
-        scores.chunks_mut(nk).enumerate().for_each(row);
-    }
-    matmul_into(scores, nq, &PackedB::new(v, nk, s.dv), None, par, out);
-}
-
-/// Softmax of one row in place, with a vectorised `exp` (≤ 2 ulp from `f32::exp`; the
-/// probabilities go on to be rounded to bf16).
-fn softmax_row(x: &mut [f32]) {
-    // SAFETY: only reached from `attention`, after `supported()` (AVX-512 F + BF16).
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512::softmax_row(x)
     }
 }
 
@@ -391,65 +268,6 @@ mod avx512 {
         }
     }
 
-    /// `exp` of 16 lanes: `2^t` for `t = x·log2(e)` (clamped at −150, where it is 0), split
-    /// into `n + f` with `|f| ≤ ½`, `2^f` by its degree-6 Taylor polynomial (relative error
-    /// ≤ 1.2e-7), scaled by `2^n` with `vscalefps`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn exp16(x: __m512) -> __m512 {
-        const C: [f32; 7] = [
-            1.0,
-            std::f32::consts::LN_2,
-            0.240_226_5,
-            0.055_504_11,
-            0.009_618_129,
-            0.001_333_355_8,
-            0.000_154_035_3,
-        ];
-        let t = _mm512_max_ps(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-            _mm512_set1_ps(-150.0),
-        );
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let f = _mm512_sub_ps(t, n);
-        let mut p = _mm512_set1_ps(C[6]);
-        for c in C[..6].iter().rev() {
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
-        }
-        _mm512_scalef_ps(p, n)
-    }
-
-    /// Softmax of `x` in place: max, `exp(x − max)` and their sum, scale by `1 / sum`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn softmax_row(x: &mut [f32]) {
-        let (body, tail) = x.split_at_mut(x.len() / 16 * 16);
-        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in body.chunks_exact(16) {
-            m = _mm512_max_ps(m, _mm512_loadu_ps(c.as_ptr()));
-        }
-        let max = tail.iter().fold(_mm512_reduce_max_ps(m), |a, &b| a.max(b));
-        let (vmax, mut sum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
-        for c in body.chunks_exact_mut(16) {
-            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), vmax));
-            _mm512_storeu_ps(c.as_mut_ptr(), e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        let mut total = _mm512_reduce_add_ps(sum);
-        for v in tail.iter_mut() {
-            *v = (*v - max).exp();
-            total += *v;
-        }
-        let inv = 1.0 / total;
-        let vinv = _mm512_set1_ps(inv);
-        for c in body.chunks_exact_mut(16) {
-            _mm512_storeu_ps(
-                c.as_mut_ptr(),
-                _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), vinv),
-            );
-        }
-        tail.iter_mut().for_each(|v| *v *= inv);
-    }
-
     /// Copy the tile's rows `< rows` and columns `< n` into `c`, adding the bias.
     fn store(
         tile: &[f32; MR * NR],
@@ -477,10 +295,10 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
         (0..n)
             .map(|_| {
@@ -549,133 +367,6 @@ mod tests {
                 assert!(
                     (g - w).abs() <= 1e-5 * (k as f32).sqrt() * (1.0 + w.abs()),
                     "[{m}x{k}x{n}] element {i}: {g} vs {w}"
-                );
-            }
-        }
-    }
-
-    /// `softmax(q·kᵀ + bias)·v` in `f32`, one element at a time.
-    fn f32_attention(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        s: Heads,
-        bias: impl Fn(usize, usize, usize) -> f32,
-    ) -> Vec<f32> {
-        let mut out = vec![0.0; s.heads * s.queries * s.dv];
-        for h in 0..s.heads {
-            for i in 0..s.queries {
-                let qi = &q[(h * s.queries + i) * s.d..][..s.d];
-                let mut p: Vec<f32> = (0..s.keys)
-                    .map(|j| {
-                        let kj = &k[(h * s.keys + j) * s.d..][..s.d];
-                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() + bias(h, i, j)
-                    })
-                    .collect();
-                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                p.iter_mut().for_each(|x| *x = (*x - max).exp());
-                let sum: f32 = p.iter().sum();
-                for c in 0..s.dv {
-                    let o = (0..s.keys)
-                        .map(|j| p[j] / sum * v[(h * s.keys + j) * s.dv + c])
-                        .sum();
-                    out[(h * s.queries + i) * s.dv + c] = o;
-                }
-            }
-        }
-        out
-    }
-
-    /// bf16 attention with SAM's relative-position bias, few large heads (rows in parallel)
-    /// and many small ones (heads in parallel), against the `f32` function: within bf16's
-    /// rounding, and the bias really applied (without it the outputs move far more).
-    #[test]
-    fn attention_with_relative_positions_matches_f32_within_bf16_rounding() {
-        if !supported() {
-            let s = Heads {
-                heads: 1,
-                queries: 1,
-                keys: 1,
-                d: 2,
-                dv: 2,
-            };
-            let caught =
-                std::panic::catch_unwind(|| attention(&[0.0; 2], &[0.0; 2], &[0.0; 2], s, None));
-            assert!(caught.is_err(), "attention ran without AVX-512 BF16");
-            return;
-        }
-        for heads in [2, 16] {
-            let (kh, kw, nq, d, dv) = (5, 7, 35, 24, 16);
-            let s = Heads {
-                heads,
-                queries: nq,
-                keys: kh * kw,
-                d,
-                dv,
-            };
-            let q = values(heads * nq * d, 6);
-            let k = values(heads * s.keys * d, 7);
-            let v = values(heads * s.keys * dv, 8);
-            let rh: Vec<f32> = values(heads * nq * kh, 9).iter().map(|x| 3.0 * x).collect();
-            let rw: Vec<f32> = values(heads * nq * kw, 10)
-                .iter()
-                .map(|x| 3.0 * x)
-                .collect();
-            let rel = RelPos {
-                h: &rh,
-                w: &rw,
-                kh,
-                kw,
-            };
-            let got = attention(&q, &k, &v, s, Some(rel));
-            let bias = |h: usize, i: usize, j: usize| {
-                rh[(h * nq + i) * kh + j / kw] + rw[(h * nq + i) * kw + j % kw]
-            };
-            let want = f32_attention(&q, &k, &v, s, bias);
-            let plain = f32_attention(&q, &k, &v, s, |_, _, _| 0.0);
-            let worst = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f32::max)
-            };
-            let (err, bias_effect) = (worst(&got, &want), worst(&plain, &want));
-            assert!(err < 2e-2, "{heads} heads: max |Δ| {err} from f32");
-            assert!(
-                bias_effect > 20.0 * err,
-                "{heads} heads: bias moves {bias_effect}, error {err}"
-            );
-        }
-    }
-
-    /// The vectorised softmax equals the exact one to 1e-6 relative (1e-9 absolute for the
-    /// tiny probabilities far below the row's maximum, where `x·log2(e)`'s rounding shows),
-    /// rows of any length, large and very negative scores included.
-    #[test]
-    fn softmax_row_matches_f32_exp() {
-        if !supported() {
-            return assert!(std::panic::catch_unwind(|| matmul(
-                &[0.0; 2],
-                1,
-                &PackedB::new(&[0.0; 2], 2, 1),
-                None
-            ))
-            .is_err());
-        }
-        for len in [1, 15, 16, 37, 4096] {
-            let mut x: Vec<f32> = values(len, len as u32).iter().map(|v| 40.0 * v).collect();
-            if len > 2 {
-                x[1] = -1e30;
-            }
-            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f64> = x.iter().map(|v| ((v - max) as f64).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            softmax_row(&mut x);
-            for (g, e) in x.iter().zip(&e) {
-                let want = e / sum;
-                assert!(
-                    (*g as f64 - want).abs() <= 1e-6 * want + 1e-9,
-                    "len {len}: {g} vs {want}"
                 );
             }
         }

@@ -8,6 +8,7 @@ use burn::tensor::module::{conv2d, conv_transpose2d, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::attention::{self, Heads, Products, RelPos};
 use super::bf16;
 use super::kernels::{host_in_place, host_to_new, Kernels};
 use crate::error::{Error, Result};
@@ -192,6 +193,16 @@ impl Linear {
         self.bf16.is_some()
     }
 
+    /// The arithmetic of the attention this layer projects for: bf16 products where the layer
+    /// itself runs in bf16.
+    pub fn products(&self) -> Products {
+        if self.is_bf16() {
+            Products::Bf16
+        } else {
+            Products::F32
+        }
+    }
+
     /// `x · W + b` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.bf16 {
@@ -218,35 +229,39 @@ impl Linear {
     }
 }
 
-/// `softmax(q·kᵀ + rel) · v` under `Precision::Bf16` ([`bf16::attention`]): `q` `[B, H, N, d]`
-/// (already scaled), `k` `[B, H, M, d]`, `v` `[B, H, M, dv]` → `[B, H, N, dv]`; `rel`: SAM's
-/// relative-position terms `[B, H, N, kh]`, `[B, H, N, kw]` over a `kh × kw` key grid. Takes
-/// the host values of `f32` tensors on the CPU backend, the only place a bf16 layer is built.
-pub fn attention_bf16(
+/// SAM's relative-position terms for [`host_attention`]: `[B, H, N, kh]`, `[B, H, N, kw]` over a
+/// `kh × kw` key grid.
+pub type RelTerms = (Tensor<4>, Tensor<4>, (usize, usize));
+
+/// `softmax(q·kᵀ + rel) · v` on the host ([`attention::attention`]): `q` `[B, H, N, d]`
+/// (already scaled), `k` `[B, H, M, d]`, `v` `[B, H, M, dv]` → `[B, H, N, dv]`. For `f32`
+/// tensors on the CPU backend (`Kernels::Host`); callers check the element type.
+pub fn host_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    rel: Option<(Tensor<4>, Tensor<4>, (usize, usize))>,
+    rel: Option<RelTerms>,
+    products: Products,
 ) -> Tensor<4> {
     let ([b, h, n, d], [.., m, dv]) = (q.dims(), v.dims());
     let device = q.device();
     let host = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
     let (q, k, v) = (host(q), host(k), host(v));
     let rel = rel.map(|(rh, rw, grid)| (host(rh), host(rw), grid));
-    let rel = rel.as_ref().map(|(rh, rw, (kh, kw))| bf16::RelPos {
+    let rel = rel.as_ref().map(|(rh, rw, (kh, kw))| RelPos {
         h: rh,
         w: rw,
         kh: *kh,
         kw: *kw,
     });
-    let heads = bf16::Heads {
+    let heads = Heads {
         heads: b * h,
         queries: n,
         keys: m,
         d,
         dv,
     };
-    let out = bf16::attention(&q, &k, &v, heads, rel);
+    let out = attention::attention(&q, &k, &v, heads, rel, products);
     Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device)
 }
 

@@ -9,10 +9,10 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use super::common::{
-    attention_bf16, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, Linear, Loader,
+    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -84,6 +84,7 @@ struct MultiScaleAttention {
     proj: Linear,
     heads: usize,
     q_pool: bool,
+    kernels: Kernels,
 }
 
 impl MultiScaleAttention {
@@ -105,8 +106,8 @@ impl MultiScaleAttention {
             q = pooled.reshape([b, h * w, self.heads, hd]);
         }
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-        let out = if self.qkv.is_bf16() {
-            attention_bf16(q * (hd as f64).powf(-0.5), k, v, None)
+        let out = if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
+            host_attention(q * (hd as f64).powf(-0.5), k, v, None, self.qkv.products())
         } else {
             attention(q, k, v, None, None, AttentionModuleOptions::default())
         };
@@ -146,6 +147,7 @@ impl MultiScaleBlock {
                 proj: Linear::load(l, &format!("{p}.attn.proj"), dim_out, dim_out, true),
                 heads,
                 q_pool,
+                kernels: l.kernels,
             },
             norm2: LayerNorm::load(l, &format!("{p}.norm2"), dim_out, 1e-6),
             mlp: [

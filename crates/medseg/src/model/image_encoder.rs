@@ -8,15 +8,16 @@
 //! being materialised as a dense `[N, N]` bias: the query is extended with its two bias rows
 //! (`q·R_h`, `q·R_w`) and the key with the one-hot row/column of its position, so that
 //! `q'·k' = scale·q·k + rel_h[q, row(k)] + rel_w[q, col(k)]` — the same sum, computed by one
-//! fused attention call. Under `Precision::Bf16` the bias is added to the `f32` scores
-//! instead (`bf16::attention`), and the two products run on the bf16 kernel.
+//! fused attention call — on the GPU. On the CPU backend the bias is added to the scores as
+//! the dense bias it stands for, in blocks of queries (`model::attention`): a third of the
+//! multiply-adds of the folded keys.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use super::common::{
-    attention_bf16, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
+    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
     Linear, Loader,
 };
 use super::kernels::Kernels;
@@ -69,6 +70,7 @@ struct Attention {
     key_onehot: Tensor<4>,
     num_heads: usize,
     scale: f64,
+    kernels: Kernels,
 }
 
 /// `R[i, j] = rel_pos[i - j + size - 1]` (`get_rel_pos` for equal query/key sizes).
@@ -106,6 +108,7 @@ impl Attention {
             key_onehot: l.from_vec(onehot, [1, 1, n, 2 * size]),
             num_heads: heads,
             scale: (hd as f64).powf(-0.5),
+            kernels: l.kernels,
         }
     }
 
@@ -142,15 +145,18 @@ impl Attention {
             .permute([1, 2, 0, 3])
             .reshape([b, nh, n, w]);
         let q = q * self.scale;
-        let out = match self.qkv.is_bf16() {
-            true => attention_bf16(q, k, v, Some((rel_h, rel_w, (h, w)))),
-            false => self.attend(q, k, v, rel_h, rel_w),
+        let out = if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
+            let rel = Some((rel_h, rel_w, (h, w)));
+            host_attention(q, k, v, rel, self.qkv.products())
+        } else {
+            self.attend(q, k, v, rel_h, rel_w)
         }; // [B, heads, N, hd]
         let out = out.swap_dims(1, 2).reshape([b, h, w, c]);
         self.proj.forward(out)
     }
 
-    /// `softmax(q·kᵀ + rel) · v` by folding the relative position into the keys: queries
+    /// `softmax(q·kᵀ + rel) · v` with Burn's fused attention (the GPU), the relative position
+    /// folded into the keys: queries
     /// `[q, rel_h, rel_w]` against keys `[k, one-hot row, one-hot column]`.
     fn attend(
         &self,

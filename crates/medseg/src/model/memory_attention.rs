@@ -4,9 +4,9 @@
 //! `sam2/modeling/sam/transformer.py`, `compute_axial_cis` in `position_encoding.py`).
 
 use burn::tensor::activation::relu;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
-use super::common::{attention_bf16, LayerNorm, Linear, Loader};
+use super::common::{host_attention, LayerNorm, Linear, Loader};
 use super::kernels::{host_in_place, Kernels};
 
 /// The axial rotary encoding of a `w × h` grid for a head `dim` wide: per token, `dim / 2`
@@ -128,8 +128,8 @@ impl RopeAttention {
         let [_, m, d] = k.dims();
         let k = rope.apply(k, m - no_rope);
         let scale = 1.0 / (d as f64).sqrt();
-        if self.q_proj.is_bf16() {
-            return self.forward_bf16(q * scale, k, v);
+        if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
+            return self.forward_host(q * scale, k, v);
         }
         let scores = q.matmul(k.swap_dims(1, 2)) * scale;
         let weights = self.kernels.softmax_last(scores);
@@ -145,21 +145,18 @@ impl RopeAttention {
         self.out_proj.forward(mixed)
     }
 
-    /// The attention of [`RopeAttention::forward`] under `Precision::Bf16` on rotated,
-    /// scaled `q` and rotated `k` (values averaged before their projection as in `f32`).
-    fn forward_bf16(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+    /// The attention of [`RopeAttention::forward`] on the host ([`host_attention`], in blocks of
+    /// queries) on rotated, scaled `q` and rotated `k`; the values averaged before their
+    /// projection, as on the GPU.
+    fn forward_host(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
         let (d, kv_dim) = (q.dims()[2], v.dims()[2]);
         let v = if kv_dim < d {
             v
         } else {
             self.v_proj.forward(v)
         };
-        let mixed = attention_bf16(
-            q.unsqueeze_dim(1),
-            k.unsqueeze_dim(1),
-            v.unsqueeze_dim(1),
-            None,
-        );
+        let (q, k, v) = (q.unsqueeze_dim(1), k.unsqueeze_dim(1), v.unsqueeze_dim(1));
+        let mixed = host_attention(q, k, v, None, self.q_proj.products());
         let mixed: Tensor<3> = mixed.squeeze_dim(1);
         let mixed = if kv_dim < d {
             self.v_proj.forward(mixed)

@@ -1,6 +1,7 @@
 //! The Segment Anything model in Burn: one file per part, named as in the paper and the
 //! official code. Runs on any Burn device (`Device::flex()` on the CPU, `Device::wgpu(..)`).
 
+pub mod attention;
 pub mod bf16;
 pub mod common;
 pub mod hiera;
