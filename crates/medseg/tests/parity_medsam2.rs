@@ -24,6 +24,7 @@ use medseg::model::sam2_image_encoder::Sam2ImageEncoder;
 use medseg::preprocess::{bilinear_resize, pil_bicubic_resize_u8};
 use medseg::propagate_memory::{box_points, no_points, two_passes};
 use medseg::segmenter::to_vec;
+use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::StateDict;
 use medseg::{
     Error, Image, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions,
