@@ -21,8 +21,8 @@ fn best_ms(mut f: impl FnMut()) -> f64 {
 fn main() {
     let d = medseg::cpu();
     println!(
-        "{:32} {:>9} {:>9} {:>6}",
-        "[m x k] . [k x n]", "f32 ms", "bf16 ms", "ratio"
+        "{:32} {:>9} {:>9} {:>6} {:>9}",
+        "[m x k] . [k x n]", "f32 ms", "bf16 ms", "ratio", "pack ms"
     );
     for (m, k, n) in [
         (4096, 768, 2304),
@@ -37,9 +37,12 @@ fn main() {
         let f = best_ms(|| {
             let _ = linear(x.clone(), w.clone(), Some(b.clone())).into_data();
         });
-        let a = x.to_data().to_vec::<f32>().unwrap();
-        let packed = bf16::PackedB::new(&w.to_data().to_vec::<f32>().unwrap(), k, n);
-        let bias = b.to_data().to_vec::<f32>().unwrap();
+        let a = x.to_data().try_to_vec::<f32>().unwrap();
+        let wv = w.to_data().try_to_vec::<f32>().unwrap();
+        let t = Instant::now();
+        let packed = bf16::PackedB::new(&wv, k, n);
+        let pack_ms = t.elapsed().as_secs_f64() * 1e3;
+        let bias = b.to_data().try_to_vec::<f32>().unwrap();
         let h = if bf16::supported() {
             best_ms(|| {
                 let _ = bf16::matmul(&a, m, &packed, Some(&bias));
@@ -48,7 +51,7 @@ fn main() {
             f64::NAN
         };
         println!(
-            "{:32} {f:9.2} {h:9.2} {:6.2}",
+            "{:32} {f:9.2} {h:9.2} {:6.2} {pack_ms:9.2}",
             format!("[{m}x{k}].[{k}x{n}]"),
             h / f
         );

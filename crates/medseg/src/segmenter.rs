@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
@@ -243,9 +244,8 @@ impl Segmenter {
             },
             Precision::F32 => Precision::F32,
         };
-        for linear in self.net.bf16_linears() {
-            linear.set_bf16(runs == Precision::Bf16);
-        }
+        let on = runs == Precision::Bf16;
+        (self.net.bf16_linears().into_par_iter()).for_each(|linear| linear.set_bf16(on));
         self.precision = runs;
         self
     }

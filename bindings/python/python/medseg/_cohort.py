@@ -15,16 +15,17 @@ from typing import Iterable, List, Mapping, Optional, Union
 
 from . import _medseg
 
-# One Segmenter per (model, weights) per process, built on first use: on a Dask worker, once.
+# One Segmenter per (model, weights, precision) per process, built on first use: on a Dask
+# worker, once.
 _SEGMENTERS: dict = {}
 
 
-def _segmenter(model: str, weights: Optional[str]):
+def _segmenter(model: str, weights: Optional[str], precision: str = "f32"):
     from . import Segmenter
 
-    key = (model, weights)
+    key = (model, weights, precision)
     if key not in _SEGMENTERS:
-        _SEGMENTERS[key] = Segmenter(model, weights)
+        _SEGMENTERS[key] = Segmenter(model, weights, precision=precision)
     return _SEGMENTERS[key]
 
 
@@ -33,11 +34,11 @@ def _failed(case: Mapping[str, str], error: str) -> dict:
 
 
 def run_case(case: Mapping[str, str], output_dir: str, model: str = "lite-medsam",
-             weights: Optional[str] = None) -> dict:
+             weights: Optional[str] = None, precision: str = "f32") -> dict:
     """Segment one case in this process (a Dask task): its result as a dict of text fields."""
     family = case.get("model") or model
     try:
-        seg = _segmenter(family, weights if family == model else None)
+        seg = _segmenter(family, weights if family == model else None, precision)
     except _medseg.MedsegError as e:
         return _failed(case, str(e))
     try:
@@ -63,13 +64,15 @@ def _cases(cases) -> List[dict]:
 
 
 def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: Union[str, "os.PathLike[str]"],
-          client=None, model: str = "lite-medsam", weights: Optional[str] = None) -> List[dict]:
+          client=None, model: str = "lite-medsam", weights: Optional[str] = None,
+          precision: str = "f32") -> List[dict]:
     """Segment a cohort into ``output_dir``: one ``<case_id>.nii.gz`` per case and one
     ``results.csv`` (case_id, status, volume_ml, voxels, first_slice, last_slice, seconds,
     mask, error). ``cases`` is a CSV path or an iterable of dicts (``box`` may stand for
     x0..y1). Cases already finished there (status ok, mask present) are skipped; a failing
     case is recorded and the rest go on. With ``client`` (a ``dask.distributed.Client``) the
     cases run on its workers, one Segmenter per worker; else here, one after another.
+    ``precision`` as for ``Segmenter`` ("f32" or "bf16").
     Returns the results in the order of the cases."""
     out = os.path.abspath(os.fsdecode(output_dir))
     os.makedirs(out, exist_ok=True)
@@ -85,11 +88,12 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
 
     if client is None:
         for c in todo:
-            record(run_case(c, out, model, w))
+            record(run_case(c, out, model, w, precision))
     else:
         from dask.distributed import as_completed
 
-        futures = client.map(run_case, todo, output_dir=out, model=model, weights=w, pure=False)
+        futures = client.map(run_case, todo, output_dir=out, model=model, weights=w,
+                             precision=precision, pure=False)
         for fut in as_completed(futures):
             record(fut.result())
     return [results[c["case_id"]] for c in rows]
