@@ -6,7 +6,8 @@
 //! seeded random weights of the parity tests (same shapes and cost as `medsam_vit_b.pth`).
 //! Set `MEDSEG_BENCH_VIT=0` to skip ViT-B. LiteMedSAM also runs a 32-slice volume
 //! (`segment_volume`, throughput in slices/s). MedSAM2 (seeded random weights too): image
-//! encoder, a tracked slice with a full memory bank, a 16-slice volume.
+//! encoder, a tracked slice with a full memory bank, a 16-slice volume. On a CPU with AVX-512
+//! BF16 each family's image encoder is also timed under `Precision::Bf16` (`image_encoder_bf16`).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,7 +20,9 @@ use medseg::model::PromptBatch;
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::{self, StateDict};
-use medseg::{io, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions};
+use medseg::{
+    io, Intensity, Modality, ModelFamily, Precision, Prompt, Segmenter, Volume, VolumeOptions,
+};
 
 fn fixtures() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -64,6 +67,13 @@ fn repeated_slice(image: &medseg::Image, n: usize) -> (Volume, VolumeOptions) {
     (vol, opts)
 }
 
+/// `seg` under `Precision::Bf16`, where it runs (the CPU backend on a CPU with AVX-512 BF16):
+/// the `*_bf16` benchmarks.
+fn in_bf16(seg: &Segmenter) -> Option<Segmenter> {
+    let fast = seg.clone().with_precision(Precision::Bf16);
+    (fast.precision() == Precision::Bf16).then_some(fast)
+}
+
 fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
     let image = io::read_png(fixtures().join("images/demo_ct.png")).unwrap();
     let s = family.image_size();
@@ -79,6 +89,11 @@ fn bench_family(c: &mut Criterion, family: ModelFamily, sd: &StateDict) {
         g.bench_function("image_encoder", |b| {
             b.iter(|| to_vec(seg.model().expect("a SAM family").embed(x())).unwrap())
         });
+        if let Some(fast) = in_bf16(&seg) {
+            g.bench_function("image_encoder_bf16", |b| {
+                b.iter(|| to_vec(fast.model().expect("a SAM family").embed(x())).unwrap())
+            });
+        }
         let emb = seg.model().expect("a SAM family").embed(x());
         for n in [1usize, 16] {
             let batch = boxes(n, s as f32);
@@ -172,6 +187,12 @@ fn medsam2(c: &mut Criterion) {
         g.bench_function("image_encoder", |b| {
             b.iter(|| to_vec(model.encode_image(x()).vision).unwrap())
         });
+        if let Some(fast) = in_bf16(&seg) {
+            let fast = fast.sam2().expect("MedSAM2");
+            g.bench_function("image_encoder_bf16", |b| {
+                b.iter(|| to_vec(fast.encode_image(x()).vision).unwrap())
+            });
+        }
         let f = model.encode_image(x());
         let heads = model
             .sam_heads(model.condition(&f, None), &f, no_points(), true)
