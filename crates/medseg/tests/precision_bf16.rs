@@ -1,8 +1,8 @@
 //! `Precision::Bf16` against `f32` on every golden case of each family, and the fallback where
-//! bf16 cannot run. Floors: mask IoU ≥ 0.98 against the `f32` masks (issue #12's goal) for
-//! MedSAM and MedSAM2; ≥ 0.97 for LiteMedSAM, whose smallest case (`lite_ct_small`, a 60-pixel
-//! box) measures 0.978 — below the goal, stated in docs/precision.md. Its error is the
-//! weights' rounding to bf16 (rounding only the weights, in `f32` arithmetic, gave 0.980).
+//! bf16 cannot run. Floor: mask IoU ≥ 0.98 against the `f32` masks (issue #12's goal) on every
+//! case. The tightest is LiteMedSAM's `lite_ct_small` (a 60-pixel box on a small CT) at 0.982:
+//! its error is mostly the weights' rounding to bf16 (rounding only the weights, in `f32`
+//! arithmetic, gave 0.980), so a change to the bf16 path that moves it shows here first.
 //!
 //! On a CPU with AVX-512 BF16 the bf16 segmenter must report `Bf16`, its logits must differ
 //! from `f32`'s (the kernel really ran) and its masks must agree; on a CPU without it, the
@@ -82,7 +82,7 @@ fn lite_medsam_bf16_masks_match_f32_on_every_golden_case() {
     let seg =
         Segmenter::from_file(ModelFamily::LiteMedSam, lite_weights(), &medseg::cpu()).unwrap();
     let bf = in_bf16(&seg);
-    check_ran("lite-medsam", compare_2d("lite-medsam", &seg, &bf, 0.97));
+    check_ran("lite-medsam", compare_2d("lite-medsam", &seg, &bf, 0.98));
 
     // Back to f32: the exact path again, bit for bit.
     let back = bf.with_precision(Precision::F32);

@@ -56,58 +56,37 @@ pub enum Products {
 /// Scores per block of queries: about 1 MB of `f32`, what a core's L2 holds.
 const BLOCK_SCORES: usize = 1 << 18;
 
+/// An additive bias on the scores of an [`attention`] call.
+#[derive(Debug, Clone, Copy)]
+pub enum Bias<'a> {
+    /// SAM's decomposed relative position.
+    Rel(RelPos<'a>),
+    /// One `[queries, keys]` table per head, shared by every window: head `h` of the call adds
+    /// table `h % tables` (TinyViT's attention biases; the call's heads are windows × heads).
+    Table {
+        /// `[tables, queries, keys]`.
+        values: &'a [f32],
+        /// Tables (heads per window).
+        tables: usize,
+    },
+}
+
 /// `softmax(q · kᵀ + bias) · v` for independent heads: `q` `[heads, queries, d]` (already
 /// scaled), `k` `[heads, keys, d]`, `v` `[heads, keys, dv]` → `[heads, queries, dv]`.
 ///
 /// # Panics
-/// If the slices do not have the lengths `s` gives, `rel` does not cover the keys and queries,
+/// If the slices do not have the lengths `s` gives, `bias` does not cover the keys and queries,
 /// or `Products::Bf16` is asked for on a CPU without AVX-512 BF16.
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     s: Heads,
-    rel: Option<RelPos>,
+    bias: Option<Bias>,
     products: Products,
 ) -> Vec<f32> {
+    check(q, k, v, s, bias);
     let (nq, nk) = (s.queries, s.keys);
-    assert_eq!(
-        q.len(),
-        s.heads * nq * s.d,
-        "attention: q of {} values",
-        q.len()
-    );
-    assert_eq!(
-        k.len(),
-        s.heads * nk * s.d,
-        "attention: k of {} values",
-        k.len()
-    );
-    assert_eq!(
-        v.len(),
-        s.heads * nk * s.dv,
-        "attention: v of {} values",
-        v.len()
-    );
-    if let Some(r) = rel {
-        assert_eq!(
-            r.kh * r.kw,
-            nk,
-            "relative position grid {}x{} for {nk} keys",
-            r.kh,
-            r.kw
-        );
-        assert_eq!(
-            r.h.len(),
-            s.heads * nq * r.kh,
-            "relative position rows for {nq} queries"
-        );
-        assert_eq!(
-            r.w.len(),
-            s.heads * nq * r.kw,
-            "relative position columns for {nq} queries"
-        );
-    }
     let keys: Vec<Keys> = (0..s.heads)
         .into_par_iter()
         .map(|h| Keys::new(products, part(k, h, nk, s.d), part(v, h, nk, s.dv), s))
@@ -122,12 +101,84 @@ pub fn attention(
                 .enumerate()
                 .for_each(|(b, out)| {
                     let rows = b * block..b * block + out.len() / s.dv;
-                    let rel = rel.map(|r| r.rows(h, nq, rows.clone()));
+                    let bias = bias.map(|bias| bias.rows(h, s, rows.clone()));
                     let q = &part(q, h, nq, s.d)[rows.start * s.d..rows.end * s.d];
-                    keys.block(q, rel, out);
+                    keys.block(q, bias, out);
                 });
         });
     out
+}
+
+/// [`attention`]'s shape checks.
+fn check(q: &[f32], k: &[f32], v: &[f32], s: Heads, bias: Option<Bias>) {
+    let (nq, nk) = (s.queries, s.keys);
+    let len = |name: &str, x: &[f32], n: usize| {
+        assert_eq!(
+            x.len(),
+            n,
+            "attention: {name} of {} values, not {n}",
+            x.len()
+        )
+    };
+    len("q", q, s.heads * nq * s.d);
+    len("k", k, s.heads * nk * s.d);
+    len("v", v, s.heads * nk * s.dv);
+    match bias {
+        Some(Bias::Rel(r)) => {
+            assert_eq!(
+                r.kh * r.kw,
+                nk,
+                "relative position grid {}x{} for {nk} keys",
+                r.kh,
+                r.kw
+            );
+            len("relative position rows", r.h, s.heads * nq * r.kh);
+            len("relative position columns", r.w, s.heads * nq * r.kw);
+        }
+        Some(Bias::Table { values, tables }) => {
+            assert!(
+                tables > 0 && s.heads.is_multiple_of(tables),
+                "{tables} bias tables for {} heads",
+                s.heads
+            );
+            len("bias tables", values, tables * nq * nk);
+        }
+        None => {}
+    }
+}
+
+/// A block's bias: relative-position rows, or rows of a table.
+enum BlockBias<'a> {
+    Rel(RelPos<'a>),
+    Dense(&'a [f32]),
+}
+
+impl<'a> Bias<'a> {
+    /// The bias of head `h`'s queries `rows`.
+    fn rows(self, h: usize, s: Heads, rows: std::ops::Range<usize>) -> BlockBias<'a> {
+        match self {
+            Bias::Rel(r) => BlockBias::Rel(r.rows(h, s.queries, rows)),
+            Bias::Table { values, tables } => {
+                let table = part(values, h % tables, s.queries, s.keys);
+                BlockBias::Dense(&table[rows.start * s.keys..rows.end * s.keys])
+            }
+        }
+    }
+}
+
+impl BlockBias<'_> {
+    /// Add query `i`'s bias to its scores `s` (one per key).
+    fn add_to(&self, i: usize, s: &mut [f32]) {
+        match self {
+            BlockBias::Rel(r) => r.add_to(i, s),
+            BlockBias::Dense(t) => {
+                let n = s.len();
+                for (s, b) in s.iter_mut().zip(&t[i * n..][..n]) {
+                    *s += b;
+                }
+            }
+        }
+    }
 }
 
 /// Head `head`'s `[rows, width]` part of a `[heads, rows, width]` array.
@@ -198,15 +249,15 @@ impl<'a> Keys<'a> {
     }
 
     /// One block of queries `q` `[rows, d]` → `out` `[rows, dv]`.
-    fn block(&self, q: &[f32], rel: Option<RelPos>, out: &mut [f32]) {
+    fn block(&self, q: &[f32], bias: Option<BlockBias>, out: &mut [f32]) {
         let (d, nk) = self.dims();
         let m = q.len() / d.max(1);
         SCORES.with_borrow_mut(|scores| {
             scores.resize(m * nk, 0.0);
             self.scores(q, m, scores);
             for (i, row) in scores.chunks_mut(nk.max(1)).enumerate() {
-                if let Some(r) = &rel {
-                    r.add_to(i, row);
+                if let Some(b) = &bias {
+                    b.add_to(i, row);
                 }
                 softmax_row(row);
             }
@@ -372,19 +423,19 @@ mod tests {
             };
             let want = f32_attention(&q, &k, &v, s, bias);
             let plain = f32_attention(&q, &k, &v, s, |_, _, _| 0.0);
-            let got = attention(&q, &k, &v, s, Some(rel), Products::F32);
+            let got = attention(&q, &k, &v, s, Some(Bias::Rel(rel)), Products::F32);
             let err = worst(&got, &want);
             assert!(err < 1e-5, "f32, {heads} heads x {nq}: max |Δ| {err}");
             assert!(worst(&plain, &want) > 0.1, "the bias changes nothing");
             if !bf16::supported() {
-                let bf = || attention(&q, &k, &v, s, Some(rel), Products::Bf16);
+                let bf = || attention(&q, &k, &v, s, Some(Bias::Rel(rel)), Products::Bf16);
                 assert!(
                     std::panic::catch_unwind(bf).is_err(),
                     "bf16 ran without AVX-512 BF16"
                 );
                 continue;
             }
-            let got = attention(&q, &k, &v, s, Some(rel), Products::Bf16);
+            let got = attention(&q, &k, &v, s, Some(Bias::Rel(rel)), Products::Bf16);
             let err = worst(&got, &want);
             assert!(
                 err < 2e-2 && err > 1e-5,
@@ -400,5 +451,34 @@ mod tests {
         let got = attention(&q, &k, &v, s, None, Products::F32);
         let want = f32_attention(&q, &k, &v, s, |_, _, _| 0.0);
         assert!(worst(&got, &want) < 1e-5, "max |Δ| {}", worst(&got, &want));
+    }
+
+    /// TinyViT's bias: one table per head, shared by every window (call head `h` adds table
+    /// `h % tables`), in both arithmetics.
+    #[test]
+    fn attention_with_per_head_tables_matches_the_f32_function() {
+        let (windows, tables, n) = (3, 2, 49);
+        let ([q, k, v, ..], s) = case(windows * tables, n, (7, 7));
+        let values: Vec<f32> = values(tables * n * n, 11).iter().map(|x| 4.0 * x).collect();
+        let bias = Bias::Table {
+            values: &values,
+            tables,
+        };
+        let want = f32_attention(&q, &k, &v, s, |h, i, j| {
+            values[((h % tables) * n + i) * n + j]
+        });
+        let plain = f32_attention(&q, &k, &v, s, |_, _, _| 0.0);
+        assert!(worst(&plain, &want) > 0.1, "the tables change nothing");
+        let got = attention(&q, &k, &v, s, Some(bias), Products::F32);
+        assert!(
+            worst(&got, &want) < 1e-5,
+            "f32: max |Δ| {}",
+            worst(&got, &want)
+        );
+        if bf16::supported() {
+            let got = attention(&q, &k, &v, s, Some(bias), Products::Bf16);
+            let err = worst(&got, &want);
+            assert!(err < 2e-2 && err > 1e-5, "bf16: max |Δ| {err}");
+        }
     }
 }

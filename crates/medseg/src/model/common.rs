@@ -8,7 +8,7 @@ use burn::tensor::module::{conv2d, conv_transpose2d, layer_norm, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::attention::{self, Heads, Products, RelPos};
+use super::attention::{self, Bias, Heads, Products, RelPos};
 use super::bf16;
 use super::kernels::{host_in_place, host_to_new, Kernels};
 use crate::error::{Error, Result};
@@ -229,31 +229,49 @@ impl Linear {
     }
 }
 
-/// SAM's relative-position terms for [`host_attention`]: `[B, H, N, kh]`, `[B, H, N, kw]` over a
-/// `kh × kw` key grid.
-pub type RelTerms = (Tensor<4>, Tensor<4>, (usize, usize));
+/// The bias [`host_attention`] adds to the scores.
+#[derive(Debug, Clone)]
+pub enum HostBias<'a> {
+    /// No bias.
+    None,
+    /// SAM's relative-position terms `[B, H, N, kh]`, `[B, H, N, kw]` over a `kh × kw` key grid.
+    Rel(Box<(Tensor<4>, Tensor<4>, (usize, usize))>),
+    /// One `[N, M]` table per head, `[H, N, M]` on the host, shared by the batch (windows).
+    Table(&'a [f32]),
+}
 
-/// `softmax(q·kᵀ + rel) · v` on the host ([`attention::attention`]): `q` `[B, H, N, d]`
+/// `softmax(q·kᵀ + bias) · v` on the host ([`attention::attention`]): `q` `[B, H, N, d]`
 /// (already scaled), `k` `[B, H, M, d]`, `v` `[B, H, M, dv]` → `[B, H, N, dv]`. For `f32`
 /// tensors on the CPU backend (`Kernels::Host`); callers check the element type.
 pub fn host_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    rel: Option<RelTerms>,
+    bias: HostBias,
     products: Products,
 ) -> Tensor<4> {
     let ([b, h, n, d], [.., m, dv]) = (q.dims(), v.dims());
     let device = q.device();
     let host = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
     let (q, k, v) = (host(q), host(k), host(v));
-    let rel = rel.map(|(rh, rw, grid)| (host(rh), host(rw), grid));
-    let rel = rel.as_ref().map(|(rh, rw, (kh, kw))| RelPos {
-        h: rh,
-        w: rw,
-        kh: *kh,
-        kw: *kw,
-    });
+    let (rel, table) = match bias {
+        HostBias::None => (None, None),
+        HostBias::Rel(rel) => {
+            let (rh, rw, grid) = *rel;
+            (Some((host(rh), host(rw), grid)), None)
+        }
+        HostBias::Table(values) => (None, Some(values)),
+    };
+    let bias = match (&rel, table) {
+        (_, Some(values)) => Some(Bias::Table { values, tables: h }),
+        (Some((rh, rw, (kh, kw))), None) => Some(Bias::Rel(RelPos {
+            h: rh,
+            w: rw,
+            kh: *kh,
+            kw: *kw,
+        })),
+        (None, None) => None,
+    };
     let heads = Heads {
         heads: b * h,
         queries: n,
@@ -261,7 +279,7 @@ pub fn host_attention(
         d,
         dv,
     };
-    let out = attention::attention(&q, &k, &v, heads, rel, products);
+    let out = attention::attention(&q, &k, &v, heads, bias, products);
     Tensor::from_data(TensorData::new(out, [b, h, n, dv]), &device)
 }
 

@@ -12,7 +12,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::common::{
-    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, Linear, Loader,
+    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, HostBias, LayerNorm,
+    Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -107,7 +108,8 @@ impl MultiScaleAttention {
         }
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         let out = if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
-            host_attention(q * (hd as f64).powf(-0.5), k, v, None, self.qkv.products())
+            let q = q * (hd as f64).powf(-0.5);
+            host_attention(q, k, v, HostBias::None, self.qkv.products())
         } else {
             attention(q, k, v, None, None, AttentionModuleOptions::default())
         };

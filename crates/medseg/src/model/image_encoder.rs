@@ -17,8 +17,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::common::{
-    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
-    Linear, Loader,
+    host_attention, pad_hw, window_partition, window_unpartition, Conv2d, HostBias, LayerNorm,
+    LayerNorm2d, Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -146,7 +146,7 @@ impl Attention {
             .reshape([b, nh, n, w]);
         let q = q * self.scale;
         let out = if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
-            let rel = Some((rel_h, rel_w, (h, w)));
+            let rel = HostBias::Rel(Box::new((rel_h, rel_w, (h, w))));
             host_attention(q, k, v, rel, self.qkv.products())
         } else {
             self.attend(q, k, v, rel_h, rel_w)

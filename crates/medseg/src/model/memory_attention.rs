@@ -6,7 +6,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::common::{host_attention, LayerNorm, Linear, Loader};
+use super::common::{host_attention, HostBias, LayerNorm, Linear, Loader};
 use super::kernels::{host_in_place, Kernels};
 
 /// The axial rotary encoding of a `w × h` grid for a head `dim` wide: per token, `dim / 2`
@@ -156,7 +156,7 @@ impl RopeAttention {
             self.v_proj.forward(v)
         };
         let (q, k, v) = (q.unsqueeze_dim(1), k.unsqueeze_dim(1), v.unsqueeze_dim(1));
-        let mixed = host_attention(q, k, v, None, self.q_proj.products());
+        let mixed = host_attention(q, k, v, HostBias::None, self.q_proj.products());
         let mixed: Tensor<3> = mixed.squeeze_dim(1);
         let mixed = if kv_dim < d {
             self.v_proj.forward(mixed)

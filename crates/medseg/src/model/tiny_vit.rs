@@ -7,11 +7,11 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use super::common::{
-    conv2d_bn, pad_hw, window_partition, window_unpartition, Conv2d, LayerNorm, LayerNorm2d,
-    Linear, Loader,
+    conv2d_bn, host_attention, pad_hw, window_partition, window_unpartition, Conv2d, HostBias,
+    LayerNorm, LayerNorm2d, Linear, Loader,
 };
 use super::kernels::Kernels;
 
@@ -110,8 +110,11 @@ struct Attention {
     proj: Linear,
     /// `[1, heads, N, N]`: `attention_biases[:, attention_bias_idxs]`.
     bias: Tensor<4>,
+    /// The same on the host, for the CPU backend's attention (empty on other devices).
+    bias_host: Vec<f32>,
     num_heads: usize,
     key_dim: usize,
+    kernels: Kernels,
 }
 
 /// LeViT's offset table: `(|Δy|, |Δx|)` numbered in first-seen order over
@@ -150,9 +153,14 @@ impl Attention {
             norm: LayerNorm::load(l, &format!("{p}.norm"), dim, 1e-5),
             qkv: Linear::load(l, &format!("{p}.qkv"), dim, 3 * dim, true),
             proj: Linear::load(l, &format!("{p}.proj"), dim, dim, true),
+            bias_host: match l.kernels {
+                Kernels::Host => bias.clone(),
+                Kernels::Burn => Vec::new(),
+            },
             bias: l.from_vec(bias, [1, heads, n, n]),
             num_heads: heads,
             key_dim: kd,
+            kernels: l.kernels,
         }
     }
 
@@ -169,8 +177,14 @@ impl Attention {
         let q = qkv.clone().slice([0..b, 0..nh, 0..n, 0..kd]);
         let k = qkv.clone().slice([0..b, 0..nh, 0..n, kd..2 * kd]);
         let v = qkv.slice([0..b, 0..nh, 0..n, 2 * kd..3 * kd]);
-        let bias = self.bias.clone().expand([b, nh, n, n]);
-        let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+        let out = if self.kernels == Kernels::Host && q.dtype() == DType::F32 {
+            let q = q * (kd as f64).powf(-0.5);
+            let bias = HostBias::Table(&self.bias_host);
+            host_attention(q, k, v, bias, self.qkv.products())
+        } else {
+            let bias = self.bias.clone().expand([b, nh, n, n]);
+            attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
+        };
         self.proj.forward(out.swap_dims(1, 2).reshape([b, n, c]))
     }
 }
