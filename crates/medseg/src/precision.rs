@@ -4,10 +4,11 @@
 ///
 /// * [`Precision::F32`] (the default): everything in `f32`, exact to the official PyTorch code
 ///   (the parity tests).
-/// * [`Precision::Bf16`] (opt-in, for speed): the image encoder's linear layers — and MedSAM2's
-///   memory attention — take their weights and inputs rounded to bfloat16 and sum the products
-///   in `f32` (AVX-512 BF16's `vdpbf16ps`); norms, softmax, convolutions, the prompt encoder and
-///   the mask decoder stay in `f32`, and so does every output. Needs the CPU backend on a CPU
+/// * [`Precision::Bf16`] (opt-in, for speed): the image encoder's linear layers and attention
+///   products — and MedSAM2's memory attention — take their inputs (and weights) rounded to
+///   bfloat16 and sum the products in `f32` (AVX-512 BF16's `vdpbf16ps`); norms, softmax,
+///   biases, convolutions, the prompt encoder and the mask decoder stay in `f32`, and so does
+///   every output. Needs the CPU backend on a CPU
 ///   with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later);
 ///   elsewhere the segmenter runs in `f32` and says so once on stderr
 ///   (`Segmenter::precision` tells which it runs). Masks differ slightly from `f32`'s:
@@ -17,7 +18,7 @@ pub enum Precision {
     /// `f32` throughout.
     #[default]
     F32,
-    /// bf16 weights and inputs, `f32` sums, in the image encoder's linear layers.
+    /// bf16 weights and inputs, `f32` sums, in the image encoder's matrix products.
     Bf16,
 }
 
