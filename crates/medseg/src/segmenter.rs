@@ -232,6 +232,16 @@ impl Segmenter {
     /// why on stderr, once per process; [`Segmenter::precision`] tells which one runs.
     /// Switching back to `F32` restores the exact path. Embeddings made before keep the
     /// precision they were made in.
+    ///
+    /// ```no_run
+    /// use medseg::{ModelFamily, Precision, Segmenter};
+    /// # fn main() -> medseg::Result<()> {
+    /// let seg = Segmenter::new(ModelFamily::LiteMedSam, None, &medseg::cpu())?
+    ///     .with_precision(Precision::Bf16);
+    /// println!("the image encoder runs in {}", seg.precision()); // bf16, or f32 (and a note)
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_precision(mut self, precision: Precision) -> Self {
         let runs = match precision {
             Precision::Bf16 => match bf16_unavailable(&self.device) {
