@@ -26,9 +26,7 @@ use medseg::propagate_memory::{box_points, no_points, two_passes};
 use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::StateDict;
-use medseg::{
-    Error, Image, Intensity, Modality, ModelFamily, Prompt, Segmenter, Volume, VolumeOptions,
-};
+use medseg::{Error, Image, ModelFamily, Prompt, Segmenter};
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -207,45 +205,60 @@ fn whole_volume_matches(device: &burn::tensor::Device) {
     key_slice_stages(&model, &case, &mut g, &input);
 
     let [z, h, w] = case.dims;
-    let plane = 128 * 128;
-    let mut ours = vec![f32::NAN; 2 * z * plane];
-    two_passes(
-        &model,
-        z,
-        case.key,
-        case.model_box(),
-        |s| Ok(input(s)),
-        |p, s, heads: &HeadsOut| {
-            ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
-            Ok(())
-        },
-    )
-    .unwrap();
+    let ours = pass_logits(&model, z, case.key, case.model_box(), |s| Ok(input(s)), 128);
     let (theirs, shape) = g.f32("low_res");
     assert_eq!(shape, [2, z, 128, 128]);
-    let mut worst = 0f32;
-    for (i, (a, b)) in ours.chunks(plane).zip(theirs.chunks(plane)).enumerate() {
-        assert_eq!(
-            a[0].is_nan(),
-            b[0].is_nan(),
-            "pass {} slice {}: visited differs",
-            i / z,
-            i % z
-        );
-        if !a[0].is_nan() {
-            let d = max_abs_diff(a, b);
-            println!(
-                "medsam2 pass {} slice {}: low-res logits max |Δ| {d:.2e}",
-                i / z,
-                i % z
-            );
-            worst = worst.max(d);
-        }
-    }
-    assert!(worst <= 5e-3, "low-res logits: max |Δ| {worst} > 5e-3");
+    compare_passes("volume", &ours, &theirs, z);
     let iou = mask_iou(&volume_mask(&ours, z, h, w), &volume_mask(&theirs, z, h, w));
     println!("medsam2 3D mask IoU {iou:.5}");
     assert!(iou >= 0.99, "3D mask IoU {iou}");
+}
+
+/// Both passes of `model` over `z` slices: each visited slice's low-res logits (`side`²) in a
+/// `[2, z, side, side]` array, NaN where a pass did not go.
+fn pass_logits(
+    model: &Sam2,
+    z: usize,
+    key: usize,
+    bbox: [f32; 4],
+    input: impl FnMut(usize) -> medseg::Result<Tensor<4>>,
+    side: usize,
+) -> Vec<f32> {
+    let plane = side * side;
+    let mut ours = vec![f32::NAN; 2 * z * plane];
+    two_passes(model, z, key, bbox, input, |p, s, heads: &HeadsOut| {
+        ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
+        Ok(())
+    })
+    .unwrap();
+    ours
+}
+
+/// [`pass_logits`] against the reference's `[2, z, side, side]`: the same slices visited, each
+/// visited slice's logits within 5e-3.
+fn compare_passes(label: &str, ours: &[f32], theirs: &[f32], z: usize) {
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{label}: pass logits of another shape"
+    );
+    let plane = ours.len() / (2 * z);
+    for (i, (a, b)) in ours.chunks(plane).zip(theirs.chunks(plane)).enumerate() {
+        let (p, s) = (i / z, i % z);
+        assert_eq!(
+            a[0].is_nan(),
+            b[0].is_nan(),
+            "{label} pass {p} slice {s}: visited differs"
+        );
+        if !a[0].is_nan() {
+            close(
+                &format!("{label} pass {p} slice {s} low-res logits"),
+                a,
+                b,
+                5e-3,
+            );
+        }
+    }
 }
 
 /// The union over both passes of `logits > 0` at input resolution (bilinear from 128²).
@@ -344,20 +357,6 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
     }
 }
 
-/// The golden slices as a volume whose default-free 8-bit mapping gives back the same bytes:
-/// values `v + 0.5` through the window 0–255.
-fn golden_volume(case: &Case) -> (Volume, VolumeOptions) {
-    let data = case.slices.iter().map(|&v| f32::from(v) + 0.5).collect();
-    let vol = Volume::new(data, case.dims, [2.0, 1.0, 1.0], Modality::Mr).unwrap();
-    let bbox = case.bbox.map(f64::from);
-    let mut opts = VolumeOptions::new(case.key, bbox);
-    opts.intensity = Some(Intensity::Window {
-        level: 127.5,
-        width: 255.0,
-    });
-    (vol, opts)
-}
-
 #[test]
 fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
     let device = medseg::cpu();
@@ -370,7 +369,7 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
     let [z, h, w] = case.dims;
 
     // 3D: both passes, union, largest component, against the reference's logits.
-    let (vol, opts) = golden_volume(&case);
+    let (vol, opts) = medsam2_golden_volume();
     let mut calls = Vec::new();
     let res = seg
         .segment_volume(&vol, &opts, &mut |d, t| calls.push((d, t)))
@@ -512,33 +511,9 @@ fn sam21_tiny_at_1024_matches_sam2() {
             &device,
         ))
     };
-    let plane = 256 * 256;
-    let mut ours = vec![f32::NAN; 2 * z * plane];
     let bbox = frame.box_to_model(case.bbox.map(f64::from));
-    two_passes(model, z, case.key, bbox, input, |p, s, heads: &HeadsOut| {
-        ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
-        Ok(())
-    })
-    .unwrap();
+    let ours = pass_logits(model, z, case.key, bbox, input, 256);
     let (theirs, shape) = g.f32("low_res");
     assert_eq!(shape, [2, z, 256, 256]);
-    for (i, (a, b)) in ours.chunks(plane).zip(theirs.chunks(plane)).enumerate() {
-        assert_eq!(
-            a[0].is_nan(),
-            b[0].is_nan(),
-            "pass {} slice {}",
-            i / z,
-            i % z
-        );
-        if !a[0].is_nan() {
-            close(
-                &format!("sam2.1 1024 pass {} slice {}", i / z, i % z),
-                a,
-                b,
-                5e-3,
-            );
-        }
-    }
-    let err = Segmenter::from_default_weights(ModelFamily::Sam21Tiny, &device).unwrap_err();
-    assert!(err.to_string().contains("sam2.1_hiera_tiny.pt"), "{err}");
+    compare_passes("sam2.1 1024", &ours, &theirs, z);
 }

