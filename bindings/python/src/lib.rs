@@ -256,6 +256,12 @@ impl Segmenter {
         self.inner.family().name()
     }
 
+    /// SHA-256 of the checkpoint file the weights were loaded from (hex).
+    #[getter]
+    fn weights_sha256(&self) -> Option<String> {
+        self.inner.weights_sha256().map(str::to_string)
+    }
+
     /// The precision the image encoder runs in: "f32", or "bf16" where it was asked for and
     /// the CPU has AVX-512 BF16.
     #[getter]
@@ -619,18 +625,10 @@ fn run_case(
     case: std::collections::HashMap<String, String>,
     output_dir: PathBuf,
 ) -> PyResult<Vec<(&'static str, String)>> {
-    let fields: Vec<(&str, &str)> = case.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let case = medseg::cohort::Case::parse(&fields, std::path::Path::new("")).map_err(err)?;
+    let case = parse_case_dict(&case)?;
     let seg = segmenter.inner.clone();
     let r = py.detach(move || medseg::cohort::run_case(&seg, &case, &output_dir));
     Ok(r.fields())
-}
-
-/// The cases an earlier run in `output_dir` finished (recorded ok, mask present).
-#[pyfunction]
-fn finished_results(output_dir: PathBuf) -> PyResult<Vec<Vec<(&'static str, String)>>> {
-    let rs = medseg::cohort::finished(&output_dir).map_err(err)?;
-    Ok(rs.iter().map(|r| r.fields()).collect())
 }
 
 /// The result fields of a case that failed before it could run (no segmenter for it).
@@ -639,21 +637,97 @@ fn failed_result(case_id: &str, error: String) -> Vec<(&'static str, String)> {
     medseg::cohort::CaseResult::failed(case_id, error).fields()
 }
 
-/// Write `output_dir/results.csv` (atomically) from result dicts.
-#[pyfunction]
-fn write_results(
-    output_dir: PathBuf,
-    results: Vec<std::collections::HashMap<String, String>>,
-) -> PyResult<()> {
-    let rs = results
-        .iter()
-        .map(|r| {
-            let f: Vec<(&str, &str)> = r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            medseg::cohort::CaseResult::from_fields(&f)
-                .ok_or_else(|| PyValueError::new_err(format!("not a case result: {r:?}")))
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    medseg::cohort::write_results(&output_dir, &rs).map_err(err)
+type Fields = Vec<(&'static str, String)>;
+
+/// A cohort run into one folder (`medseg::cohort::Batch`): planned whole when made, then each
+/// result recorded as it comes. Python's `medseg.batch` drives it; the cases may run elsewhere.
+#[pyclass(module = "medseg._medseg")]
+struct Cohort {
+    batch: Option<medseg::cohort::Batch>,
+}
+
+fn parse_case_dict(case: &std::collections::HashMap<String, String>) -> PyResult<medseg::cohort::Case> {
+    let fields: Vec<(&str, &str)> = case.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    medseg::cohort::Case::parse(&fields, std::path::Path::new("")).map_err(err)
+}
+
+fn result_from_dict(r: &std::collections::HashMap<String, String>) -> PyResult<medseg::cohort::CaseResult> {
+    let f: Vec<(&str, &str)> = r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    medseg::cohort::CaseResult::from_fields(&f, None)
+        .ok_or_else(|| PyValueError::new_err(format!("not a case result: {r:?}")))
+}
+
+#[pymethods]
+impl Cohort {
+    /// Plan `cases` (dicts of text fields) into `output_dir`; `cases_file` is the CSV they came
+    /// from, if any (never written over). Raises when results.csv would overwrite an input.
+    #[new]
+    #[pyo3(signature = (cases, output_dir, cases_file=None, model="lite-medsam", weights=None, precision="f32"))]
+    fn new(
+        py: Python<'_>,
+        cases: Vec<std::collections::HashMap<String, String>>,
+        output_dir: PathBuf,
+        cases_file: Option<PathBuf>,
+        model: &str,
+        weights: Option<PathBuf>,
+        precision: &str,
+    ) -> PyResult<Self> {
+        let cases = cases.iter().map(parse_case_dict).collect::<PyResult<Vec<_>>>()?;
+        let settings = medseg::cohort::Settings {
+            model: parse_family(model)?,
+            weights,
+            precision: precision
+                .parse()
+                .map_err(|e: medseg::Error| PyValueError::new_err(e.to_string()))?,
+        };
+        let batch = py
+            .detach(|| {
+                medseg::cohort::Batch::open(cases, &output_dir, cases_file.as_deref(), &settings)
+            })
+            .map_err(err)?;
+        Ok(Self { batch: Some(batch) })
+    }
+
+    /// Each case as `(case fields, what, result fields or None, why)`: what is "run", "done"
+    /// (its earlier result) or "refused" (its failed result); why says why a case is redone.
+    fn plan(&self) -> PyResult<Vec<(Fields, &'static str, Option<Fields>, Option<String>)>> {
+        use medseg::cohort::Todo;
+        Ok(self
+            .open()?
+            .plan()
+            .map(|(c, t)| match t {
+                Todo::Run(why) => (c.fields(), "run", None, why.clone()),
+                Todo::Done(r) => (c.fields(), "done", Some(r.fields()), None),
+                Todo::Refused(r) => (c.fields(), "refused", Some(r.fields()), None),
+            })
+            .collect())
+    }
+
+    /// Record a case's result (a dict as `run_case` returns it).
+    fn record(&mut self, result: std::collections::HashMap<String, String>) -> PyResult<()> {
+        let r = result_from_dict(&result)?;
+        let batch = self
+            .batch
+            .as_mut()
+            .ok_or_else(|| MedsegError::new_err("this cohort is finished"))?;
+        batch.record(&r).map_err(err)
+    }
+
+    /// Merge what was recorded into results.csv (the cohort is then closed).
+    fn finish(&mut self) -> PyResult<()> {
+        match self.batch.take() {
+            Some(b) => b.finish().map_err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Cohort {
+    fn open(&self) -> PyResult<&medseg::cohort::Batch> {
+        self.batch
+            .as_ref()
+            .ok_or_else(|| MedsegError::new_err("this cohort is finished"))
+    }
 }
 
 #[pymodule]
@@ -677,9 +751,8 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
     m.add_function(wrap_pyfunction!(read_cases, m)?)?;
     m.add_function(wrap_pyfunction!(run_case, m)?)?;
-    m.add_function(wrap_pyfunction!(finished_results, m)?)?;
     m.add_function(wrap_pyfunction!(failed_result, m)?)?;
-    m.add_function(wrap_pyfunction!(write_results, m)?)?;
+    m.add_class::<Cohort>()?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;

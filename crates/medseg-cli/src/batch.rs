@@ -1,12 +1,14 @@
 //! `medseg batch cases.csv --output-dir DIR`: a cohort, case after case (see
-//! `medseg::cohort`). Finished cases of an earlier run are skipped; a failed case is recorded
-//! and the batch goes on; the exit status says whether every case succeeded.
+//! `medseg::cohort`: the plan, what counts as done, results.csv). Finished cases of an earlier
+//! run with the same input, prompt and options are skipped, changed ones redone (with the
+//! reason on stderr); a failed case is recorded and the batch goes on; the exit status says
+//! whether every case succeeded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use medseg::cohort::{self, Case, CaseResult};
+use medseg::cohort::{self, Case, CaseResult, Todo};
 use medseg::{ModelFamily, Precision, Segmenter};
 
 /// The models a batch uses, each loaded on first need (a load error is kept and given to
@@ -26,9 +28,7 @@ impl Models {
         self.loaded
             .entry(family)
             .or_insert_with(|| {
-                Segmenter::new(family, weights, &medseg::cpu())
-                    .map(|s| s.with_precision(self.precision))
-                    .map_err(|e| e.to_string())
+                crate::load_segmenter(family, weights, self.precision).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -36,45 +36,60 @@ impl Models {
 }
 
 pub fn run(
-    cases: &Path,
+    cases_file: &Path,
     out_dir: &Path,
     model: ModelFamily,
     weights: Option<&Path>,
     precision: Precision,
 ) -> Result<()> {
-    let cases = cohort::read_cases(cases).with_context(|| cases.display().to_string())?;
-    std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
-    let done = cohort::finished(out_dir)?;
+    let cases =
+        cohort::read_cases(cases_file).with_context(|| cases_file.display().to_string())?;
+    let settings = cohort::Settings {
+        model,
+        weights: weights.map(Path::to_path_buf),
+        precision,
+    };
+    let mut batch = cohort::Batch::open(cases, out_dir, Some(cases_file), &settings)?;
     let mut models = Models {
         default: model,
-        weights: weights.map(Path::to_path_buf),
+        weights: settings.weights.clone(),
         precision,
         loaded: HashMap::new(),
     };
-    let bar = indicatif::ProgressBar::new(cases.len() as u64);
+    let plan: Vec<(Case, Todo)> = batch.plan().map(|(c, t)| (c.clone(), t.clone())).collect();
+    let bar = indicatif::ProgressBar::new(plan.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("cases {pos}/{len} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut results = Vec::with_capacity(cases.len());
+    let mut results = Vec::with_capacity(plan.len());
     let mut skipped = 0;
-    for case in &cases {
+    for (case, todo) in &plan {
         bar.set_message(case.id.clone());
-        let r = match done.iter().find(|r| r.id == case.id) {
-            Some(r) => {
+        let r = match todo {
+            Todo::Done(r) => {
                 skipped += 1;
                 r.clone()
             }
-            None => run_one(&mut models, case, out_dir),
+            Todo::Refused(r) => r.clone(),
+            Todo::Run(why) => {
+                if let Some(why) = why {
+                    bar.suspend(|| eprintln!("medseg: case {} is redone: {why}", case.id));
+                }
+                run_one(&mut models, case, out_dir)
+            }
         };
         if let Some(e) = &r.error {
             bar.suspend(|| eprintln!("medseg: case {} failed: {e}", r.id));
         }
+        if !matches!(todo, Todo::Done(_)) {
+            batch.record(&r)?;
+        }
         results.push(r);
-        cohort::write_results(out_dir, &results)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
+    batch.finish()?;
     summarise(&results, skipped, out_dir)
 }
 

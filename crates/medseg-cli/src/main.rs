@@ -151,10 +151,39 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("medseg: error: {e:#}");
+            eprintln!("medseg: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Load a model on the CPU in `precision`, saying first which input size a SAM 2 checkpoint is
+/// run at (the checkpoint cannot tell).
+fn load_segmenter(
+    family: ModelFamily,
+    weights: Option<&Path>,
+    precision: Precision,
+) -> medseg::Result<Segmenter> {
+    if let Some(note) = family.size_note(weights) {
+        eprintln!("medseg: note: {note}");
+    }
+    Ok(Segmenter::new(family, weights, &medseg::cpu())?.with_precision(precision))
+}
+
+/// The error and its causes on one line, each cause said once (medseg's errors include their
+/// source's text, which the chain would repeat).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn run(cmd: Command) -> Result<()> {
@@ -306,7 +335,7 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     let image = io::read_png(job.input)?;
     Segmenter::validate_box(job.bbox, (image.height, image.width))?;
     let seg =
-        Segmenter::new(job.family, job.weights, &medseg::cpu())?.with_precision(job.precision);
+        load_segmenter(job.family, job.weights, job.precision)?;
     let pred = seg.segment(&image, job.bbox)?;
     let mask = pred.mask(0, 0);
     let vol = Volume::from_image(&image)?;
@@ -346,7 +375,7 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
     }
     Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2]))?;
     let seg =
-        Segmenter::new(job.family, job.weights, &medseg::cpu())?.with_precision(job.precision);
+        load_segmenter(job.family, job.weights, job.precision)?;
     let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")
@@ -440,6 +469,7 @@ fn stage_mask(
 }
 
 fn info(file: &Path) -> Result<()> {
+    io::check_input(file)?;
     match io::input_kind(file) {
         InputKind::Image if io::image_bit_depth(file).is_ok() => {
             let depth = io::image_bit_depth(file)?;

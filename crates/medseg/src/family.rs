@@ -86,6 +86,39 @@ impl ModelFamily {
     }
 }
 
+impl ModelFamily {
+    /// MedSAM2's and Meta's SAM 2.1 Tiny checkpoints share one layout, so a checkpoint cannot
+    /// say which input size it was trained at: for `sam2.1-tiny` (and for `medsam2` given a
+    /// file named like Meta's), the size assumed and how to choose the other.
+    pub fn size_note(self, weights: Option<&std::path::Path>) -> Option<String> {
+        let name = weights
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match self {
+            ModelFamily::Sam21Tiny => {
+                let hint = if name.contains("medsam") {
+                    " — this file's name says MedSAM2: if it is, use --model medsam2 (run at \
+                     1024, its masks differ)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "sam2.1-tiny runs at 1024x1024 (Meta's SAM 2.1 Tiny); MedSAM2 checkpoints \
+                     have the same layout and run at 512x512 with --model medsam2 (the \
+                     checkpoint cannot tell them apart){hint}"
+                ))
+            }
+            ModelFamily::MedSam2 if name.contains("sam2.1_hiera") => Some(
+                "medsam2 runs at 512x512; this file's name says Meta's SAM 2.1, which runs at \
+                 1024x1024 with --model sam2.1-tiny (the checkpoint cannot tell them apart)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for ModelFamily {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

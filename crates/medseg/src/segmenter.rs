@@ -54,6 +54,15 @@ impl Net {
     }
 }
 
+/// The precision a segmenter on `device` runs when `requested` is asked for (bf16 falls back
+/// to f32 where it cannot run; see [`Segmenter::with_precision`]), without loading one.
+pub fn precision_on(requested: Precision, device: &Device) -> Precision {
+    match requested {
+        Precision::Bf16 if bf16_unavailable(device).is_none() => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
 /// Why `Precision::Bf16` cannot run on `device`, if it cannot.
 fn bf16_unavailable(device: &Device) -> Option<String> {
     if *device != Device::flex() {
@@ -78,6 +87,8 @@ pub struct Segmenter {
     /// Which loaded weights these are (clones share it): an embedding keeps the decoder work
     /// of the segmenter that made it only for that segmenter.
     id: u64,
+    /// SHA-256 of the checkpoint file it was loaded from (`None`: built from a state_dict).
+    weights_sha256: Option<String>,
 }
 
 /// Numbers the loaded models of this process.
@@ -159,9 +170,30 @@ impl Prediction {
 
 impl Segmenter {
     /// Load `family` from a checkpoint (`.pth` or `.safetensors`) on `device`.
+    /// [`Segmenter::weights_sha256`] tells which file it was.
     pub fn from_file(family: ModelFamily, path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let sha = weights::sha256_file(path)?;
+        Self::from_file_with_sha(family, path, sha, device)
+    }
+
+    fn from_file_with_sha(
+        family: ModelFamily,
+        path: &Path,
+        sha256: String,
+        device: &Device,
+    ) -> Result<Self> {
         let sd = StateDict::load(path)?;
-        Self::from_state_dict(family, &sd, device)
+        let mut seg = Self::from_state_dict(family, &sd, device)?;
+        seg.weights_sha256 = Some(sha256);
+        Ok(seg)
+    }
+
+    /// SHA-256 (lowercase hex) of the checkpoint file this segmenter was loaded from, hashed
+    /// as it was loaded; `None` for one built from an in-memory state_dict. Cohorts record it
+    /// (a case is redone when the weights change) and a pickled Python `Segmenter` checks it.
+    pub fn weights_sha256(&self) -> Option<&str> {
+        self.weights_sha256.as_deref()
     }
 
     /// Build from an in-memory state_dict.
@@ -189,6 +221,7 @@ impl Segmenter {
             device: device.clone(),
             precision: Precision::F32,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            weights_sha256: None,
         })
     }
 
@@ -208,8 +241,10 @@ impl Segmenter {
     pub fn from_default_weights(family: ModelFamily, device: &Device) -> Result<Self> {
         match family {
             ModelFamily::LiteMedSam => {
+                // `require_cached` has checked the file against this SHA-256.
                 let p = weights::lite_medsam::require_cached()?;
-                Self::from_file(family, p, device)
+                let sha = weights::lite_medsam::SHA256.to_string();
+                Self::from_file_with_sha(family, &p, sha, device)
             }
             ModelFamily::MedSam => Err(Error::WeightsUnavailable(
                 "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth".into(),

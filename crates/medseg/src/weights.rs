@@ -47,6 +47,13 @@ impl StateDict {
     /// Read a checkpoint, choosing the format from the file's first bytes.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        crate::io::check_input(path)?;
+        if path.is_dir() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "is a folder, not a checkpoint file".into(),
+            });
+        }
         let mut head = [0u8; 9];
         let n = {
             use std::io::Read;
@@ -258,6 +265,26 @@ fn refuse_unsafe_zip_members(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The zip member holding a `torch.save` archive's pickle: the one name ending in `data.pkl`
+/// (the reader takes the shortest such root; with one candidate the scanner and the reader
+/// cannot look at different members). More than one candidate is refused; none is `None`.
+pub(crate) fn pickle_member(path: &Path, names: &[String]) -> Result<Option<String>> {
+    let found: Vec<&String> = names.iter().filter(|n| n.ends_with("data.pkl")).collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).clone())),
+        many => Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} pickle members ({}): a torch.save archive has one data.pkl; which one is \
+                 loaded would be ambiguous",
+                many.len(),
+                many.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+            ),
+        }),
+    }
+}
+
 /// Refuse a checkpoint whose pickle names callables other than PyTorch's tensor rebuilders
 /// (`os.system`, `builtins.eval`, model classes of a full-model save, ...). Nothing is ever
 /// called either way; this turns such files into a clear error.
@@ -267,11 +294,12 @@ fn refuse_foreign_globals(path: &Path) -> Result<()> {
         let Ok(mut zip) = zip::ZipArchive::new(std::io::Cursor::new(&bytes)) else {
             return Ok(()); // reported by the checkpoint reader
         };
-        let name = (0..zip.len()).find_map(|i| {
-            let n = zip.name_for_index(i)?.ok()?.to_string();
-            n.ends_with("data.pkl").then_some(n)
-        });
-        let Some(name) = name else { return Ok(()) };
+        let names: Vec<String> = (0..zip.len())
+            .filter_map(|i| zip.name_for_index(i)?.ok().map(str::to_string))
+            .collect();
+        let Some(name) = pickle_member(path, &names)? else {
+            return Ok(()); // no pickle: reported by the checkpoint reader
+        };
         let mut m = zip.by_name(&name).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -307,6 +335,17 @@ fn decode<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> 
         .chunks_exact(N)
         .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
         .collect()
+}
+
+/// SHA-256 of a file, as lowercase hex (what identifies a checkpoint in results.csv and in a
+/// pickled Python `Segmenter`).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    crate::io::check_input(path)?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub mod lite_medsam;

@@ -117,10 +117,11 @@ class Segmenter:
     ``logits > 0``); ``input_size`` is the image's size inside the model input (LiteMedSAM:
     longest side 256; MedSAM: 1024 x 1024, stretched).
 
-    A Segmenter pickles as what it was built from — the model name, the weights' path (or the
-    SHA-256 of the default weights), the device and the precision — never the weights themselves; unpickling
-    rebuilds it from the local files or cache (``multiprocessing``, ``ProcessPoolExecutor``,
-    Dask). The image set by ``set_image`` is not part of it.
+    A Segmenter pickles as what it was built from — the model name, the weights' path and their
+    SHA-256 (or the SHA-256 of the default weights), the device and the precision — never the
+    weights themselves; unpickling rebuilds it from the local files or cache (``multiprocessing``,
+    ``ProcessPoolExecutor``, Dask), and refuses (``WeightsError``) when the file at that path no
+    longer has the pickled SHA-256. The image set by ``set_image`` is not part of it.
     """
 
     def __init__(self, model: str = "lite-medsam", weights: Optional[str] = None, device: str = "cpu",
@@ -135,7 +136,10 @@ class Segmenter:
 
     def __reduce__(self):
         model, path, device, precision = self._built
-        weights = {"path": path} if path is not None else {"default_sha256": _medseg.DEFAULT_WEIGHTS_SHA256}
+        if path is not None:
+            weights = {"path": path, "sha256": self._inner.weights_sha256}
+        else:
+            weights = {"default_sha256": _medseg.DEFAULT_WEIGHTS_SHA256}
         return (_rebuild_segmenter, (model, weights, device, precision))
 
     def __repr__(self) -> str:
@@ -305,7 +309,14 @@ class Segmenter:
 def _rebuild_segmenter(model: str, weights: dict, device: str, precision: str = "f32") -> "Segmenter":
     """Unpickle a Segmenter: rebuild it from this machine's files (see ``Segmenter``)."""
     if "path" in weights:
-        return Segmenter(model, weights["path"], device, precision)
+        seg = Segmenter(model, weights["path"], device, precision)
+        sha = weights.get("sha256")
+        if sha is not None and seg._inner.weights_sha256 != sha:
+            raise WeightsError(
+                f"this Segmenter was pickled with the weights {weights['path']} of SHA-256 {sha}; "
+                f"that file now has SHA-256 {seg._inner.weights_sha256} (it changed since): "
+                "refusing to run other weights under the same name")
+        return seg
     sha = weights.get("default_sha256")
     if sha != _medseg.DEFAULT_WEIGHTS_SHA256:
         raise WeightsError(

@@ -3,7 +3,8 @@
 Each case is a dict (or a CSV row) ``case_id, input, key_slice, x0, y0, x1, y1[, model,
 window]``. Every case's mask is written by whoever segments it (a Dask worker writes into
 ``output_dir`` directly, so on a cluster ``output_dir`` and the inputs must be on a shared
-file system); ``results.csv`` is written by the caller, after every finished case. What travels
+file system); ``results.csv`` is kept by the caller through the library's ``Cohort`` (the
+same plan, skip rule and merged results file as ``medseg batch``). What travels
 to a worker is the case (a few hundred bytes) and back its result; the weights never travel:
 each worker builds its Segmenter once, from its own files or cache.
 """
@@ -47,9 +48,11 @@ def run_case(case: Mapping[str, str], output_dir: str, model: str = "lite-medsam
         return _failed(case, str(e))
 
 
-def _cases(cases) -> List[dict]:
+def _cases(cases):
+    """The cases as dicts of text fields, and the CSV they came from (or None)."""
     if isinstance(cases, (str, bytes)) or hasattr(cases, "__fspath__"):
-        return [dict(c) for c in _medseg.read_cases(os.fsdecode(cases))]
+        path = os.path.abspath(os.fsdecode(cases))
+        return [dict(c) for c in _medseg.read_cases(path)], path
     out = []
     for c in cases:
         row = {k: "" if v is None else str(v) for k, v in dict(c).items()}
@@ -60,7 +63,7 @@ def _cases(cases) -> List[dict]:
     ids = [c.get("case_id") for c in out]
     if len(set(ids)) != len(ids):
         raise ValueError("cases: each case_id must appear once")
-    return out
+    return out, None
 
 
 def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: Union[str, "os.PathLike[str]"],
@@ -68,32 +71,53 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
           precision: str = "f32") -> List[dict]:
     """Segment a cohort into ``output_dir``: one ``<case_id>.nii.gz`` per case and one
     ``results.csv`` (case_id, status, volume_ml, voxels, first_slice, last_slice, seconds,
-    mask, error). ``cases`` is a CSV path or an iterable of dicts (``box`` may stand for
-    x0..y1). Cases already finished there (status ok, mask present) are skipped; a failing
-    case is recorded and the rest go on. With ``client`` (a ``dask.distributed.Client``) the
-    cases run on its workers, one Segmenter per worker; else here, one after another.
+    mask, error, then what the case ran with: input, input_stamp, key_slice, box, model, window,
+    precision, weights_sha256). ``cases`` is a CSV path or an iterable of dicts (``box`` may
+    stand for x0..y1). The library plans the whole cohort first (as ``medseg batch`` does): a
+    case whose mask would overwrite any case's input or the cases file is not run (recorded as
+    failed), and a ``results.csv`` that would overwrite one is an error. A case finished
+    before with the same input (path, size, modification time), prompt, model, window,
+    precision and weights is skipped; one that changed is redone (a ``UserWarning`` says why).
+    ``results.csv`` keeps the rows of other runs into the same folder. A failing case is
+    recorded and the rest go on. With ``client`` (a ``dask.distributed.Client``) the cases run
+    on its workers, one Segmenter per worker; else here, one after another.
     ``precision`` as for ``Segmenter`` ("f32" or "bf16").
     Returns the results in the order of the cases."""
+    import warnings
+
     out = os.path.abspath(os.fsdecode(output_dir))
-    os.makedirs(out, exist_ok=True)
-    rows = _cases(cases)
-    done = {r["case_id"]: r for r in (dict(x) for x in _medseg.finished_results(out))}
-    todo = [c for c in rows if c.get("case_id") not in done]
-    results = dict(done)
+    rows, cases_file = _cases(cases)
     w = None if weights is None else os.path.abspath(os.fsdecode(weights))
+    cohort = _medseg.Cohort(rows, out, cases_file, model, w, precision)
+    results = {}
+    todo = []
+    for case, what, result, why in cohort.plan():
+        case = dict(case)
+        if what == "run":
+            if why:
+                warnings.warn(f"case {case['case_id']} is redone: {why}", UserWarning, stacklevel=2)
+            todo.append(case)
+            continue
+        results[case["case_id"]] = dict(result)
+        if what == "refused":
+            cohort.record(results[case["case_id"]])
+    order = [dict(c)["case_id"] for c, *_ in cohort.plan()]
 
     def record(r: dict) -> None:
         results[r["case_id"]] = r
-        _medseg.write_results(out, [results[c["case_id"]] for c in rows if c["case_id"] in results])
+        cohort.record(r)
 
-    if client is None:
-        for c in todo:
-            record(run_case(c, out, model, w, precision))
-    else:
-        from dask.distributed import as_completed
+    try:
+        if client is None:
+            for c in todo:
+                record(run_case(c, out, model, w, precision))
+        else:
+            from dask.distributed import as_completed
 
-        futures = client.map(run_case, todo, output_dir=out, model=model, weights=w,
-                             precision=precision, pure=False)
-        for fut in as_completed(futures):
-            record(fut.result())
-    return [results[c["case_id"]] for c in rows]
+            futures = client.map(run_case, todo, output_dir=out, model=model, weights=w,
+                                 precision=precision, pure=False)
+            for fut in as_completed(futures):
+                record(fut.result())
+    finally:
+        cohort.finish()
+    return [results[i] for i in order]

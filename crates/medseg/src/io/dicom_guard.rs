@@ -58,6 +58,7 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     /// The file, past the 128-byte preamble and `DICM` when it has them.
     fn open(path: &'a Path) -> Result<Self> {
+        super::check_input(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut src = BufReader::new(file);

@@ -36,6 +36,7 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Image> {
 /// An image reader whose declared dimensions are checked against [`max_voxels`] before any
 /// pixel buffer is allocated.
 fn image_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    check_input(path)?;
     let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -96,6 +97,7 @@ pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume
 /// Bits per channel of an image file (8 or 16).
 pub fn image_bit_depth(path: impl AsRef<Path>) -> Result<u8> {
     let path = path.as_ref();
+    check_input(path)?;
     let dec = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -236,6 +238,24 @@ pub enum InputKind {
     Nifti,
 }
 
+/// Refuse what is neither a regular file nor a folder (links followed) before anything opens
+/// it: a FIFO would block the reader forever, `/dev/zero` would fill the memory, a socket or
+/// device is no image. Missing paths are an [`Error::Io`] saying so.
+pub fn check_input(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() || meta.is_dir() {
+        return Ok(());
+    }
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file or folder (a FIFO, device or socket): medseg reads files and \
+             folders only",
+        ),
+    ))
+}
+
 /// Guess the input kind from the path (a folder is a DICOM series; `.nii`/`.nii.gz` NIfTI;
 /// `.dcm` or a `DICM` preamble DICOM; anything else an image).
 pub fn input_kind(path: &Path) -> InputKind {
@@ -251,6 +271,9 @@ pub fn input_kind(path: &Path) -> InputKind {
     }
     if name.ends_with(".dcm") || name.ends_with(".dicom") {
         return InputKind::Dicom;
+    }
+    if !path.is_file() {
+        return InputKind::Image; // never open a FIFO or device to sniff it (`check_input`)
     }
     let mut head = [0u8; 132];
     if let Ok(mut f) = std::fs::File::open(path) {
@@ -275,12 +298,7 @@ pub fn read_volume_with(
     #[allow(unused_variables)] opts: &ReadOptions,
 ) -> Result<crate::volume::Volume> {
     let path = path.as_ref();
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-        ));
-    }
+    check_input(path)?;
     match input_kind(path) {
         InputKind::Image => read_image_volume(path),
         #[cfg(feature = "dicom")]

@@ -19,6 +19,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// `sizeof_hdr` of the file (348 for NIfTI-1, 540 for NIfTI-2), either byte order.
 fn header_size(path: &Path) -> Result<i32> {
+    super::check_input(path)?;
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = [0u8; 4];
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");

@@ -17,7 +17,7 @@ fn refuse(path: &Path, reason: impl Into<String>) -> Error {
 
 /// What a path names once written: the file itself when it exists (links resolved), else its
 /// canonical folder joined with its name.
-fn identity(path: &Path) -> Option<PathBuf> {
+pub(crate) fn identity(path: &Path) -> Option<PathBuf> {
     if let Ok(p) = path.canonicalize() {
         return Some(p);
     }
@@ -64,6 +64,7 @@ impl Outputs {
         if dest.is_dir() || dest.file_name().is_none() {
             return Err(refuse(dest, "is a directory, not a file path"));
         }
+        check_name_length(dest)?;
         let id = identity(dest).ok_or_else(|| refuse(dest, "cannot resolve the path"))?;
         if self.inputs.contains(&id) {
             return Err(refuse(dest, "refusing to overwrite an input"));
@@ -88,7 +89,7 @@ impl Outputs {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let tmp = folder(dest).join(format!(
-            ".medseg-{}-{}.tmp.{name}",
+            "{TEMP_PREFIX}{}-{}.tmp.{name}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -123,6 +124,65 @@ impl Drop for Outputs {
             let _ = std::fs::remove_file(tmp);
         }
     }
+}
+
+/// How every staged file's name starts: `.medseg-<pid>-<n>.tmp.<destination name>`.
+const TEMP_PREFIX: &str = ".medseg-";
+/// The longest temporary prefix: `.medseg-` + a pid + `-` + a counter + `.tmp.`.
+const TEMP_OVERHEAD: usize = TEMP_PREFIX.len() + 10 + 1 + 20 + 5;
+/// File names longer than this (bytes) are refused by common file systems.
+const NAME_MAX: usize = 255;
+
+/// A destination whose temporary name would not fit in a file name is refused before any work
+/// (else the write fails after the computation, with the OS's "file name too long").
+fn check_name_length(dest: &Path) -> Result<()> {
+    let n = dest.file_name().map_or(0, |n| n.len());
+    if n + TEMP_OVERHEAD > NAME_MAX {
+        return Err(refuse(
+            dest,
+            format!(
+                "the file name is {n} bytes; with medseg's temporary prefix it would exceed the \
+                 {NAME_MAX}-byte limit of file names (use at most {} bytes)",
+                NAME_MAX - TEMP_OVERHEAD
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Remove the temporary files that processes which no longer run left in `dir` (a `kill -9`
+/// between staging and commit); returns how many. Files of running processes are kept. Only
+/// where `/proc` tells which processes run (Linux); elsewhere nothing is removed.
+pub fn clean_stale_temps(dir: &Path) -> usize {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if !alive && is_file && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The pid in a temporary file's name (`.medseg-<pid>-<n>.tmp.<name>`).
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (n, _) = rest.split_once(".tmp.")?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
 }
 
 /// Refuse a path whose extension is not one of `exts` (lower case, with the dot).
@@ -160,6 +220,33 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary files left: {left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn long_names_are_refused_and_stale_temps_of_dead_processes_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Outputs::new::<&Path>(&[]);
+        let long = dir.path().join(format!("{}.nii.gz", "a".repeat(240)));
+        let e = out.plan(&long).unwrap_err().to_string();
+        assert!(e.contains("limit of file names"), "{e}");
+        out.plan(&dir.path().join(format!("{}.nii.gz", "a".repeat(200))))
+            .unwrap();
+        // pid 0 never names a user process; our own pid is running.
+        let dead = dir.path().join(".medseg-0-3.tmp.case.nii.gz");
+        let ours = dir
+            .path()
+            .join(format!(".medseg-{}-0.tmp.x.nii.gz", std::process::id()));
+        let other = dir.path().join(".medseg-notes.txt");
+        for p in [&dead, &ours, &other] {
+            std::fs::write(p, "x").unwrap();
+        }
+        if Path::new("/proc/self").exists() {
+            assert_eq!(clean_stale_temps(dir.path()), 1);
+            assert!(!dead.exists());
+        } else {
+            eprintln!("no /proc here: stale temporary files are left (nothing to tell the dead)");
+        }
+        assert!(ours.exists() && other.exists());
     }
 
     #[test]

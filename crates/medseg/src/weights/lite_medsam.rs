@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -34,13 +33,7 @@ pub fn cached_path() -> PathBuf {
     cache_dir().join(FILE_NAME)
 }
 
-/// SHA-256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use super::sha256_file;
 
 /// The cached weights, verified; `None` when absent. A cached file with the wrong checksum
 /// is an error (it is not silently replaced).
