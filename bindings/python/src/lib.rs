@@ -631,6 +631,14 @@ fn run_case(
     Ok(r.fields())
 }
 
+/// For the SAM 2 families (one checkpoint layout, two input sizes): the size `model` assumes
+/// and how to choose the other, or None.
+#[pyfunction]
+#[pyo3(signature = (model, weights=None))]
+fn size_note(model: &str, weights: Option<PathBuf>) -> PyResult<Option<String>> {
+    Ok(parse_family(model)?.size_note(weights.as_deref()))
+}
+
 /// The result fields of a case that failed before it could run (no segmenter for it).
 #[pyfunction]
 fn failed_result(case_id: &str, error: String) -> Vec<(&'static str, String)> {
@@ -646,12 +654,16 @@ struct Cohort {
     batch: Option<medseg::cohort::Batch>,
 }
 
-fn parse_case_dict(case: &std::collections::HashMap<String, String>) -> PyResult<medseg::cohort::Case> {
+fn parse_case_dict(
+    case: &std::collections::HashMap<String, String>,
+) -> PyResult<medseg::cohort::Case> {
     let fields: Vec<(&str, &str)> = case.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     medseg::cohort::Case::parse(&fields, std::path::Path::new("")).map_err(err)
 }
 
-fn result_from_dict(r: &std::collections::HashMap<String, String>) -> PyResult<medseg::cohort::CaseResult> {
+fn result_from_dict(
+    r: &std::collections::HashMap<String, String>,
+) -> PyResult<medseg::cohort::CaseResult> {
     let f: Vec<(&str, &str)> = r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     medseg::cohort::CaseResult::from_fields(&f, None)
         .ok_or_else(|| PyValueError::new_err(format!("not a case result: {r:?}")))
@@ -672,7 +684,10 @@ impl Cohort {
         weights: Option<PathBuf>,
         precision: &str,
     ) -> PyResult<Self> {
-        let cases = cases.iter().map(parse_case_dict).collect::<PyResult<Vec<_>>>()?;
+        let cases = cases
+            .iter()
+            .map(parse_case_dict)
+            .collect::<PyResult<Vec<_>>>()?;
         let settings = medseg::cohort::Settings {
             model: parse_family(model)?,
             weights,
@@ -753,6 +768,7 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_case, m)?)?;
     m.add_function(wrap_pyfunction!(failed_result, m)?)?;
     m.add_class::<Cohort>()?;
+    m.add_function(wrap_pyfunction!(size_note, m)?)?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;

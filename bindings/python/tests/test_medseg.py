@@ -473,6 +473,74 @@ def test_cohort_serially_again_and_on_a_local_dask_cluster(tmp_path):
     assert _same(medseg.batch(str(csv), tmp_path / "cli"), serial)
 
 
+def test_cohort_loses_nothing(tmp_path):
+    """Issue #26 through Python: planned whole, merged results, stale cases redone."""
+    import csv as csvmod
+    import warnings
+
+    cases = _cohort(tmp_path)[:2]  # mr0, mr1
+    data_dir = tmp_path
+    # 1. case "mr1"'s mask (mr1.nii.gz) would replace case "x2"'s input: not run, input intact
+    victim = data_dir / "mr1.nii.gz"
+    victim.write_bytes(Path(cases[0]["input"]).read_bytes())
+    before = victim.read_bytes()
+    hostile = [cases[1], {**cases[0], "case_id": "x2", "input": str(victim)}]
+    got = medseg.batch(hostile, data_dir)
+    assert got[0]["status"] == "failed" and "would overwrite the input of case x2" in got[0]["error"]
+    assert victim.read_bytes() == before and got[1]["status"] == "ok"
+    # 2. a cases file named results.csv in the output folder is never written over
+    out = tmp_path / "out"
+    out.mkdir()
+    cases_csv = out / "results.csv"
+    cases_csv.write_text("case_id,input,key_slice,x0,y0,x1,y1\n"
+                         f"mr0,{cases[0]['input']},1,20,20,44,44\n")
+    text = cases_csv.read_text()
+    with pytest.raises(medseg.MedsegError, match="is the cases file"):
+        medseg.batch(str(cases_csv), out)
+    assert cases_csv.read_text() == text
+    # 3. a second cohort into the same folder keeps the first one's rows
+    first = medseg.batch([cases[0]], tmp_path / "shared")
+    medseg.batch([cases[1]], tmp_path / "shared")
+    with open(tmp_path / "shared" / "results.csv", newline="") as f:
+        rows = {r["case_id"]: r for r in csvmod.DictReader(f)}
+    assert set(rows) == {"mr0", "mr1"} and rows["mr0"]["volume_ml"] == first[0]["volume_ml"]
+    assert rows["mr0"]["mask"] == "mr0.nii.gz", "stored relative to the output folder"
+    assert len(rows["mr0"]["weights_sha256"]) == 64 and rows["mr0"]["box"] == "20 20 44 44"
+    # 4. a changed box is redone, with the reason; an unchanged case is skipped
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        moved = medseg.batch([{**cases[0], "box": [22, 22, 44, 44]}, cases[1]], tmp_path / "shared")
+    said = [str(x.message) for x in w]
+    assert any("mr0 is redone: box changed (20 20 44 44 -> 22 22 44 44)" in m for m in said), said
+    assert not any("mr1" in m for m in said), said
+    assert moved[0]["box"] == "22 22 44 44" and moved[1]["box"] == "20 20 44 44"
+
+
+def test_sam2_checkpoints_cannot_say_their_size_so_medseg_does(tmp_path):
+    note = medseg._medseg.size_note("sam2.1-tiny", "/w/MedSAM2_latest.pt")
+    assert "1024x1024" in note and "this file's name says MedSAM2" in note
+    assert medseg._medseg.size_note("medsam2", "/w/MedSAM2_latest.pt") is None
+    missing = tmp_path / "MedSAM2_latest.pt"
+    with pytest.warns(UserWarning, match="model=medsam2"):
+        with pytest.raises(medseg.MedsegError):
+            medseg.Segmenter("sam2.1-tiny", weights=str(missing))
+
+
+def test_pickled_segmenter_refuses_changed_weights(tmp_path):
+    import pickle
+    import shutil
+
+    path = tmp_path / "lite.pth"
+    shutil.copy(medseg.fetch_weights(), path)
+    seg = medseg.Segmenter("lite-medsam", weights=str(path))
+    assert seg._inner.weights_sha256 == medseg.DEFAULT_WEIGHTS_SHA256
+    blob = pickle.dumps(seg)
+    assert pickle.loads(blob)._inner.weights_sha256 == medseg.DEFAULT_WEIGHTS_SHA256
+    path.write_bytes(path.read_bytes() + b"changed")
+    with pytest.raises(medseg.WeightsError, match="SHA-256"):
+        pickle.loads(blob)
+
+
 def _bilinear(plane, h, w):
     """`F.interpolate(mode="bilinear", align_corners=False)` of one 2D plane, in float32."""
     def taps(o, i):

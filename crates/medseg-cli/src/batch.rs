@@ -42,8 +42,7 @@ pub fn run(
     weights: Option<&Path>,
     precision: Precision,
 ) -> Result<()> {
-    let cases =
-        cohort::read_cases(cases_file).with_context(|| cases_file.display().to_string())?;
+    let cases = cohort::read_cases(cases_file).with_context(|| cases_file.display().to_string())?;
     let settings = cohort::Settings {
         model,
         weights: weights.map(Path::to_path_buf),

@@ -334,8 +334,7 @@ fn plan_outputs(
 fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     let image = io::read_png(job.input)?;
     Segmenter::validate_box(job.bbox, (image.height, image.width))?;
-    let seg =
-        load_segmenter(job.family, job.weights, job.precision)?;
+    let seg = load_segmenter(job.family, job.weights, job.precision)?;
     let pred = seg.segment(&image, job.bbox)?;
     let mask = pred.mask(0, 0);
     let vol = Volume::from_image(&image)?;
@@ -374,8 +373,7 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
         ));
     }
     Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2]))?;
-    let seg =
-        load_segmenter(job.family, job.weights, job.precision)?;
+    let seg = load_segmenter(job.family, job.weights, job.precision)?;
     let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} slices {pos} [{elapsed_precise}] {msg}")

@@ -891,3 +891,214 @@ fn segment_a_volume_with_medsam2() {
         "{err}"
     );
 }
+
+/// `medseg batch CSV --output-dir OUT` run in `cwd`.
+fn batch_in(
+    cwd: &std::path::Path,
+    csv: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Output {
+    medseg()
+        .current_dir(cwd)
+        .arg("batch")
+        .arg(csv)
+        .arg("--output-dir")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn rows(out: &std::path::Path) -> Vec<Vec<String>> {
+    let body = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(body.as_bytes());
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header[..3], ["case_id", "status", "volume_ml"]);
+    r.records()
+        .map(|x| x.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// Issue #26 points 1 and 2: every output is planned against every input of the whole CSV and
+/// against the cases file before any case runs.
+#[test]
+fn batch_never_writes_over_an_input_or_the_cases_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(testdata("CT_small.dcm"), d.join("mca.dcm")).unwrap();
+    let vol = medseg::io::read_volume(d.join("mca.dcm")).unwrap();
+    let as_mask: Vec<bool> = vol.data.iter().map(|&v| v > 0.0).collect();
+    medseg::io::nifti::write_mask(d.join("lac.nii.gz"), &as_mask, &vol).unwrap();
+    let before = std::fs::read(d.join("lac.nii.gz")).unwrap();
+    let csv = d.join("cases.csv");
+    std::fs::write(
+        &csv,
+        "case_id,input,key_slice,x0,y0,x1,y1\nlac,mca.dcm,,30,40,90,100\nx2,lac.nii.gz,,30,40,90,100\n",
+    )
+    .unwrap();
+    let run = batch_in(d, &csv, d);
+    let (stdout, stderr) = text(&run);
+    assert!(!run.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("case lac failed: output"), "{stderr}");
+    assert!(
+        stderr.contains("would overwrite the input of case x2"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("lac.nii.gz")).unwrap(),
+        before,
+        "x2's scan"
+    );
+    // The cases file called results.csv inside the output folder: refused whole.
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::copy(&csv, out.join("results.csv")).unwrap();
+    let run = batch_in(d, &out.join("results.csv"), &out);
+    let (_, stderr) = text(&run);
+    assert!(
+        !run.status.success() && stderr.contains("is the cases file"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("results.csv")).unwrap(),
+        std::fs::read(&csv).unwrap()
+    );
+}
+
+/// Issue #26 points 3, 4 and the stale-temporary, relative-mask items: results.csv keeps the
+/// rows of every run (also of two batches at once), a changed case is redone with the reason,
+/// a re-run from another working folder skips what is done.
+#[test]
+fn batch_results_keep_every_run_and_changed_cases_are_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, out) = (dir.path(), dir.path().join("out"));
+    for name in ["a", "b", "c"] {
+        std::fs::copy(testdata("CT_small.dcm"), d.join(format!("{name}.dcm"))).unwrap();
+        std::fs::write(
+            d.join(format!("{name}.csv")),
+            format!("case_id,input,key_slice,x0,y0,x1,y1\n{name},{name}.dcm,,30,40,90,100\n"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir(&out).unwrap();
+    let stale = out.join(".medseg-0-7.tmp.a.nii.gz");
+    std::fs::write(&stale, "left by a killed run").unwrap();
+    assert!(batch_in(d, &d.join("a.csv"), &out).status.success());
+    assert!(
+        !stale.exists(),
+        "a dead process's temporary file is cleaned"
+    );
+    // Two batches of different cases at once: both rows are kept.
+    let (b, c) = (d.join("b.csv"), d.join("c.csv"));
+    let spawn = |csv: &std::path::Path| {
+        medseg()
+            .current_dir(d)
+            .arg("batch")
+            .arg(csv)
+            .arg("--output-dir")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut pb, mut pc) = (spawn(&b), spawn(&c));
+    assert!(pb.wait().unwrap().success() && pc.wait().unwrap().success());
+    let ids: Vec<String> = rows(&out).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for id in ["a", "b", "c"] {
+        assert!(ids.contains(&id.to_string()), "{ids:?}");
+    }
+    let a_row = rows(&out).into_iter().find(|r| r[0] == "a").unwrap();
+    assert_eq!(a_row[7], "a.nii.gz", "mask relative to the output folder");
+    // From another working folder: done, skipped.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let again = batch_in(elsewhere.path(), &d.join("a.csv"), &out);
+    assert!(
+        text(&again).0.contains("1 ok (1 done before)"),
+        "{:?}",
+        text(&again)
+    );
+    // A changed box is redone, and says why.
+    std::fs::write(
+        d.join("a.csv"),
+        "case_id,input,key_slice,x0,y0,x1,y1\na,a.dcm,,32,40,90,100\n",
+    )
+    .unwrap();
+    let redo = batch_in(d, &d.join("a.csv"), &out);
+    let (stdout, stderr) = text(&redo);
+    assert!(stdout.contains("1 ok (0 done before)"), "{stdout}");
+    assert!(
+        stderr.contains("case a is redone: box changed (30 40 90 100 -> 32 40 90 100)"),
+        "{stderr}"
+    );
+    // A changed input (a newer modification time) is redone too.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(d.join("a.dcm"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let (_, stderr) = text(&batch_in(d, &d.join("a.csv"), &out));
+    assert!(
+        stderr.contains("case a is redone: input_stamp changed"),
+        "{stderr}"
+    );
+    assert_eq!(rows(&out).len(), 3);
+}
+
+/// Issue #26 point 7: refused before any work, each said once.
+#[test]
+fn batch_refuses_bad_cases_files_before_work_in_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = d.join("cases.csv");
+    let h = "case_id,input,key_slice,x0,y0,x1,y1";
+    let long = "c".repeat(240);
+    for (body, needle) in [
+        (format!("{h}\n{long},x.dcm,,1,1,9,9\n"), "at most 200"),
+        (format!("{h}\n-A1-B1,x.dcm,,1,1,9,9\n"), "formula"),
+        (
+            format!("{h}\na,x.dcm,,1,1,9,9,brain\n"),
+            "8 values, but the header names 7",
+        ),
+    ] {
+        std::fs::write(&csv, &body).unwrap();
+        let run = batch_in(d, &csv, &d.join("out"));
+        let (_, stderr) = text(&run);
+        assert!(!run.status.success() && stderr.contains(needle), "{stderr}");
+        assert_eq!(stderr.matches("cohort case").count(), 1, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // A folder as the cases file: the OS's words once.
+    let run = batch_in(d, d, &d.join("out"));
+    let (_, stderr) = text(&run);
+    assert_eq!(stderr.matches("os error 21").count(), 1, "{stderr}");
+}
+
+/// `medseg info` on a FIFO or a device returns at once with an error instead of blocking or
+/// reading without end.
+#[cfg(unix)]
+#[test]
+fn info_refuses_fifos_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("scan.dcm");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for p in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let run = medseg().arg("info").arg(p).output().unwrap();
+        let (_, stderr) = text(&run);
+        assert!(
+            !run.status.success() && stderr.contains("not a regular file"),
+            "{stderr}"
+        );
+    }
+}

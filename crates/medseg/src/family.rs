@@ -124,3 +124,33 @@ impl std::fmt::Display for ModelFamily {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ModelFamily;
+    use std::path::Path;
+
+    #[test]
+    fn sam2_sizes_are_said_because_checkpoints_cannot_tell() {
+        let tiny = ModelFamily::Sam21Tiny;
+        let note = tiny
+            .size_note(Some(Path::new("sam2.1_hiera_tiny.pt")))
+            .unwrap();
+        assert!(
+            note.contains("1024x1024") && note.contains("--model medsam2"),
+            "{note}"
+        );
+        assert!(!note.contains("this file's name"), "{note}");
+        let note = tiny
+            .size_note(Some(Path::new("/w/MedSAM2_latest.pt")))
+            .unwrap();
+        assert!(note.contains("this file's name says MedSAM2"), "{note}");
+        let m2 = ModelFamily::MedSam2;
+        assert_eq!(m2.size_note(Some(Path::new("MedSAM2_latest.pt"))), None);
+        let note = m2
+            .size_note(Some(Path::new("sam2.1_hiera_tiny.pt")))
+            .unwrap();
+        assert!(note.contains("--model sam2.1-tiny"), "{note}");
+        assert_eq!(ModelFamily::LiteMedSam.size_note(None), None);
+    }
+}

@@ -279,7 +279,10 @@ pub(crate) fn pickle_member(path: &Path, names: &[String]) -> Result<Option<Stri
                 "{} pickle members ({}): a torch.save archive has one data.pkl; which one is \
                  loaded would be ambiguous",
                 many.len(),
-                many.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }),
     }
@@ -295,7 +298,7 @@ fn refuse_foreign_globals(path: &Path) -> Result<()> {
             return Ok(()); // reported by the checkpoint reader
         };
         let names: Vec<String> = (0..zip.len())
-            .filter_map(|i| zip.name_for_index(i)?.ok().map(str::to_string))
+            .filter_map(|i| zip.name_for_index(i)?.ok().map(|n| n.to_string()))
             .collect();
         let Some(name) = pickle_member(path, &names)? else {
             return Ok(()); // no pickle: reported by the checkpoint reader

@@ -60,6 +60,78 @@ fn archive_tricks_are_refused() {
     refused("truncated_zip.pth", "zip archive");
 }
 
+/// The members of a zip checkpoint, in order.
+fn members(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut m = z.by_index(i).unwrap();
+            let mut v = Vec::new();
+            m.read_to_end(&mut v).unwrap();
+            (m.name().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// A benign `data.pkl` listed first, the hostile archive's members after it: the scanner and
+/// the reader must not look at different pickles (the reader takes the shortest root).
+#[test]
+fn a_second_pickle_member_is_refused() {
+    use std::io::Write;
+    let benign = members(&hostile("tiny_valid.pth"));
+    let (_, benign_pkl) = benign
+        .iter()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two_pickles.pt");
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("archive/zz/zzdata.pkl", opts).unwrap();
+    w.write_all(benign_pkl).unwrap();
+    for (name, bytes) in members(&hostile("exec_os_system.pth")) {
+        w.start_file(name, opts).unwrap();
+        w.write_all(&bytes).unwrap();
+    }
+    w.finish().unwrap();
+    match StateDict::load(&path) {
+        Err(e @ Error::Checkpoint { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("2 pickle members"), "{msg}");
+            assert!(msg.contains("archive/zz/zzdata.pkl"), "{msg}");
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+/// A FIFO would block a reader forever and a device would feed it without end: both are
+/// refused before anything opens them.
+#[cfg(unix)]
+#[test]
+fn fifos_and_devices_are_refused_before_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.nii.gz");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "mkfifo is needed for this test"
+    );
+    for p in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        for e in [
+            medseg::io::read_volume(p).map(|_| ()).unwrap_err(),
+            StateDict::load(p).map(|_| ()).unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains("not a regular file"),
+                "{}: {e}",
+                p.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn lying_safetensors_headers_are_refused() {
     refused("safetensors_lying_offsets.safetensors", "not fully covered");

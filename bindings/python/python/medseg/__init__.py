@@ -127,6 +127,9 @@ class Segmenter:
     def __init__(self, model: str = "lite-medsam", weights: Optional[str] = None, device: str = "cpu",
                  precision: str = "f32"):
         path = None if weights is None else os.path.abspath(os.fsdecode(weights))
+        note = _medseg.size_note(model, path)
+        if note is not None:
+            warnings.warn(note.replace("--model ", "model="), UserWarning, stacklevel=2)
         self._inner = _medseg.Segmenter(model, path, device, precision)
         self._built = (model, path, device, precision)
         self._size: Optional[Tuple[int, int]] = None
@@ -306,16 +309,33 @@ class Segmenter:
             modality, largest_component, official_fallback, float(max_drift), uneven_slices)
 
 
+def _file_sha256(path: str) -> Optional[str]:
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None  # the Segmenter's own load says what is wrong with the path
+    return h.hexdigest()
+
+
+def _check_sha256(path: str, pickled: Optional[str], now: Optional[str]) -> None:
+    if pickled is not None and now is not None and now != pickled:
+        raise WeightsError(
+            f"this Segmenter was pickled with the weights {path} of SHA-256 {pickled}; that file "
+            f"now has SHA-256 {now}: refusing to run other weights under the same name")
+
+
 def _rebuild_segmenter(model: str, weights: dict, device: str, precision: str = "f32") -> "Segmenter":
     """Unpickle a Segmenter: rebuild it from this machine's files (see ``Segmenter``)."""
     if "path" in weights:
-        seg = Segmenter(model, weights["path"], device, precision)
         sha = weights.get("sha256")
-        if sha is not None and seg._inner.weights_sha256 != sha:
-            raise WeightsError(
-                f"this Segmenter was pickled with the weights {weights['path']} of SHA-256 {sha}; "
-                f"that file now has SHA-256 {seg._inner.weights_sha256} (it changed since): "
-                "refusing to run other weights under the same name")
+        _check_sha256(weights["path"], sha, _file_sha256(weights["path"]))
+        seg = Segmenter(model, weights["path"], device, precision)
+        _check_sha256(weights["path"], sha, seg._inner.weights_sha256)  # hashed as loaded
         return seg
     sha = weights.get("default_sha256")
     if sha != _medseg.DEFAULT_WEIGHTS_SHA256:

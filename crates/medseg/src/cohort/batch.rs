@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::case::{mask_path, Case};
 use super::results::{self, CaseResult, RunKey, RESULTS};
-use super::{mask_path, Case};
 use crate::error::{Error, Result};
 use crate::family::ModelFamily;
 use crate::io::output::{self, Outputs};
@@ -136,7 +136,9 @@ impl<'a> WeightsHashes<'a> {
 
     fn get(&mut self, family: ModelFamily) -> String {
         let s = self.settings;
-        let explicit = (family == s.model).then_some(s.weights.as_deref()).flatten();
+        let explicit = (family == s.model)
+            .then_some(s.weights.as_deref())
+            .flatten();
         self.known
             .entry(family)
             .or_insert_with(|| match explicit {
@@ -185,7 +187,10 @@ fn plan_outputs(
     }
     let clash = |dest: &Path| {
         let id = output::identity(dest)?;
-        protected.iter().find(|(p, _)| *p == id).map(|(_, w)| w.clone())
+        protected
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, w)| w.clone())
     };
     let results = out_dir.join(RESULTS);
     if let Some(what) = clash(&results) {

@@ -97,7 +97,13 @@ impl RunKey {
             .iter()
             .zip(self.values().into_iter().zip(now.values()))
             .find(|(_, (a, b))| a != b)?;
-        let show = |v: &str| if v.is_empty() { "none".to_string() } else { v.to_string() };
+        let show = |v: &str| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         Some(format!("{name} changed ({} -> {})", show(old), show(new)))
     }
 }
@@ -219,7 +225,11 @@ fn lock(out_dir: &Path) -> Result<File> {
 }
 
 /// Rows of a CSV text with a header, as name/value pairs.
-fn parse_rows(path: &Path, text: &str, header: Option<&[&str]>) -> Result<Vec<Vec<(String, String)>>> {
+fn parse_rows(
+    path: &Path,
+    text: &str,
+    header: Option<&[&str]>,
+) -> Result<Vec<Vec<(String, String)>>> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(header.is_none())
         .flexible(true)
@@ -236,7 +246,13 @@ fn parse_rows(path: &Path, text: &str, header: Option<&[&str]>) -> Result<Vec<Ve
     let mut out = Vec::new();
     for row in rdr.records() {
         let row = row.map_err(|e| output_error(path, e))?;
-        out.push(names.iter().cloned().zip(row.iter().map(str::to_string)).collect());
+        out.push(
+            names
+                .iter()
+                .cloned()
+                .zip(row.iter().map(str::to_string))
+                .collect(),
+        );
     }
     Ok(out)
 }
@@ -254,7 +270,11 @@ fn read_unlocked(out_dir: &Path) -> Result<Vec<CaseResult>> {
     let mut rows = Vec::new();
     let csv_path = out_dir.join(RESULTS);
     if let Some(t) = read_text(&csv_path)? {
-        rows.extend(parse_rows(&csv_path, &t, None)?.into_iter().map(|r| (csv_path.clone(), r)));
+        rows.extend(
+            parse_rows(&csv_path, &t, None)?
+                .into_iter()
+                .map(|r| (csv_path.clone(), r)),
+        );
     }
     let journal = out_dir.join(JOURNAL);
     if let Some(t) = read_text(&journal)? {
@@ -311,7 +331,8 @@ pub fn merge_results(out_dir: &Path) -> Result<()> {
     let mut outputs = Outputs::new::<&Path>(&[]);
     outputs.stage(&dest, |p| {
         let mut w = csv::Writer::from_path(p).map_err(|e| output_error(p, e))?;
-        w.write_record(RESULT_HEADER).map_err(|e| output_error(p, e))?;
+        w.write_record(RESULT_HEADER)
+            .map_err(|e| output_error(p, e))?;
         for r in &all {
             w.write_record(r.row(Some(out_dir)))
                 .map_err(|e| output_error(p, e))?;
@@ -372,7 +393,10 @@ mod tests {
         assert_eq!(read_results(d).unwrap(), back);
         // The mask is stored relative to the output folder.
         let text = std::fs::read_to_string(d.join(RESULTS)).unwrap();
-        assert!(text.lines().nth(1).unwrap().contains(",a.nii.gz,"), "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().contains(",a.nii.gz,"),
+            "{text}"
+        );
         let failed = result("b", false, d);
         let f = failed.fields();
         let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -394,10 +418,7 @@ mod tests {
             input: "/x".into(),
             ..RunKey::default()
         };
-        assert_eq!(
-            r.run.differs(&now).unwrap(),
-            "input changed (none -> /x)"
-        );
+        assert_eq!(r.run.differs(&now).unwrap(), "input changed (none -> /x)");
         assert_eq!(now.differs(&now.clone()), None);
     }
 }

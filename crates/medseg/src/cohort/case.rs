@@ -1,0 +1,282 @@
+//! A case of a cohort: its fields, as a CSV row or a Python dict gives them, checked.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use super::results::RunKey;
+use crate::error::{Error, Result};
+use crate::family::ModelFamily;
+use crate::precision::Precision;
+use crate::volume::Intensity;
+
+const HEADER: [&str; 9] = [
+    "case_id",
+    "input",
+    "key_slice",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "model",
+    "window",
+];
+/// Longest case id: its mask's temporary name must fit in a file name.
+const MAX_ID: usize = 200;
+
+/// One case of a cohort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    /// Names the mask file: letters, digits, `.`, `_`, `-` (not first), at most 200.
+    pub id: String,
+    /// NIfTI file, DICOM file or DICOM series folder (absolute).
+    pub input: PathBuf,
+    /// `None`: the middle slice.
+    pub key_slice: Option<usize>,
+    /// Box `[x0, y0, x1, y1]` in pixels of the key slice.
+    pub bbox: [f64; 4],
+    /// `None`: the batch's model.
+    pub model: Option<ModelFamily>,
+    /// `None`: by modality.
+    pub window: Option<Intensity>,
+}
+
+impl Case {
+    /// A case from its fields as text (a CSV row, a Python dict); `base` resolves a relative
+    /// `input`. Errors name the field.
+    pub fn parse(fields: &[(&str, &str)], base: &Path) -> Result<Self> {
+        parse_case(fields, base).map_err(bad_case)
+    }
+
+    /// The case as text fields, as [`Case::parse`] reads them back (`input` absolute).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let [x0, y0, x1, y1] = self.bbox.map(|v| v.to_string());
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        vec![
+            ("case_id", self.id.clone()),
+            ("input", self.input.display().to_string()),
+            ("key_slice", opt(self.key_slice.map(|k| k.to_string()))),
+            ("x0", x0),
+            ("y0", y0),
+            ("x1", x1),
+            ("y1", y1),
+            ("model", opt(self.model.map(|m| m.name().to_string()))),
+            ("window", opt(self.window.map(window_text))),
+        ]
+    }
+
+    /// What running this case with `model`, `precision` and weights of SHA-256 `weights`
+    /// means now (the input stamped as it is at this moment).
+    pub fn run_key(&self, model: ModelFamily, precision: Precision, weights: &str) -> RunKey {
+        RunKey {
+            input: self.input.display().to_string(),
+            input_stamp: input_stamp(&self.input).unwrap_or_default(),
+            key_slice: self.key_slice.map(|k| k.to_string()).unwrap_or_default(),
+            bbox: self.bbox.map(|v| v.to_string()).join(" "),
+            model: model.name().to_string(),
+            window: self.window.map(window_text).unwrap_or_default(),
+            precision: precision.name().to_string(),
+            weights_sha256: weights.to_string(),
+        }
+    }
+}
+
+fn window_text(w: Intensity) -> String {
+    match w {
+        Intensity::Window { level, width } => format!("{level},{width}"),
+        Intensity::Percentile => "mr".into(),
+        Intensity::MinMax => "minmax".into(),
+    }
+}
+
+fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case, String> {
+    let get = |k: &str| {
+        let v = fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.trim());
+        v.filter(|v| !v.is_empty())
+    };
+    let need = |k: &str| get(k).ok_or_else(|| format!("no {k}"));
+    let id = need("case_id")?.to_string();
+    check_id(&id)?;
+    let num = |k: &str| -> std::result::Result<f64, String> {
+        let v = need(k)?;
+        v.parse()
+            .map_err(|_| format!("{id}: {k} {v:?} is not a number"))
+    };
+    let key_slice = get("key_slice")
+        .map(|v| v.parse().map_err(|_| format!("{id}: key_slice {v:?}")))
+        .transpose()?;
+    let model = get("model")
+        .map(|m| ModelFamily::parse(m).ok_or_else(|| format!("{id}: model {m:?}")))
+        .transpose()?;
+    let window = get("window")
+        .map(Intensity::parse)
+        .transpose()
+        .map_err(|e| format!("{id}: {e}"))?;
+    let input = base.join(need("input")?);
+    Ok(Case {
+        input: std::path::absolute(&input).unwrap_or(input),
+        key_slice,
+        bbox: [num("x0")?, num("y0")?, num("x1")?, num("y1")?],
+        model,
+        window,
+        id,
+    })
+}
+
+/// A file's size and modification time; a folder's regular files' count, bytes and newest
+/// modification time. What tells a re-run that an input changed.
+pub fn input_stamp(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mtime = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    if !meta.is_dir() {
+        return Ok(format!("{} bytes, mtime {}", meta.len(), mtime(&meta)));
+    }
+    let (mut n, mut bytes, mut newest) = (0u64, 0u64, 0u128);
+    for e in std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .flatten()
+    {
+        if let Some(m) = e.metadata().ok().filter(|m| m.is_file()) {
+            n += 1;
+            bytes += m.len();
+            newest = newest.max(mtime(&m));
+        }
+    }
+    Ok(format!("{n} files, {bytes} bytes, newest mtime {newest}"))
+}
+
+fn bad_case(reason: String) -> Error {
+    Error::InvalidOption(format!("cohort case: {reason}"))
+}
+
+fn check_id(id: &str) -> std::result::Result<(), String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let first_ok = id.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    if !(id.chars().all(safe) && first_ok) {
+        return Err(format!(
+            "case_id {id:?}: use letters, digits, '.', '_' and '-', starting with a letter, \
+             digit or '_' (it names the mask file, and a cell starting with '-' is a formula \
+             to spreadsheets)"
+        ));
+    }
+    if id.len() > MAX_ID {
+        return Err(format!(
+            "case_id of {} characters: at most {MAX_ID} (it names the mask file)",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The cases of a CSV file (see the module docs); duplicate ids (also ids differing only in
+/// case, one file on case-insensitive file systems) and values beyond the header are refused.
+pub fn read_cases(csv_path: &Path) -> Result<Vec<Case>> {
+    crate::io::check_input(csv_path)?;
+    let text = std::fs::read_to_string(csv_path).map_err(|e| Error::io(csv_path, e))?;
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| bad_case(format!("{}: {e}", csv_path.display())))?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+        .collect();
+    if let Some(h) = header.iter().find(|h| !HEADER.contains(&h.as_str())) {
+        return Err(bad_case(format!(
+            "unknown column {h:?}; columns: {}",
+            HEADER.join(",")
+        )));
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for (i, row) in rdr.records().enumerate() {
+        let line = i + 2;
+        let row = row.map_err(|e| bad_case(format!("line {line}: {e}")))?;
+        if row.len() > header.len() {
+            return Err(bad_case(format!(
+                "line {line}: {} values, but the header names {} columns ({}): a value \
+                 beyond them would be ignored; add its column to the header",
+                row.len(),
+                header.len(),
+                header.join(",")
+            )));
+        }
+        let fields: Vec<(&str, &str)> = header.iter().map(String::as_str).zip(row.iter()).collect();
+        let case = parse_case(&fields, base).map_err(|e| bad_case(format!("line {line}: {e}")))?;
+        if let Some(c) = cases.iter().find(|c| c.id.eq_ignore_ascii_case(&case.id)) {
+            return Err(bad_case(format!(
+                "line {line}: case_id {} twice{}",
+                case.id,
+                if c.id == case.id {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} and {} name one mask file where case is ignored)",
+                        c.id, case.id
+                    )
+                }
+            )));
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+/// Where a case's mask goes.
+pub fn mask_path(out_dir: &Path, id: &str) -> PathBuf {
+    out_dir.join(format!("{id}.nii.gz"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_parse_with_optional_columns_and_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("cases.csv");
+        std::fs::write(
+            &csv,
+            "case_id,input,key_slice,x0,y0,x1,y1,model,window\n\
+             a1,scans/a.nii.gz,12,1,2,30,40,,\n\
+             b-2,/abs/b,,1.5,2,30,40,medsam,\"40,80\"\n",
+        )
+        .unwrap();
+        let cases = read_cases(&csv).unwrap();
+        assert_eq!(cases[0].input, dir.path().join("scans/a.nii.gz"));
+        assert_eq!((cases[0].key_slice, cases[0].model), (Some(12), None));
+        assert_eq!(cases[1].input, PathBuf::from("/abs/b"));
+        assert_eq!(cases[1].bbox, [1.5, 2.0, 30.0, 40.0]);
+        assert_eq!(cases[1].model, Some(ModelFamily::MedSam));
+        assert!(cases[1].window.is_some());
+        let long = "a".repeat(MAX_ID + 1);
+        let h = "case_id,input,key_slice,x0,y0,x1,y1";
+        for (body, needle) in [
+            (format!("{h}\n../x,a,1,1,2,3,4\n"), "case_id"),
+            (format!("{h}\na,a,1,1,2,3\n"), "no y1"),
+            (format!("{h}\na,a,z,1,2,3,4\n"), "key_slice"),
+            (format!("{h}\na,a,1,1,2,3,4\na,b,1,1,2,3,4\n"), "twice"),
+            (
+                format!("{h}\nAb,a,1,1,2,3,4\naB,b,1,1,2,3,4\n"),
+                "where case is ignored",
+            ),
+            (format!("{h}\n-A1-B1,a,1,1,2,3,4\n"), "formula"),
+            (format!("{h}\n{long},a,1,1,2,3,4\n"), "at most 200"),
+            (
+                format!("{h}\na,a,1,1,2,3,4,brain\n"),
+                "8 values, but the header names 7",
+            ),
+            ("case_id,input,slice,x0,y0,x1,y1\n".into(), "unknown column"),
+        ] {
+            std::fs::write(&csv, &body).unwrap();
+            let e = read_cases(&csv).unwrap_err().to_string();
+            assert!(e.contains(needle), "{body:?}: {e}");
+            assert_eq!(e.matches("cohort case").count(), 1, "said once: {e}");
+        }
+    }
+}
