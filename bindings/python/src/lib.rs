@@ -411,6 +411,14 @@ impl Segmenter {
         let max_drift = medseg::propagate::drift_limit(max_drift)
             .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?;
         let dims = vol.dims;
+        let policy = medseg::prompt::BoxPolicy::Clip;
+        let (box_, note) =
+            medseg::prompt::fit_box(box_, (dims[1], dims[2]), policy).map_err(err)?;
+        if let Some(note) = note {
+            let category = py.import("medseg")?.getattr("PromptWarning")?;
+            let msg = std::ffi::CString::new(note).unwrap_or_default();
+            PyErr::warn(py, &category, &msg, 2)?;
+        }
         let mut opts = VolumeOptions::new(key_slice.unwrap_or(dims[0] / 2), box_);
         opts.intensity = window.map(Intensity::parse).transpose().map_err(err)?;
         opts.largest_component = largest_component;
@@ -580,7 +588,7 @@ fn write_nifti_mask(
                 vol.dims
             )));
         }
-        out.stage(&path, |p| medseg::io::nifti::write_mask(p, &m, &vol))?;
+        medseg::io::mask::stage_mask(&mut out, &path, &m, &vol, 0)?;
         out.commit()
     })
     .map_err(err)
@@ -629,6 +637,14 @@ fn run_case(
     let seg = segmenter.inner.clone();
     let r = py.detach(move || medseg::cohort::run_case(&seg, &case, &output_dir));
     Ok(r.fields())
+}
+
+/// A box for an image of `size` (height, width) as every front-end takes it: one running past
+/// the edge clipped (with the warning's text), one wholly outside, reversed or not finite an
+/// error (`medseg::prompt::fit_box` with `BoxPolicy::Clip`).
+#[pyfunction]
+fn fit_box(bbox: [f64; 4], size: (usize, usize)) -> PyResult<([f64; 4], Option<String>)> {
+    medseg::prompt::fit_box(bbox, size, medseg::prompt::BoxPolicy::Clip).map_err(err)
 }
 
 /// For the SAM 2 families (one checkpoint layout, two input sizes): the size `model` assumes
@@ -769,6 +785,7 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(failed_result, m)?)?;
     m.add_class::<Cohort>()?;
     m.add_function(wrap_pyfunction!(size_note, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_box, m)?)?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;

@@ -65,6 +65,32 @@ def test_same_mask_as_the_cli(seg, tmp_path):
     assert np.array_equal(cli_mask, ours)
 
 
+def test_a_box_past_the_edge_gets_the_same_answer_from_the_cli(seg, tmp_path):
+    """One rule for every front-end (medseg::prompt::fit_box): clipped, with a warning."""
+    out = tmp_path / "m.png"
+    run = subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input",
+                          str(FIX / "images/head_ct.png"), "--box", "150,-20,600,400", "--output",
+                          str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "warning: box [150.0, -20.0, 600.0, 400.0] runs past the" in run.stderr
+    cli_mask = medseg.read_volume(str(out))[0][0] > 0
+    with pytest.warns(medseg.PromptWarning, match="runs past the"):
+        ours = medseg.segment(png("images/head_ct.png"), [150, -20, 600, 400])
+    assert np.array_equal(cli_mask, ours) and ours.any()
+    # a volume too: the CLI and Python clip the key-slice box alike
+    vol = tmp_path / "v.nii"
+    data, spacing, _, _ = medseg.read_volume(str(TESTDATA / "series" / "clean"))
+    _write_nifti(vol, data[2:5], spacing)
+    nii = tmp_path / "m.nii.gz"
+    run = subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input", str(vol),
+                          "--slice", "1", "--box", "20,-4,44,44", "--output", str(nii)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "runs past the" in run.stderr, run.stderr
+    with pytest.warns(medseg.PromptWarning, match="clipped to"):
+        mask, _ = seg.segment_volume(str(vol), 1, [20, -4, 44, 44])
+    assert np.array_equal(medseg.read_volume(str(nii))[0] > 0, mask)
+
+
 def test_batched_boxes_points_and_embedding_reuse(seg):
     image = png("images/demo_ct.png")
     emb = seg.embed(image)
@@ -118,7 +144,7 @@ def test_bad_input_raises_python_exceptions(seg):
     with pytest.raises(medseg.ImageError, match="non-finite"):
         seg.set_image(nan)
     seg.set_image(png("images/mr_small.png"))
-    with pytest.raises(medseg.PromptError, match="wholly outside the 64x64 image"):
+    with pytest.raises(medseg.PromptError, match="64x64 image: the box lies wholly outside"):
         seg.predict(box=[70, 10, 80, 20])
     with pytest.raises(medseg.PromptError):
         seg.predict(point_coords=[[3, 3]], point_labels=[5])

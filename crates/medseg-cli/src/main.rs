@@ -157,6 +157,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The box to use on an image of `size` (height, width): one running past the edge is clipped,
+/// with a warning, as Python's `medseg` does (`medseg::prompt::BoxPolicy::Clip`).
+fn fitted_box(b: [f64; 4], size: (usize, usize)) -> Result<[f64; 4]> {
+    let (b, note) = medseg::prompt::fit_box(b, size, medseg::prompt::BoxPolicy::Clip)?;
+    if let Some(note) = note {
+        eprintln!("medseg: warning: {note}");
+    }
+    Ok(b)
+}
+
 /// Load a model on the CPU in `precision`, saying first which input size a SAM 2 checkpoint is
 /// run at (the checkpoint cannot tell).
 fn load_segmenter(
@@ -304,8 +314,6 @@ struct Job<'a> {
     overlay: Option<&'a Path>,
 }
 
-const MASK_EXTENSIONS: &[&str] = &[".png", ".nii", ".nii.gz", ".npy"];
-
 /// Every destination checked before anything is computed: the extensions, the folders, never
 /// the input, never two outputs on one path.
 fn plan_outputs(
@@ -316,7 +324,7 @@ fn plan_outputs(
 ) -> Result<Outputs> {
     let mut outputs = Outputs::new(&[input]);
     let dests = [
-        (Some(output), "--output", MASK_EXTENSIONS),
+        (Some(output), "--output", io::mask::MaskFormat::EXTENSIONS),
         (logits, "--logits", &[".npy"][..]),
         (overlay, "--overlay", &[".png", ".jpg", ".jpeg"][..]),
     ];
@@ -333,12 +341,12 @@ fn plan_outputs(
 /// The 2D contract of `medseg segment` on an 8-bit image.
 fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     let image = io::read_png(job.input)?;
-    Segmenter::validate_box(job.bbox, (image.height, image.width))?;
+    let bbox = fitted_box(job.bbox, (image.height, image.width))?;
     let seg = load_segmenter(job.family, job.weights, job.precision)?;
-    let pred = seg.segment(&image, job.bbox)?;
+    let pred = seg.segment(&image, bbox)?;
     let mask = pred.mask(0, 0);
     let vol = Volume::from_image(&image)?;
-    stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
+    io::mask::stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
     if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
             io::write_npy_f32(p, pred.logits(0, 0), &[pred.low_res, pred.low_res])
@@ -347,7 +355,7 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     if let Some(o) = job.overlay {
         let grey: Vec<u8> = vol.data.iter().map(|&v| v as u8).collect();
         stage(&mut outputs, o, |p| {
-            montage::overlay_image(p, &grey, mask, [vol.dims[1], vol.dims[2]], job.bbox)
+            montage::overlay_image(p, &grey, mask, [vol.dims[1], vol.dims[2]], bbox)
         })?;
     }
     outputs.commit()?;
@@ -372,7 +380,9 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
             vol.dims[0] - 1
         ));
     }
-    Segmenter::validate_box(job.bbox, (vol.dims[1], vol.dims[2]))?;
+    let mut opts = opts.clone();
+    opts.bbox = fitted_box(opts.bbox, (vol.dims[1], vol.dims[2]))?;
+    let opts = &opts;
     let seg = load_segmenter(job.family, job.weights, job.precision)?;
     let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);
     bar.set_style(
@@ -381,7 +391,7 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
     );
     let res = seg.segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))?;
     bar.finish_and_clear();
-    stage_mask(&mut outputs, job.output, &res.mask, vol, key)?;
+    io::mask::stage_mask(&mut outputs, job.output, &res.mask, vol, key)?;
     // The 8-bit volume the model saw, for the overlay.
     let img8 = job.overlay.is_some().then(|| {
         let rule = opts
@@ -434,36 +444,6 @@ fn stage(
     write: impl FnOnce(&Path) -> medseg::Result<()>,
 ) -> Result<()> {
     Ok(outputs.stage(dest, write)?)
-}
-
-/// Stage a mask by the output's extension (checked in [`plan_outputs`]).
-fn stage_mask(
-    outputs: &mut Outputs,
-    output: &Path,
-    mask: &[bool],
-    vol: &Volume,
-    key: usize,
-) -> Result<()> {
-    let name = output.to_string_lossy().to_ascii_lowercase();
-    let [nz, ny, nx] = vol.dims;
-    let n = ny * nx;
-    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        stage(outputs, output, |p| io::nifti::write_mask(p, mask, vol))
-    } else if name.ends_with(".npy") {
-        stage(outputs, output, |p| {
-            let data: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
-            let arr = ndarray::Array3::from_shape_vec((nz, ny, nx), data)
-                .map_err(|e| medseg::Error::InvalidImage(e.to_string()))?;
-            ndarray_npy::write_npy(p, &arr).map_err(|e| medseg::Error::ImageCodec {
-                path: p.to_path_buf(),
-                reason: e.to_string(),
-            })
-        })
-    } else {
-        stage(outputs, output, |p| {
-            io::write_mask_png(p, &mask[key * n..(key + 1) * n], nx, ny)
-        })
-    }
 }
 
 fn info(file: &Path) -> Result<()> {

@@ -196,8 +196,8 @@ fn bad_input_is_one_clear_line() {
     );
     assert!(!empty.join("lite_medsam.pth").exists());
     fails_with(
-        &segment_lite(demo, "95,255,190,900", out),
-        "outside the image",
+        &segment_lite(demo, "600,255,900,350", out),
+        "wholly outside the image",
     );
     fails_with(&segment_lite(demo, "190,255,95,350", out), "x0 < x1");
     fails_with(&segment_lite(demo, "1,2,3", out), "four numbers");

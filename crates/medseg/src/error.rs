@@ -34,7 +34,7 @@ pub enum Error {
     /// The checkpoint holds NaN or infinite values.
     #[error("checkpoint tensor {name} holds {count} non-finite values")]
     NonFiniteWeights {
-        /// The tensor.
+        /// The transfer syntax's name.
         name: String,
         /// How many values.
         count: usize,
@@ -115,7 +115,7 @@ pub enum Error {
         path: PathBuf,
         /// The transfer syntax UID.
         uid: String,
-        /// The tensor.
+        /// The transfer syntax's name.
         name: String,
     },
     /// A NIfTI file could not be read or written.
@@ -135,6 +135,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A DICOM file or series that cannot be read, and why.
+    pub(crate) fn dicom(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::Dicom {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

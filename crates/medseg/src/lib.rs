@@ -3,7 +3,7 @@
 //! MedSAM, LiteMedSAM and MedSAM2 — Segment Anything for medical images — natively in Rust
 //! on [Burn](https://burn.dev), loading the official PyTorch checkpoints with no Python at run
 //! time and matching the official inference scripts' pre- and post-processing (MedSAM2: its
-//! memory-based 3D propagation, [`propagate_memory`]).
+//! memory-based 3D propagation, [`propagate::memory`]).
 //!
 //! ```no_run
 //! use medseg::{ModelFamily, Segmenter, Image};
@@ -21,15 +21,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`weights`] and [`io`] read files (no Burn), [`frame`] is each family's geometry
-//! and [`preprocess`] the official scripts' resamplers (no Burn), [`model`] is the network (no
-//! I/O), [`segmenter`] joins them.
+//! Layout: [`weights`] and [`io`] read and write files (no Burn), [`family`] tells the model
+//! families apart, [`frame`] is each family's geometry and [`preprocess`] the official scripts'
+//! resamplers (no Burn), [`model`] is the network (no I/O; it reads tensors back with
+//! [`model::common::to_vec`]), [`segmenter`] joins them for one image, [`propagate`] for a
+//! volume (the chain rule and SAM 2's memory, one folder), [`cohort`] for many volumes into one
+//! folder. No two files import each other (`shared/tools/import_circles.py` checks it).
 //!
 //! ## Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`propagate_memory`], [`cohort`] |
+//! | `model` | yes | the network on Burn's CPU backend (`flex`): [`model`], [`segmenter`], [`propagate`], [`cohort`] |
 //! | `dicom` | yes | DICOM files and series ([`io::dicom`]; pure-Rust RLE, JPEG and JPEG 2000 decoders) |
 //! | `nifti` | yes | NIfTI-1 `.nii` / `.nii.gz` in and out ([`io::nifti`]) |
 //! | `wgpu` | no | the GPU backend (Vulkan, Metal, DX12, WebGPU): `medseg::wgpu()` |
@@ -59,8 +62,9 @@ pub mod preprocess;
 pub mod prompt;
 #[cfg(feature = "model")]
 pub mod propagate;
+/// MedSAM2's memory propagation, under its earlier name ([`propagate::memory`]).
 #[cfg(feature = "model")]
-pub mod propagate_memory;
+pub use propagate::memory as propagate_memory;
 #[cfg(feature = "model")]
 pub mod segmenter;
 pub mod testing;

@@ -93,6 +93,48 @@ pub fn validate_box(b: [f64; 4], size: (usize, usize)) -> Result<()> {
     Ok(())
 }
 
+/// What a front-end does with a box that runs past the image edge (as drawing tools give for a
+/// lesion at the border). The CLI and Python both clip, with a warning; a box wholly outside
+/// the image, reversed or not finite is an error under either policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BoxPolicy {
+    /// Refuse it ([`validate_box`]).
+    Refuse,
+    /// Clip it to the image, and say so.
+    #[default]
+    Clip,
+}
+
+/// `b` for an image of `size = (height, width)` under `policy`: the box to use, and the
+/// warning to show when it was clipped. Errors as [`validate_box`].
+pub fn fit_box(
+    b: [f64; 4],
+    size: (usize, usize),
+    policy: BoxPolicy,
+) -> Result<([f64; 4], Option<String>)> {
+    let (h, w) = (size.0 as f64, size.1 as f64);
+    let ordered = b.iter().all(|v| v.is_finite()) && b[0] < b[2] && b[1] < b[3];
+    if policy == BoxPolicy::Refuse || !ordered {
+        return validate_box(b, size).map(|()| (b, None));
+    }
+    let c = [
+        b[0].clamp(0.0, w),
+        b[1].clamp(0.0, h),
+        b[2].clamp(0.0, w),
+        b[3].clamp(0.0, h),
+    ];
+    if c[0] >= c[2] || c[1] >= c[3] {
+        return Err(Error::InvalidBox {
+            bbox: b,
+            width: size.1,
+            height: size.0,
+            reason: "the box lies wholly outside the image".into(),
+        });
+    }
+    let note = (c != b).then(|| format!("box {b:?} runs past the {w}x{h} image; clipped to {c:?}"));
+    Ok((c, note))
+}
+
 /// Parse a box written `X0,Y0,X1,Y1` (pixels; spaces around the numbers are allowed).
 ///
 /// Only the syntax is checked here (four finite numbers); [`validate_box`] checks the box
@@ -148,6 +190,30 @@ mod tests {
                 matches!(parse_box(bad), Err(Error::InvalidPrompt(_))),
                 "{bad:?} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn boxes_past_the_edge_are_clipped_or_refused_by_policy() {
+        let size = (100, 200); // height, width
+        let (b, note) = fit_box([-5.0, 10.0, 250.0, 50.0], size, BoxPolicy::Clip).unwrap();
+        assert_eq!(b, [0.0, 10.0, 200.0, 50.0]);
+        assert!(note
+            .unwrap()
+            .contains("clipped to [0.0, 10.0, 200.0, 50.0]"));
+        let inside = [1.0, 2.0, 30.0, 40.0];
+        assert_eq!(
+            fit_box(inside, size, BoxPolicy::Clip).unwrap(),
+            (inside, None)
+        );
+        let e = fit_box([-5.0, 10.0, 250.0, 50.0], size, BoxPolicy::Refuse).unwrap_err();
+        assert!(e.to_string().contains("outside the image"), "{e}");
+        for bad in [
+            [300.0, 10.0, 400.0, 50.0],
+            [5.0, 1.0, 2.0, 9.0],
+            [f64::NAN, 1.0, 2.0, 3.0],
+        ] {
+            assert!(fit_box(bad, size, BoxPolicy::Clip).is_err(), "{bad:?}");
         }
     }
 

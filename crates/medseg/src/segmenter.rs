@@ -10,6 +10,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
+/// Read a tensor back to the host (it lives with the network's common code).
+pub use crate::model::common::to_vec;
 use crate::model::common::Linear;
 use crate::model::sam2::Sam2;
 use crate::model::sam2_mask_decoder::HighRes;
@@ -571,10 +573,4 @@ fn boxes_as_points(batch: &PromptBatch) -> PromptBatch {
         boxes: None,
         masks: batch.masks.clone(),
     }
-}
-
-/// Read a tensor back to the host.
-pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.try_into_vec_as::<f32>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
 }

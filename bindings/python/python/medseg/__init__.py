@@ -54,24 +54,15 @@ class PromptWarning(UserWarning):
 
 def _clip_boxes(boxes, size):
     """Clip boxes that run past the image (as drawing tools produce for a lesion at the border)
-    to it, with a ``PromptWarning``; a box wholly outside is a ``PromptError``. Malformed boxes
-    (reversed, NaN) are left to the core's checks."""
-    h, w = float(size[0]), float(size[1])
+    to it, with a ``PromptWarning``; a box wholly outside is a ``PromptError``. The rule is the
+    library's (``medseg::prompt::fit_box``), so the CLI gives the same answer. Malformed boxes
+    (reversed, NaN) are refused there too."""
     out = []
     for b in boxes:
-        x0, y0, x1, y1 = b
-        ordered = all(np.isfinite(b)) and x0 < x1 and y0 < y1
-        if not ordered:
-            out.append(b)
-            continue
-        c = [min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h)]
-        if c[0] >= c[2] or c[1] >= c[3]:
-            raise PromptError(f"box {list(b)} lies wholly outside the {w:g}x{h:g} image")
-        if c != list(b):
-            warnings.warn(
-                f"box {list(b)} runs past the {w:g}x{h:g} image; clipped to {c}", PromptWarning,
-                stacklevel=3)
-        out.append(c)
+        c, note = _medseg.fit_box([float(v) for v in b], (int(size[0]), int(size[1])))
+        if note is not None:
+            warnings.warn(note, PromptWarning, stacklevel=3)
+        out.append(list(c))
     return out
 
 

@@ -80,7 +80,7 @@ fn segment_case(
     let mut opts = VolumeOptions::new(case.key_slice.unwrap_or(vol.dims[0] / 2), case.bbox);
     opts.intensity = case.window;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
-    outputs.stage(&dest, |p| crate::io::nifti::write_mask(p, &res.mask, &vol))?;
+    crate::io::mask::stage_mask(&mut outputs, &dest, &res.mask, &vol, opts.key_slice)?;
     outputs.commit()?;
     Ok((res.stats, dest))
 }

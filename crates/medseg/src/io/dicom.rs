@@ -35,11 +35,8 @@ struct DicomImage {
     invert_in_series: bool,
 }
 
-pub(super) fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Dicom {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::dicom(path, reason)
 }
 
 fn floats(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {

@@ -15,7 +15,6 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::dicom::bad;
 use crate::error::{Error, Result};
 
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -79,7 +78,7 @@ impl<'a> Walk<'a> {
     }
 
     fn too_long(&self, tag: Tag, len: u32) -> Error {
-        bad(
+        Error::dicom(
             self.path,
             format!(
                 "element {tag} at byte {} declares {len} bytes, but only {} remain in the file",
@@ -172,7 +171,7 @@ impl<'a> Walk<'a> {
     fn check_unit(&self, tag: Tag, vr: VR, len: u32) -> Result<()> {
         let unit = binary_unit(vr);
         if !(len as u64).is_multiple_of(unit) && self.pos + (len as u64) < self.size {
-            return Err(bad(
+            return Err(Error::dicom(
                 self.path,
                 format!(
                     "element {tag} ({vr:?}) at byte {} has {len} bytes, not a multiple of {unit}",
@@ -239,7 +238,7 @@ pub(super) fn check_fragments(
                 .get(..4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             if f.len() < 64 || n.is_none_or(|n| n > 15) {
-                return Err(bad(
+                return Err(Error::dicom(
                     path,
                     format!(
                         "RLE fragment of {} bytes with {n:?} segments (at most 15, header 64 bytes)",
@@ -251,7 +250,7 @@ pub(super) fn check_fragments(
         if let Some((w, h, c)) = codestream_size(f) {
             super::check_declared_size(path, &[h, w, c])?;
             if (w, h) != (cols, rows) {
-                return Err(bad(
+                return Err(Error::dicom(
                     path,
                     format!(
                         "the compressed frame declares {w}x{h} pixels, the DICOM header \

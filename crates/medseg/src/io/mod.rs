@@ -161,6 +161,7 @@ pub mod dicom;
 mod dicom_guard;
 #[cfg(feature = "dicom")]
 mod geometry;
+pub mod mask;
 pub mod output;
 #[cfg(feature = "dicom")]
 pub use geometry::UnevenSlices;

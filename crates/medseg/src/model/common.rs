@@ -14,6 +14,12 @@ use super::kernels::{host_in_place, host_to_new, Kernels};
 use crate::error::{Error, Result};
 use crate::weights::StateDict;
 
+/// Read a tensor back to the host.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
 /// Takes tensors out of a state_dict by name and shape, and remembers what was missing,
 /// mis-shaped or left over, so that one error can name them all.
 pub struct Loader<'a> {

@@ -1,10 +1,11 @@
 //! SAM 2 (`sam2/modeling/sam2_base.py`) as MedSAM2 runs it: the image encoder, the SAM heads
 //! (prompt encoder + mask decoder + object pointer), the memory encoder and the memory
 //! attention, with the steps of `track_step` as plain functions. Which memories a slice sees is
-//! decided in [`super::memory_bank`]; the loop over slices lives in `crate::propagate_memory`.
+//! decided in [`super::memory_bank`]; the loop over slices lives in `crate::propagate::memory`.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::common::to_vec;
 use super::common::{Linear, Loader};
 use super::mask_decoder::Mlp;
 use super::memory_attention::{MemoryAttention, MemoryTokens};
@@ -14,7 +15,6 @@ use super::sam2_image_encoder::Sam2ImageEncoder;
 use super::sam2_mask_decoder::{HighRes, Sam2MaskDecoder};
 use crate::error::Result;
 use crate::preprocess::{bilinear_resize, sigmoid};
-use crate::segmenter::to_vec;
 use crate::weights::StateDict;
 
 /// Mask logits of a slice without the object (`NO_OBJ_SCORE`).

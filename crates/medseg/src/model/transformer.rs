@@ -492,7 +492,7 @@ mod tests {
 
     fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
         let d = (a - b).abs().max();
-        crate::segmenter::to_vec(d).expect("a CPU tensor reads back")[0]
+        crate::model::common::to_vec(d).expect("a CPU tensor reads back")[0]
     }
 
     #[test]

@@ -15,15 +15,15 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::options::{
+    check_options, empty_pass_logits, record_pass, to_u8_checked, VolumeOptions, VolumeSegmentation,
+};
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::model::memory_bank::MemoryBank;
 use crate::model::prompt_encoder::Points;
 use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
 use crate::preprocess::Image;
-use crate::propagate::{
-    check_options, empty_pass_logits, record_pass, to_u8_checked, VolumeOptions, VolumeSegmentation,
-};
 use crate::segmenter::Prediction;
 use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
 
@@ -33,7 +33,7 @@ use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
 /// `skimage.measure.label`). The chain rule's options
 /// (`on_empty`, `margin`, `max_intensity_drift`) do not apply; `progress(done, total)` counts
 /// slice visits (the key slice twice).
-pub(crate) fn segment_volume(
+pub(super) fn segment_volume(
     model: &Sam2,
     frame: Frame,
     vol: &Volume,

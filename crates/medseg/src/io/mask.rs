@@ -1,0 +1,132 @@
+//! Masks out: one writer for every front-end (CLI, cohorts, Python), the format chosen by the
+//! destination's extension, the file written through [`Outputs`] (checked first, staged,
+//! renamed with the run's other outputs).
+
+use std::path::Path;
+
+use super::output::{check_extension, Outputs};
+use crate::error::{Error, Result};
+use crate::volume::Volume;
+
+/// How a mask is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskFormat {
+    /// NIfTI-1 (`.nii`, `.nii.gz`), uint8 0/1 on the volume's grid and affine.
+    Nifti,
+    /// NumPy `.npy`, uint8 0/1, shape (Z, Y, X).
+    Npy,
+    /// An 8-bit grey PNG (255 inside) of one slice (the key slice of a volume).
+    Png,
+}
+
+impl MaskFormat {
+    /// The extensions a mask may have.
+    pub const EXTENSIONS: &'static [&'static str] = &[".png", ".nii", ".nii.gz", ".npy"];
+
+    /// The format a destination's extension names (any case); other extensions are refused.
+    pub fn from_path(dest: &Path) -> Result<Self> {
+        check_extension(dest, Self::EXTENSIONS)?;
+        let name = dest.to_string_lossy().to_ascii_lowercase();
+        Ok(if name.ends_with(".png") {
+            MaskFormat::Png
+        } else if name.ends_with(".npy") {
+            MaskFormat::Npy
+        } else {
+            MaskFormat::Nifti
+        })
+    }
+}
+
+/// Stage `mask` (Z × Y × X on `vol`'s grid) at `dest` in the format its extension names; a PNG
+/// holds slice `key`. Nothing is in place before `outputs` is committed.
+pub fn stage_mask(
+    outputs: &mut Outputs,
+    dest: &Path,
+    mask: &[bool],
+    vol: &Volume,
+    key: usize,
+) -> Result<()> {
+    let [nz, ny, nx] = vol.dims;
+    if mask.len() != nz * ny * nx || key >= nz.max(1) {
+        return Err(Error::InvalidImage(format!(
+            "a mask of {} values (slice {key}) for a {nx}x{ny}x{nz} volume",
+            mask.len()
+        )));
+    }
+    match MaskFormat::from_path(dest)? {
+        #[cfg(feature = "nifti")]
+        MaskFormat::Nifti => outputs.stage(dest, |p| super::nifti::write_mask(p, mask, vol)),
+        #[cfg(not(feature = "nifti"))]
+        MaskFormat::Nifti => Err(Error::InvalidImage(
+            "NIfTI output needs medseg built with the nifti feature".into(),
+        )),
+        MaskFormat::Npy => outputs.stage(dest, |p| write_npy_u8(p, mask, [nz, ny, nx])),
+        MaskFormat::Png => {
+            let n = ny * nx;
+            let slice = &mask[key * n..(key + 1) * n];
+            outputs.stage(dest, |p| super::write_mask_png(p, slice, nx, ny))
+        }
+    }
+}
+
+/// Write `mask` at `dest` alone, atomically, never over `vol`'s input files (`inputs`).
+pub fn write_mask<P: AsRef<Path>>(
+    dest: &Path,
+    mask: &[bool],
+    vol: &Volume,
+    key: usize,
+    inputs: &[P],
+) -> Result<()> {
+    let mut outputs = Outputs::new(inputs);
+    outputs.plan(dest)?;
+    stage_mask(&mut outputs, dest, mask, vol, key)?;
+    outputs.commit()
+}
+
+fn write_npy_u8(path: &Path, mask: &[bool], dims: [usize; 3]) -> Result<()> {
+    let data: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
+    let arr = ndarray::Array3::from_shape_vec(dims, data)
+        .map_err(|e| Error::InvalidImage(e.to_string()))?;
+    ndarray_npy::write_npy(path, &arr).map_err(|e| Error::ImageCodec {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Modality;
+
+    #[test]
+    fn the_extension_names_the_format_and_every_format_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = Volume::new(vec![0.0; 24], [2, 3, 4], [1.0; 3], Modality::Mr).unwrap();
+        let mask: Vec<bool> = (0..24).map(|i| i % 5 == 0).collect();
+        for (name, format) in [
+            ("m.PNG", MaskFormat::Png),
+            ("m.npy", MaskFormat::Npy),
+            ("m.nii.gz", MaskFormat::Nifti),
+        ] {
+            let dest = dir.path().join(name);
+            assert_eq!(MaskFormat::from_path(&dest).unwrap(), format);
+            write_mask::<&Path>(&dest, &mask, &vol, 1, &[]).unwrap();
+            assert!(dest.is_file(), "{name}");
+        }
+        let (back, shape) = {
+            let a: ndarray::Array3<u8> = ndarray_npy::read_npy(dir.path().join("m.npy")).unwrap();
+            (
+                a.iter().map(|&v| v == 1).collect::<Vec<_>>(),
+                a.shape().to_vec(),
+            )
+        };
+        assert_eq!((back, shape), (mask.clone(), vec![2, 3, 4]));
+        let png = crate::io::read_image_volume(dir.path().join("m.PNG")).unwrap();
+        let key: Vec<bool> = png.data.iter().map(|&v| v > 0.0).collect();
+        assert_eq!(key, mask[12..24]);
+        let e = MaskFormat::from_path(&dir.path().join("m.tif")).unwrap_err();
+        assert!(e.to_string().contains("use one of"), "{e}");
+        let e = write_mask::<&Path>(&dir.path().join("x.npy"), &mask[1..], &vol, 0, &[]);
+        assert!(e.unwrap_err().to_string().contains("23 values"));
+    }
+}
