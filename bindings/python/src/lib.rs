@@ -155,7 +155,8 @@ fn to_image(obj: &Bound<'_, PyAny>) -> PyResult<medseg::Image> {
 fn parse_family(model: &str) -> PyResult<ModelFamily> {
     ModelFamily::parse(model).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "model {model:?}: expected \"lite-medsam\" or \"medsam\""
+            "model {model:?}: expected one of {}",
+            ModelFamily::names()
         ))
     })
 }
@@ -250,7 +251,7 @@ impl Segmenter {
         })
     }
 
-    /// "lite-medsam" or "medsam".
+    /// The family's name ("lite-medsam", "medsam", "medsam2" or "sam2.1-tiny").
     #[getter]
     fn model(&self) -> &'static str {
         self.inner.family().name()
@@ -662,6 +663,8 @@ fn failed_result(case_id: &str, error: String) -> Vec<(&'static str, String)> {
 }
 
 type Fields = Vec<(&'static str, String)>;
+/// A case's fields, what is done with it ("run", "done", "refused"), its result, why it reruns.
+type PlannedCase = (Fields, &'static str, Option<Fields>, Option<String>);
 
 /// A cohort run into one folder (`medseg::cohort::Batch`): planned whole when made, then each
 /// result recorded as it comes. Python's `medseg.batch` drives it; the cases may run elsewhere.
@@ -721,7 +724,7 @@ impl Cohort {
 
     /// Each case as `(case fields, what, result fields or None, why)`: what is "run", "done"
     /// (its earlier result) or "refused" (its failed result); why says why a case is redone.
-    fn plan(&self) -> PyResult<Vec<(Fields, &'static str, Option<Fields>, Option<String>)>> {
+    fn plan(&self) -> PyResult<Vec<PlannedCase>> {
         use medseg::cohort::Todo;
         Ok(self
             .open()?

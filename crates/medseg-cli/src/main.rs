@@ -31,19 +31,22 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Model {
-    /// LiteMedSAM (TinyViT, 256×256 input); default weights fetched and cached
-    LiteMedsam,
-    /// MedSAM (SAM ViT-B, 1024×1024 input); needs --weights medsam_vit_b.pth
-    Medsam,
-    /// MedSAM2 (SAM 2.1 Hiera-Tiny, 512×512 input, memory-based 3D propagation); needs
-    /// --weights MedSAM2_latest.pt
-    Medsam2,
-    /// Meta's SAM 2.1 Hiera-Tiny at 1024×1024 (MedSAM2's network and propagation); needs
-    /// --weights sam2.1_hiera_tiny.pt
-    #[value(name = "sam2.1-tiny")]
-    Sam21Tiny,
+/// `--model`: the library's families, names and help from its family table (`family.rs`).
+#[derive(Clone, Copy)]
+struct Model(ModelFamily);
+
+impl ValueEnum for Model {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<Model>> =
+            std::sync::LazyLock::new(|| ModelFamily::ALL.into_iter().map(Model).collect());
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let spec = self.0.spec();
+        let value = clap::builder::PossibleValue::new(spec.name).help(spec.summary);
+        Some(value.aliases(spec.aliases.iter().copied()))
+    }
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -208,7 +211,7 @@ fn run(cmd: Command) -> Result<()> {
         } => batch::run(
             &cases,
             &output_dir,
-            family(model),
+            model.0,
             weights.as_deref(),
             parse_precision(&precision)?,
         ),
@@ -231,7 +234,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         a.logits.as_deref(),
         a.overlay.as_deref(),
     )?;
-    let family = family(a.model);
+    let family = a.model.0;
     let intensity = a.window.as_deref().map(Intensity::parse).transpose();
     let intensity = intensity.context("--window")?;
     let job = Job {
@@ -276,15 +279,6 @@ fn segment(a: &SegmentArgs) -> Result<()> {
 /// `--precision`: `f32` or `bf16` (as `medseg::Precision` parses them).
 fn parse_precision(s: &str) -> Result<Precision> {
     s.parse::<Precision>().context("--precision")
-}
-
-fn family(model: Model) -> ModelFamily {
-    match model {
-        Model::LiteMedsam => ModelFamily::LiteMedSam,
-        Model::Medsam => ModelFamily::MedSam,
-        Model::Medsam2 => ModelFamily::MedSam2,
-        Model::Sam21Tiny => ModelFamily::Sam21Tiny,
-    }
 }
 
 /// A volume as `segment` reads it, its notes printed on stderr.

@@ -1,7 +1,8 @@
 //! Each family's frame: where an image sits inside the square model input, and every mapping
 //! between image pixels and that frame, exactly as the family's official script does it.
 //! This is the only place that knows a family's geometry (as `ResizeLongestSide` is in Meta's
-//! `segment_anything`); the segmenter and the 3D propagation only call it.
+//! `segment_anything`); the segmenter and the 3D propagation only call it. It matches on the
+//! family's [`Geometry`] (its row in `family.rs`), never on the family itself.
 //!
 //! * MedSAM (`MedSAM_Inference.py`): the image stretched to 1024×1024 (cubic spline,
 //!   anti-aliased) → `uint8` → min-max; boxes and points scaled per axis as floats; low-res
@@ -17,7 +18,7 @@
 //! No Burn: plain arrays in and out.
 
 use crate::error::{Error, Result};
-use crate::family::ModelFamily;
+use crate::family::{Geometry, ModelFamily};
 use crate::preprocess::{
     bilinear_resize, crop, normalise_into_frame, pil_bicubic_resize_u8, resize_area_u8, sigmoid,
     skimage_resize_u8, Image, ModelInput,
@@ -54,13 +55,12 @@ impl Frame {
     /// The frame of an image of `(height, width)` for `family`.
     pub fn new(family: ModelFamily, original: (usize, usize)) -> Self {
         let (h, w) = original;
-        let content = match family {
-            ModelFamily::MedSam => (1024, 1024),
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+        let content = match family.spec().geometry {
+            Geometry::Stretch | Geometry::Sam2 => {
                 let s = family.image_size();
                 (s, s)
             }
-            ModelFamily::LiteMedSam => {
+            Geometry::LongestSide => {
                 let s = longest_side_scale(original);
                 let round = |v: usize| (((v as f64 * s) + 0.5) as usize).max(1);
                 (round(h), round(w))
@@ -89,12 +89,10 @@ impl Frame {
         let rgb = image.to_rgb();
         let (h, w) = self.original;
         let (ch, cw) = self.content;
-        let resized = match self.family {
-            ModelFamily::MedSam => skimage_resize_u8(&rgb.data, h, w, 3, ch, cw),
-            ModelFamily::LiteMedSam => resize_area_u8(&rgb.data, h, w, 3, ch, cw),
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
-                return Ok(imagenet_input(&rgb.data, (h, w), self.side()))
-            }
+        let resized = match self.family.spec().geometry {
+            Geometry::Stretch => skimage_resize_u8(&rgb.data, h, w, 3, ch, cw),
+            Geometry::LongestSide => resize_area_u8(&rgb.data, h, w, 3, ch, cw),
+            Geometry::Sam2 => return Ok(imagenet_input(&rgb.data, (h, w), self.side())),
         };
         Ok(ModelInput {
             data: normalise_into_frame(&resized, ch, cw, self.side()),
@@ -106,17 +104,18 @@ impl Frame {
     /// A box `[x0, y0, x1, y1]` in image pixels → the model frame.
     pub fn box_to_model(&self, b: [f64; 4]) -> [f32; 4] {
         let (h, w) = self.original;
-        match self.family {
-            ModelFamily::MedSam => {
+        match self.family.spec().geometry {
+            Geometry::Stretch => {
                 let s = [w, h, w, h];
-                std::array::from_fn(|i| (b[i] / s[i] as f64 * 1024.0) as f32)
+                let side = self.side() as f64;
+                std::array::from_fn(|i| (b[i] / s[i] as f64 * side) as f32)
             }
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+            Geometry::Sam2 => {
                 let s = [w, h, w, h];
                 let side = self.side() as f32;
                 std::array::from_fn(|i| b[i] as f32 / s[i] as f32 * side)
             }
-            ModelFamily::LiteMedSam => {
+            Geometry::LongestSide => {
                 let r = longest_side_scale(self.original);
                 std::array::from_fn(|i| ((b[i] * r) as i64) as f32)
             }
@@ -126,16 +125,19 @@ impl Frame {
     /// A point `[x, y]` in image pixels → the model frame.
     pub fn point_to_model(&self, p: [f64; 2]) -> [f32; 2] {
         let (h, w) = self.original;
-        match self.family {
-            ModelFamily::MedSam => [
-                (p[0] / w as f64 * 1024.0) as f32,
-                (p[1] / h as f64 * 1024.0) as f32,
-            ],
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+        match self.family.spec().geometry {
+            Geometry::Stretch => {
+                let side = self.side() as f64;
+                [
+                    (p[0] / w as f64 * side) as f32,
+                    (p[1] / h as f64 * side) as f32,
+                ]
+            }
+            Geometry::Sam2 => {
                 let side = self.side() as f32;
                 [p[0] as f32 / w as f32 * side, p[1] as f32 / h as f32 * side]
             }
-            ModelFamily::LiteMedSam => {
+            Geometry::LongestSide => {
                 let r = longest_side_scale(self.original);
                 [(p[0] * r) as f32, (p[1] * r) as f32]
             }
@@ -145,20 +147,20 @@ impl Frame {
     /// One plane of low-res logits (256², MedSAM2 128²) → the binary mask at the image size.
     pub fn mask(&self, logits: &[f32]) -> Vec<bool> {
         let (h, w) = self.original;
-        match self.family {
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => self
+        match self.family.spec().geometry {
+            Geometry::Sam2 => self
                 .logits_at_image(logits)
                 .into_iter()
                 .map(|v| v > 0.0)
                 .collect(),
-            ModelFamily::MedSam => {
+            Geometry::Stretch => {
                 let prob: Vec<f32> = logits.iter().map(|&v| sigmoid(v)).collect();
                 bilinear_resize(&prob, LOW_RES, LOW_RES, h, w)
                     .into_iter()
                     .map(|p| p > 0.5)
                     .collect()
             }
-            ModelFamily::LiteMedSam => self
+            Geometry::LongestSide => self
                 .logits_at_image(logits)
                 .into_iter()
                 .map(|v| sigmoid(v) > 0.5)
@@ -174,15 +176,13 @@ impl Frame {
     pub fn logits_at_image(&self, logits: &[f32]) -> Vec<f32> {
         let (h, w) = self.original;
         let (ch, cw) = self.content;
-        match self.family {
-            ModelFamily::MedSam => bilinear_resize(logits, LOW_RES, LOW_RES, h, w),
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => {
+        match self.family.spec().geometry {
+            Geometry::Stretch => bilinear_resize(logits, LOW_RES, LOW_RES, h, w),
+            Geometry::Sam2 => {
                 let s = self.family.low_res_side();
                 bilinear_resize(logits, s, s, h, w)
             }
-            ModelFamily::LiteMedSam => {
-                bilinear_resize(&crop(logits, LOW_RES, ch, cw), ch, cw, h, w)
-            }
+            Geometry::LongestSide => bilinear_resize(&crop(logits, LOW_RES, ch, cw), ch, cw, h, w),
         }
     }
 
@@ -195,9 +195,9 @@ impl Frame {
         let (h, w) = self.original;
         let s = longest_side_scale(self.original);
         let prev: Vec<u8> = prev_mask.iter().map(|&m| u8::from(m)).collect();
-        match self.family {
-            ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => None,
-            ModelFamily::LiteMedSam => {
+        match self.family.spec().geometry {
+            Geometry::Sam2 => None,
+            Geometry::LongestSide => {
                 let (ch, cw) = self.content;
                 let small = resize_area_u8(&prev, h, w, 1, ch, cw);
                 let mut padded = vec![0u8; LOW_RES_LEN];
@@ -209,7 +209,7 @@ impl Frame {
                     pixels: b.map(|v| v as f64 / s),
                 })
             }
-            ModelFamily::MedSam => {
+            Geometry::Stretch => {
                 let shift = (margin as f64 / s).round() as usize;
                 grown_bbox(&prev, w, h, shift).map(|b| {
                     let pixels = b.map(|v| v as f64);

@@ -9,13 +9,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::family::DefaultWeights;
 use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
+use crate::model::build::{self, Net};
 /// Read a tensor back to the host (it lives with the network's common code).
 pub use crate::model::common::to_vec;
-use crate::model::common::Linear;
 use crate::model::sam2::Sam2;
 use crate::model::sam2_mask_decoder::HighRes;
-use crate::model::{bf16, Points};
+use crate::model::{bf16, sam2_prompts, Points};
 use crate::model::{ImageSide, ModelFamily, PromptBatch, Sam};
 use crate::precision::Precision;
 use crate::preprocess::{Image, ModelInput};
@@ -25,35 +26,6 @@ use crate::weights::{self, StateDict};
 /// The CPU device (Burn's `flex` backend).
 pub fn cpu() -> Device {
     Device::flex()
-}
-
-/// The network behind a segmenter.
-#[derive(Debug, Clone)]
-enum Net {
-    /// MedSAM, LiteMedSAM.
-    Sam(Box<Sam>),
-    /// MedSAM2.
-    Sam2(Box<Sam2>),
-}
-
-impl Net {
-    /// The linear layers `Precision::Bf16` runs in bf16: the image encoder's, and MedSAM2's
-    /// memory attention.
-    fn bf16_linears(&mut self) -> Vec<&mut Linear> {
-        match self {
-            Net::Sam(m) => m.image_encoder.linears_mut(),
-            Net::Sam2(m) => {
-                let Sam2 {
-                    image_encoder,
-                    memory_attention,
-                    ..
-                } = m.as_mut();
-                let mut out = image_encoder.linears_mut();
-                out.extend(memory_attention.linears_mut());
-                out
-            }
-        }
-    }
 }
 
 /// The precision a segmenter on `device` runs when `requested` is asked for (bf16 falls back
@@ -200,23 +172,7 @@ impl Segmenter {
 
     /// Build from an in-memory state_dict.
     pub fn from_state_dict(family: ModelFamily, sd: &StateDict, device: &Device) -> Result<Self> {
-        let net = match family {
-            f if f.is_sam2() => {
-                // Meta's SAM 2.1 and MedSAM2 share one layout (`detect` reads it as MedSAM2).
-                if let Some(found) = ModelFamily::detect(sd).filter(|f| !f.is_sam2()) {
-                    return Err(Error::WeightsMismatch {
-                        model: family.to_string(),
-                        details: format!("this is a {found} checkpoint, not a {family} one"),
-                    });
-                }
-                Net::Sam2(Box::new(Sam2::from_state_dict(
-                    sd,
-                    family.image_size(),
-                    device,
-                )?))
-            }
-            _ => Net::Sam(Box::new(Sam::from_state_dict(family, sd, device)?)),
-        };
+        let net = build::build(family, sd, device)?;
         Ok(Self {
             net,
             family,
@@ -241,26 +197,14 @@ impl Segmenter {
     /// `medseg fetch-weights`). An empty cache, and MedSAM (which has none), is an error
     /// saying what to do. Never touches the network.
     pub fn from_default_weights(family: ModelFamily, device: &Device) -> Result<Self> {
-        match family {
-            ModelFamily::LiteMedSam => {
+        match family.spec().default_weights {
+            DefaultWeights::LiteMedSamCache => {
                 // `require_cached` has checked the file against this SHA-256.
                 let p = weights::lite_medsam::require_cached()?;
                 let sha = weights::lite_medsam::SHA256.to_string();
                 Self::from_file_with_sha(family, &p, sha, device)
             }
-            ModelFamily::MedSam => Err(Error::WeightsUnavailable(
-                "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth".into(),
-            )),
-            ModelFamily::MedSam2 => Err(Error::WeightsUnavailable(
-                "MedSAM2 has no default weights (no package registry hosts them): pass the path \
-                 of MedSAM2_latest.pt, from the MedSAM2 authors' release (see docs/medsam2.md)"
-                    .into(),
-            )),
-            ModelFamily::Sam21Tiny => Err(Error::WeightsUnavailable(
-                "SAM 2.1 Tiny has no default weights: pass the path of sam2.1_hiera_tiny.pt, \
-                 from Meta's SAM 2.1 release (see docs/medsam2.md)"
-                    .into(),
-            )),
+            DefaultWeights::None(what) => Err(Error::WeightsUnavailable(what.into())),
         }
     }
 
@@ -509,7 +453,7 @@ impl Segmenter {
         let high_res = emb.high_res.as_ref().ok_or_else(|| {
             Error::InvalidEmbedding("a MedSAM2 embedding without its high-res features".into())
         })?;
-        let batch = boxes_as_points(batch);
+        let batch = sam2_prompts::boxes_as_points(batch);
         let (logits, ious, per) = m.predict(emb.tensor.clone(), high_res, &batch, multimask)?;
         let plane = self.family.low_res_side().pow(2);
         let masks = logits
@@ -521,7 +465,7 @@ impl Segmenter {
             masks_per_prompt: per,
             size: emb.original_size(),
             masks,
-            low_res_logits: logits.into_iter().map(|v| v.clamp(-32.0, 32.0)).collect(),
+            low_res_logits: sam2_prompts::clamp_logits(logits),
             low_res: self.family.low_res_side(),
             iou_predictions: ious,
         })
@@ -544,33 +488,5 @@ impl Segmenter {
         Self::validate_box(bbox, (image.height, image.width))?;
         let emb = self.embed(image)?;
         self.predict(&emb, &Prompt::from_box(bbox))
-    }
-}
-
-/// SAM 2's prompt packing: each box becomes two points labelled 2 and 3, placed before the
-/// entry's clicks.
-fn boxes_as_points(batch: &PromptBatch) -> PromptBatch {
-    let Some(boxes) = &batch.boxes else {
-        return batch.clone();
-    };
-    let (clicks, labels, n) = match &batch.points {
-        Some(p) => (p.coords.as_slice(), p.labels.as_slice(), p.per_prompt),
-        None => (&[][..], &[][..], 0),
-    };
-    let mut points = Points {
-        coords: Vec::new(),
-        labels: Vec::new(),
-        per_prompt: n + 2,
-    };
-    for (i, b) in boxes.iter().enumerate() {
-        points.coords.extend([[b[0], b[1]], [b[2], b[3]]]);
-        points.labels.extend([2, 3]);
-        points.coords.extend_from_slice(&clicks[i * n..(i + 1) * n]);
-        points.labels.extend_from_slice(&labels[i * n..(i + 1) * n]);
-    }
-    PromptBatch {
-        points: Some(points),
-        boxes: None,
-        masks: batch.masks.clone(),
     }
 }

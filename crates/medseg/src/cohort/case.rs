@@ -105,7 +105,10 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
         .map(|v| v.parse().map_err(|_| format!("{id}: key_slice {v:?}")))
         .transpose()?;
     let model = get("model")
-        .map(|m| ModelFamily::parse(m).ok_or_else(|| format!("{id}: model {m:?}")))
+        .map(|m| {
+            ModelFamily::parse(m)
+                .ok_or_else(|| format!("{id}: model {m:?}: use one of {}", ModelFamily::names()))
+        })
         .transpose()?;
     let window = get("window")
         .map(Intensity::parse)

@@ -171,7 +171,7 @@ mod tests {
             run: key,
             ..CaseResult::failed("a", String::new())
         };
-        write_results(&out, &[ok.clone()]).unwrap();
+        write_results(&out, std::slice::from_ref(&ok)).unwrap();
         let todo = |c: &Case, s: &Settings| {
             let b = Batch::open(vec![c.clone()], &out, None, s).unwrap();
             let todo = b.plan().next().unwrap().1.clone();

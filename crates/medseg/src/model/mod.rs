@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod bf16;
+pub mod build;
 pub mod common;
 pub mod hiera;
 mod host;
@@ -17,6 +18,7 @@ pub mod prompt_encoder;
 pub mod sam2;
 pub mod sam2_image_encoder;
 pub mod sam2_mask_decoder;
+pub mod sam2_prompts;
 pub mod tiny_vit;
 pub mod transformer;
 
@@ -31,6 +33,7 @@ pub use prompt_encoder::{Points, PromptBatch, PromptEncoder};
 pub use tiny_vit::{TinyViT, TinyViTConfig};
 pub use transformer::{ImageSide, TwoWayTransformer};
 
+use crate::family::Architecture;
 pub use crate::family::ModelFamily;
 
 /// The image encoder of either family.
@@ -89,23 +92,23 @@ impl Sam {
         }
         sd.check_finite()?;
         let mut l = Loader::new(sd, device);
-        let image_encoder =
-            match family {
-                ModelFamily::MedSam => ImageEncoder::ViT(Box::new(ImageEncoderViT::load(
-                    &mut l,
-                    "image_encoder",
-                    &ViTConfig::vit_b(),
-                ))),
-                ModelFamily::LiteMedSam => ImageEncoder::TinyViT(Box::new(TinyViT::load(
-                    &mut l,
-                    "image_encoder",
-                    &TinyViTConfig::lite_medsam(),
-                ))),
-                ModelFamily::MedSam2 | ModelFamily::Sam21Tiny => return Err(Error::InvalidOption(
-                    "MedSAM2 is a SAM 2 model: build it with model::sam2::Sam2 (or a Segmenter)"
-                        .into(),
-                )),
-            };
+        let image_encoder = match family.spec().architecture {
+            Architecture::SamVitB => ImageEncoder::ViT(Box::new(ImageEncoderViT::load(
+                &mut l,
+                "image_encoder",
+                &ViTConfig::vit_b(),
+            ))),
+            Architecture::SamTinyVit => ImageEncoder::TinyViT(Box::new(TinyViT::load(
+                &mut l,
+                "image_encoder",
+                &TinyViTConfig::lite_medsam(),
+            ))),
+            Architecture::Sam2HieraTiny => {
+                return Err(Error::InvalidOption(format!(
+                    "{family} is a SAM 2 model: build it with model::build::build (or a Segmenter)"
+                )))
+            }
+        };
         let s = family.image_size();
         let prompt_encoder =
             PromptEncoder::load(&mut l, "prompt_encoder", 256, (64, 64), (s, s), 16);

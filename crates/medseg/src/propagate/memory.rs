@@ -21,8 +21,9 @@ use super::options::{
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::model::memory_bank::MemoryBank;
-use crate::model::prompt_encoder::Points;
 use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
+/// SAM 2's prompt packing (kept here under their earlier path).
+pub use crate::model::sam2_prompts::{box_points, no_points};
 use crate::preprocess::Image;
 use crate::segmenter::Prediction;
 use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
@@ -157,23 +158,4 @@ fn track(
     let heads = model.sam_heads(pix, &f, no_points(), true)?;
     let memory = model.encode_memory(&f, &heads, false)?;
     Ok((heads, memory))
-}
-
-/// A box as SAM 2 sends it: two points labelled 2 and 3.
-pub fn box_points(b: [f32; 4]) -> Points {
-    Points {
-        coords: vec![[b[0], b[1]], [b[2], b[3]]],
-        labels: vec![2, 3],
-        per_prompt: 2,
-    }
-}
-
-/// No prompt: one padding point (`_forward_sam_heads` with `point_inputs=None`), what a
-/// tracked slice's heads get.
-pub fn no_points() -> Points {
-    Points {
-        coords: vec![[0.0, 0.0]],
-        labels: vec![-1],
-        per_prompt: 1,
-    }
 }
