@@ -502,13 +502,14 @@ def test_cohort_serially_again_and_on_a_local_dask_cluster(tmp_path):
 def test_cohort_loses_nothing(tmp_path):
     """Issue #26 through Python: planned whole, merged results, stale cases redone."""
     import csv as csvmod
+    import gzip
     import warnings
 
     cases = _cohort(tmp_path)[:2]  # mr0, mr1
     data_dir = tmp_path
     # 1. case "mr1"'s mask (mr1.nii.gz) would replace case "x2"'s input: not run, input intact
     victim = data_dir / "mr1.nii.gz"
-    victim.write_bytes(Path(cases[0]["input"]).read_bytes())
+    victim.write_bytes(gzip.compress(Path(cases[0]["input"]).read_bytes()))
     before = victim.read_bytes()
     hostile = [cases[1], {**cases[0], "case_id": "x2", "input": str(victim)}]
     got = medseg.batch(hostile, data_dir)

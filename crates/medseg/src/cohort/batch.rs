@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::case::{mask_path, Case};
 use super::results::{self, CaseResult, RunKey, RESULTS};
 use crate::error::{Error, Result};
-use crate::family::ModelFamily;
+use crate::family::{DefaultWeights, ModelFamily};
 use crate::io::output::{self, Outputs};
 use crate::precision::Precision;
 
@@ -143,10 +143,12 @@ impl<'a> WeightsHashes<'a> {
             .entry(family)
             .or_insert_with(|| match explicit {
                 Some(p) => crate::weights::sha256_file(p).unwrap_or_default(),
-                None if family == ModelFamily::LiteMedSam => {
-                    crate::weights::lite_medsam::SHA256.to_string()
-                }
-                None => String::new(),
+                None => match family.spec().default_weights {
+                    DefaultWeights::LiteMedSamCache => {
+                        crate::weights::lite_medsam::SHA256.to_string()
+                    }
+                    DefaultWeights::None(_) => String::new(),
+                },
             })
             .clone()
     }
