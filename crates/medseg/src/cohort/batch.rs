@@ -173,12 +173,22 @@ fn decide(previous: Option<&CaseResult>, key: RunKey) -> Todo {
 }
 
 /// Each case's refusal (its mask would land on an input or on the cases file), checked against
-/// every input of the cohort; an error when `results.csv` itself would.
+/// every input of the cohort; an error when `results.csv` itself would, or when two cases share
+/// an id (also one differing only in case).
 fn plan_outputs(
     cases: &[Case],
     out_dir: &Path,
     cases_file: Option<&Path>,
 ) -> Result<Vec<Option<String>>> {
+    for (i, c) in cases.iter().enumerate() {
+        if let Some(d) = cases[..i].iter().find(|d| d.id.eq_ignore_ascii_case(&c.id)) {
+            return Err(Error::InvalidOption(format!(
+                "cohort case: case_id {} and {} name one mask file (each case once; case is \
+                 ignored on some file systems)",
+                d.id, c.id
+            )));
+        }
+    }
     let mut protected: Vec<(PathBuf, String)> = Vec::new();
     if let Some(f) = cases_file {
         protected.extend(output::identity(f).map(|p| (p, "the cases file".to_string())));

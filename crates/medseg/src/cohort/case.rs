@@ -125,8 +125,9 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
     })
 }
 
-/// A file's size and modification time; a folder's regular files' count, bytes and newest
-/// modification time. What tells a re-run that an input changed.
+/// A file's size and modification time; a DICOM series folder's DICOM files' count, bytes and
+/// newest modification time (other files — a mask written into the folder, notes — are not
+/// part of the series and do not count). What tells a re-run that an input changed.
 pub fn input_stamp(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mtime = |m: &std::fs::Metadata| {
@@ -143,13 +144,16 @@ pub fn input_stamp(path: &Path) -> Result<String> {
         .map_err(|e| Error::io(path, e))?
         .flatten()
     {
-        if let Some(m) = e.metadata().ok().filter(|m| m.is_file()) {
+        let dicom = crate::io::input_kind(&e.path()) == crate::io::InputKind::Dicom;
+        if let Some(m) = e.metadata().ok().filter(|m| m.is_file() && dicom) {
             n += 1;
             bytes += m.len();
             newest = newest.max(mtime(&m));
         }
     }
-    Ok(format!("{n} files, {bytes} bytes, newest mtime {newest}"))
+    Ok(format!(
+        "{n} DICOM files, {bytes} bytes, newest mtime {newest}"
+    ))
 }
 
 fn bad_case(reason: String) -> Error {

@@ -202,6 +202,27 @@ mod tests {
         assert_eq!(why(todo(&c, &s)), "its mask is gone");
     }
 
+    #[test]
+    fn a_series_folder_is_stamped_by_its_dicom_files_only_and_ids_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let series = dir.path().join("series");
+        std::fs::create_dir(&series).unwrap();
+        std::fs::write(series.join("1.dcm"), "slice").unwrap();
+        let before = input_stamp(&series).unwrap();
+        assert!(before.starts_with("1 DICOM files, 5 bytes"), "{before}");
+        // A mask written into the series folder (output folder = input folder) changes nothing.
+        std::fs::write(series.join("a.nii.gz"), "mask").unwrap();
+        assert_eq!(input_stamp(&series).unwrap(), before);
+        std::fs::write(series.join("2.dcm"), "slice").unwrap();
+        assert_ne!(input_stamp(&series).unwrap(), before);
+        let cases = vec![case("Sub-1", &series), case("sub-1", &series)];
+        let e = Batch::open(cases, &dir.path().join("out"), None, &settings()).unwrap_err();
+        assert!(
+            e.to_string().contains("Sub-1 and sub-1 name one mask file"),
+            "{e}"
+        );
+    }
+
     fn weights_sha() -> &'static str {
         crate::weights::lite_medsam::SHA256
     }

@@ -45,8 +45,8 @@ const KEY_START: usize = 9;
 pub struct RunKey {
     /// The input's absolute path.
     pub input: String,
-    /// The input's size and modification time (a folder: its files' count, bytes and newest
-    /// modification time), taken before it was read.
+    /// The input's size and modification time (a series folder: its DICOM files' count, bytes
+    /// and newest modification time), taken before it was read.
     pub input_stamp: String,
     /// As given (empty: the middle slice).
     pub key_slice: String,
