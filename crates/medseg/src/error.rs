@@ -136,6 +136,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// A DICOM file or series that cannot be read, and why.
+    #[cfg(feature = "dicom")]
     pub(crate) fn dicom(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Error::Dicom {
             path: path.to_path_buf(),
