@@ -19,7 +19,7 @@ use pyo3::types::PyDict;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume, VolumeOptions};
+use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume};
 
 pyo3::create_exception!(
     _medseg,
@@ -409,24 +409,22 @@ impl Segmenter {
             }
             Err(_) => array_volume(source, spacing, modality, window)?,
         };
-        let max_drift = medseg::propagate::drift_limit(max_drift)
+        medseg::propagate::drift_limit(max_drift)
             .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?;
         let dims = vol.dims;
-        let policy = medseg::prompt::BoxPolicy::Clip;
-        let (box_, note) =
-            medseg::prompt::fit_box(box_, (dims[1], dims[2]), policy).map_err(err)?;
+        let request = medseg::VolumeRequest {
+            window: window.map(Intensity::parse).transpose().map_err(err)?,
+            largest_component,
+            official_fallback,
+            max_drift,
+            ..medseg::VolumeRequest::new(key_slice, box_)
+        };
+        let (opts, note) = request.options(&vol).map_err(err)?;
         if let Some(note) = note {
             let category = py.import("medseg")?.getattr("PromptWarning")?;
             let msg = std::ffi::CString::new(note).unwrap_or_default();
             PyErr::warn(py, &category, &msg, 2)?;
         }
-        let mut opts = VolumeOptions::new(key_slice.unwrap_or(dims[0] / 2), box_);
-        opts.intensity = window.map(Intensity::parse).transpose().map_err(err)?;
-        opts.largest_component = largest_component;
-        if official_fallback {
-            opts.on_empty = medseg::EmptySlice::KeyBoxFallback;
-        }
-        opts.max_intensity_drift = max_drift;
         let seg = self.inner.clone();
         let res = py
             .detach(move || seg.segment_volume(&vol, &opts, &mut |_, _| {}))

@@ -11,9 +11,7 @@ mod montage;
 use medseg::io::output::Outputs;
 use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::StateDict;
-use medseg::{
-    io, EmptySlice, Intensity, Modality, ModelFamily, Precision, Segmenter, Volume, VolumeOptions,
-};
+use medseg::{io, Intensity, Modality, ModelFamily, Precision, Segmenter, Volume, VolumeRequest};
 
 /// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
 /// the kernel for every op (see docs/benchmarks.md).
@@ -247,7 +245,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         logits: a.logits.as_deref(),
         overlay: a.overlay.as_deref(),
     };
-    let max_drift = medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
+    medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
     let modality = a
         .modality
         .as_deref()
@@ -265,15 +263,15 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         return segment_2d(&job, outputs);
     }
     let vol = read_volume(&a.input, uneven, modality)?;
-    let mut opts = VolumeOptions::new(a.slice.unwrap_or(vol.dims[0] / 2), bbox);
-    opts.intensity = intensity;
-    opts.largest_component = a.largest_component;
-    opts.max_intensity_drift = max_drift;
-    opts.keep_pass_logits = a.logits.is_some();
-    if a.official_fallback {
-        opts.on_empty = EmptySlice::KeyBoxFallback;
-    }
-    segment_3d(&job, &vol, &opts, outputs)
+    let request = VolumeRequest {
+        window: intensity,
+        largest_component: a.largest_component,
+        official_fallback: a.official_fallback,
+        max_drift: a.max_drift,
+        keep_pass_logits: a.logits.is_some(),
+        ..VolumeRequest::new(a.slice, bbox)
+    };
+    segment_3d(&job, &vol, &request, outputs)
 }
 
 /// `--precision`: `f32` or `bf16` (as `medseg::Precision` parses them).
@@ -365,8 +363,13 @@ fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
 }
 
 /// A volume: one box on the key slice, propagated; all outputs written together at the end.
-fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Outputs) -> Result<()> {
-    let key = opts.key_slice;
+fn segment_3d(
+    job: &Job,
+    vol: &Volume,
+    request: &VolumeRequest,
+    mut outputs: Outputs,
+) -> Result<()> {
+    let key = request.key_slice.unwrap_or(vol.dims[0] / 2);
     if key >= vol.dims[0] {
         return Err(anyhow!(
             "--slice {key}: the volume has {} slices (0-{})",
@@ -374,8 +377,10 @@ fn segment_3d(job: &Job, vol: &Volume, opts: &VolumeOptions, mut outputs: Output
             vol.dims[0] - 1
         ));
     }
-    let mut opts = opts.clone();
-    opts.bbox = fitted_box(opts.bbox, (vol.dims[1], vol.dims[2]))?;
+    let (opts, note) = request.options(vol)?;
+    if let Some(note) = note {
+        eprintln!("medseg: warning: {note}");
+    }
     let opts = &opts;
     let seg = load_segmenter(job.family, job.weights, job.precision)?;
     let bar = indicatif::ProgressBar::new(vol.dims[0] as u64);

@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::io::output::Outputs;
-use crate::propagate::VolumeOptions;
+use crate::prompt::BoxPolicy;
+use crate::propagate::VolumeRequest;
 use crate::segmenter::Segmenter;
 
 mod batch;
@@ -77,8 +78,13 @@ fn segment_case(
     let mut outputs = Outputs::new(&[&case.input]);
     outputs.plan(&dest)?;
     let vol = crate::io::read_volume(&case.input)?;
-    let mut opts = VolumeOptions::new(case.key_slice.unwrap_or(vol.dims[0] / 2), case.bbox);
-    opts.intensity = case.window;
+    // A case's box was reviewed into a file: one past the edge is refused, not clipped.
+    let request = VolumeRequest {
+        window: case.window,
+        box_policy: BoxPolicy::Refuse,
+        ..VolumeRequest::new(case.key_slice, case.bbox)
+    };
+    let (opts, _) = request.options(&vol)?;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
     crate::io::mask::stage_mask(&mut outputs, &dest, &res.mask, &vol, opts.key_slice)?;
     outputs.commit()?;

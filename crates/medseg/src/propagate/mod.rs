@@ -12,8 +12,10 @@ use crate::volume::Volume;
 pub mod chain;
 pub mod memory;
 mod options;
+mod request;
 
 pub use options::{drift_limit, EmptySlice, VolumeOptions, VolumeSegmentation};
+pub use request::VolumeRequest;
 
 impl Segmenter {
     /// Segment a 3D structure from one box on a key slice: the chain rule for MedSAM and
