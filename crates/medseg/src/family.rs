@@ -76,74 +76,63 @@ pub struct FamilySpec {
     pub detect_key: Option<&'static str>,
 }
 
-const SPECS: [(ModelFamily, FamilySpec); 4] = [
-    (
-        ModelFamily::LiteMedSam,
-        FamilySpec {
-            name: "lite-medsam",
-            aliases: &["litemedsam"],
-            summary: "LiteMedSAM (TinyViT, 256x256 input); default weights fetched and cached",
-            image_size: 256,
-            low_res: 256,
-            geometry: Geometry::LongestSide,
-            architecture: Architecture::SamTinyVit,
-            default_weights: DefaultWeights::LiteMedSamCache,
-            detect_key: Some("image_encoder.patch_embed.seq.0.c.weight"),
-        },
+const LITE_MEDSAM: FamilySpec = FamilySpec {
+    name: "lite-medsam",
+    aliases: &["litemedsam"],
+    summary: "LiteMedSAM (TinyViT, 256x256 input); default weights fetched and cached",
+    image_size: 256,
+    low_res: 256,
+    geometry: Geometry::LongestSide,
+    architecture: Architecture::SamTinyVit,
+    default_weights: DefaultWeights::LiteMedSamCache,
+    detect_key: Some("image_encoder.patch_embed.seq.0.c.weight"),
+};
+
+const MEDSAM: FamilySpec = FamilySpec {
+    name: "medsam",
+    aliases: &["medsam-vit-b", "vit-b"],
+    summary: "MedSAM (SAM ViT-B, 1024x1024 input); needs --weights medsam_vit_b.pth",
+    image_size: 1024,
+    low_res: 256,
+    geometry: Geometry::Stretch,
+    architecture: Architecture::SamVitB,
+    default_weights: DefaultWeights::None(
+        "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth",
     ),
-    (
-        ModelFamily::MedSam,
-        FamilySpec {
-            name: "medsam",
-            aliases: &["medsam-vit-b", "vit-b"],
-            summary: "MedSAM (SAM ViT-B, 1024x1024 input); needs --weights medsam_vit_b.pth",
-            image_size: 1024,
-            low_res: 256,
-            geometry: Geometry::Stretch,
-            architecture: Architecture::SamVitB,
-            default_weights: DefaultWeights::None(
-                "MedSAM (ViT-B) has no default weights: pass the path of medsam_vit_b.pth",
-            ),
-            detect_key: Some("image_encoder.pos_embed"),
-        },
+    detect_key: Some("image_encoder.pos_embed"),
+};
+
+const MEDSAM2: FamilySpec = FamilySpec {
+    name: "medsam2",
+    aliases: &["medsam-2"],
+    summary: "MedSAM2 (SAM 2.1 Hiera-Tiny, 512x512 input, memory-based 3D \
+              propagation); needs --weights MedSAM2_latest.pt",
+    image_size: 512,
+    low_res: 128,
+    geometry: Geometry::Sam2,
+    architecture: Architecture::Sam2HieraTiny,
+    default_weights: DefaultWeights::None(
+        "MedSAM2 has no default weights (no package registry hosts them): pass the path \
+         of MedSAM2_latest.pt, from the MedSAM2 authors' release (see docs/medsam2.md)",
     ),
-    (
-        ModelFamily::MedSam2,
-        FamilySpec {
-            name: "medsam2",
-            aliases: &["medsam-2"],
-            summary: "MedSAM2 (SAM 2.1 Hiera-Tiny, 512x512 input, memory-based 3D \
-                      propagation); needs --weights MedSAM2_latest.pt",
-            image_size: 512,
-            low_res: 128,
-            geometry: Geometry::Sam2,
-            architecture: Architecture::Sam2HieraTiny,
-            default_weights: DefaultWeights::None(
-                "MedSAM2 has no default weights (no package registry hosts them): pass the path \
-                 of MedSAM2_latest.pt, from the MedSAM2 authors' release (see docs/medsam2.md)",
-            ),
-            detect_key: Some("image_encoder.trunk.patch_embed.proj.weight"),
-        },
+    detect_key: Some("image_encoder.trunk.patch_embed.proj.weight"),
+};
+
+const SAM21_TINY: FamilySpec = FamilySpec {
+    name: "sam2.1-tiny",
+    aliases: &["sam2.1", "sam2"],
+    summary: "Meta's SAM 2.1 Hiera-Tiny at 1024x1024 (MedSAM2's network and \
+              propagation); needs --weights sam2.1_hiera_tiny.pt",
+    image_size: 1024,
+    low_res: 256,
+    geometry: Geometry::Sam2,
+    architecture: Architecture::Sam2HieraTiny,
+    default_weights: DefaultWeights::None(
+        "SAM 2.1 Tiny has no default weights: pass the path of sam2.1_hiera_tiny.pt, \
+         from Meta's SAM 2.1 release (see docs/medsam2.md)",
     ),
-    (
-        ModelFamily::Sam21Tiny,
-        FamilySpec {
-            name: "sam2.1-tiny",
-            aliases: &["sam2.1", "sam2"],
-            summary: "Meta's SAM 2.1 Hiera-Tiny at 1024x1024 (MedSAM2's network and \
-                      propagation); needs --weights sam2.1_hiera_tiny.pt",
-            image_size: 1024,
-            low_res: 256,
-            geometry: Geometry::Sam2,
-            architecture: Architecture::Sam2HieraTiny,
-            default_weights: DefaultWeights::None(
-                "SAM 2.1 Tiny has no default weights: pass the path of sam2.1_hiera_tiny.pt, \
-                 from Meta's SAM 2.1 release (see docs/medsam2.md)",
-            ),
-            detect_key: None, // MedSAM2's layout: `detect` reads it as MedSAM2
-        },
-    ),
-];
+    detect_key: None, // MedSAM2's layout: `detect` reads it as MedSAM2
+};
 
 impl ModelFamily {
     /// Every family, in the order the CLI and the docs list them.
@@ -156,11 +145,12 @@ impl ModelFamily {
 
     /// What medseg knows of this family.
     pub fn spec(self) -> &'static FamilySpec {
-        let (_, spec) = SPECS
-            .iter()
-            .find(|(f, _)| *f == self)
-            .expect("every family has a row in SPECS");
-        spec
+        match self {
+            ModelFamily::LiteMedSam => &LITE_MEDSAM,
+            ModelFamily::MedSam => &MEDSAM,
+            ModelFamily::MedSam2 => &MEDSAM2,
+            ModelFamily::Sam21Tiny => &SAM21_TINY,
+        }
     }
 
     /// Side of the square model input.

@@ -146,19 +146,17 @@ impl Segmenter {
     /// Load `family` from a checkpoint (`.pth` or `.safetensors`) on `device`.
     /// [`Segmenter::weights_sha256`] tells which file it was.
     pub fn from_file(family: ModelFamily, path: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let path = path.as_ref();
-        let sha = weights::sha256_file(path)?;
-        Self::from_file_with_sha(family, path, sha, device)
+        let (sd, sha) = StateDict::load_with_sha256(path)?;
+        Self::with_sha256(family, &sd, sha, device)
     }
 
-    fn from_file_with_sha(
+    fn with_sha256(
         family: ModelFamily,
-        path: &Path,
+        sd: &StateDict,
         sha256: String,
         device: &Device,
     ) -> Result<Self> {
-        let sd = StateDict::load(path)?;
-        let mut seg = Self::from_state_dict(family, &sd, device)?;
+        let mut seg = Self::from_state_dict(family, sd, device)?;
         seg.weights_sha256 = Some(sha256);
         Ok(seg)
     }
@@ -202,7 +200,7 @@ impl Segmenter {
                 // `require_cached` has checked the file against this SHA-256.
                 let p = weights::lite_medsam::require_cached()?;
                 let sha = weights::lite_medsam::SHA256.to_string();
-                Self::from_file_with_sha(family, &p, sha, device)
+                Self::with_sha256(family, &StateDict::load(&p)?, sha, device)
             }
             DefaultWeights::None(what) => Err(Error::WeightsUnavailable(what.into())),
         }

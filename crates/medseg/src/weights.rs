@@ -47,31 +47,24 @@ impl StateDict {
     /// Read a checkpoint, choosing the format from the file's first bytes.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        crate::io::check_input(path)?;
-        if path.is_dir() {
-            return Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: "is a folder, not a checkpoint file".into(),
-            });
-        }
-        let mut head = [0u8; 9];
-        let n = {
-            use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let mut n = 0;
-            while n < head.len() {
-                match f.read(&mut head[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) => return Err(Error::io(path, e)),
-                }
-            }
-            n
-        };
-        if n == 9 && head[8] == b'{' {
-            Self::from_safetensors(path)
+        Self::from_bytes(path, read_checkpoint(path)?)
+    }
+
+    /// [`StateDict::load`], and the SHA-256 (lowercase hex) of the bytes it read: the file is
+    /// read once for both.
+    pub fn load_with_sha256(path: impl AsRef<Path>) -> Result<(Self, String)> {
+        let path = path.as_ref();
+        let bytes = read_checkpoint(path)?;
+        let sha = sha256_hex(&bytes);
+        Ok((Self::from_bytes(path, bytes)?, sha))
+    }
+
+    /// A checkpoint's bytes as `.safetensors` (an 8-byte header length, then `{`) or PyTorch.
+    fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        if bytes.get(8) == Some(&b'{') {
+            Self::safetensors_bytes(path, &bytes)
         } else {
-            Self::from_pth(path)
+            Self::pth_bytes(path, bytes)
         }
     }
 
@@ -79,12 +72,18 @@ impl StateDict {
     /// `model` or `state_dict`).
     pub fn from_pth(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        Self::pth_bytes(path, read_checkpoint(path)?)
+    }
+
+    /// A PyTorch checkpoint whose bytes (`bytes`, read from `path`) were checked first; the
+    /// tensors are read from `path` by the reader (the bytes are dropped before).
+    fn pth_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        refuse_unsafe_zip_members(path)?;
-        refuse_foreign_globals(path)?;
+        refuse_unsafe_zip_members(path, &bytes)?;
+        refuse_foreign_globals(path, bytes)?;
         let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in reader.into_tensors() {
@@ -102,12 +101,15 @@ impl StateDict {
     /// Read a `.safetensors` file.
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::safetensors_bytes(path, &read_checkpoint(path)?)
+    }
+
+    fn safetensors_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let kind = Elem::named(&name, &format!("{:?}", view.dtype())).map_err(bad)?;
@@ -239,14 +241,11 @@ impl Elem {
 
 /// A zip checkpoint with a member name that would escape a folder (`..`, absolute paths) is
 /// refused: medseg never extracts checkpoint members, but such a file is hostile by design.
-fn refuse_unsafe_zip_members(path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut magic = [0u8; 4];
-    use std::io::Read;
-    if f.read_exact(&mut magic).is_err() || &magic != b"PK\x03\x04" {
+fn refuse_unsafe_zip_members(path: &Path, bytes: &[u8]) -> Result<()> {
+    if !bytes.starts_with(b"PK\x03\x04") {
         return Ok(());
     }
-    let Ok(zip) = zip::ZipArchive::new(f) else {
+    let Ok(zip) = zip::ZipArchive::new(std::io::Cursor::new(bytes)) else {
         return Ok(()); // corrupt archives are reported by the checkpoint reader
     };
     for i in 0..zip.len() {
@@ -291,8 +290,7 @@ pub(crate) fn pickle_member(path: &Path, names: &[String]) -> Result<Option<Stri
 /// Refuse a checkpoint whose pickle names callables other than PyTorch's tensor rebuilders
 /// (`os.system`, `builtins.eval`, model classes of a full-model save, ...). Nothing is ever
 /// called either way; this turns such files into a clear error.
-fn refuse_foreign_globals(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+fn refuse_foreign_globals(path: &Path, bytes: Vec<u8>) -> Result<()> {
     let pickle: Vec<u8> = if bytes.starts_with(b"PK\x03\x04") {
         let Ok(mut zip) = zip::ZipArchive::new(std::io::Cursor::new(&bytes)) else {
             return Ok(()); // reported by the checkpoint reader
@@ -348,7 +346,28 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A checkpoint file's bytes: a regular file (never a FIFO or device), not a folder.
+fn read_checkpoint(path: &Path) -> Result<Vec<u8>> {
+    crate::io::check_input(path)?;
+    if path.is_dir() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "is a folder, not a checkpoint file".into(),
+        });
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 pub mod lite_medsam;

@@ -60,10 +60,7 @@ def _cases(cases):
             row.update(zip(("x0", "y0", "x1", "y1"), (str(v) for v in c["box"])))
             del row["box"]
         out.append(row)
-    ids = [c.get("case_id") for c in out]
-    if len(set(ids)) != len(ids):
-        raise ValueError("cases: each case_id must appear once")
-    return out, None
+    return out, None  # ids (once each, also ignoring case) are checked by the library's plan
 
 
 def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: Union[str, "os.PathLike[str]"],
@@ -89,9 +86,11 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
     rows, cases_file = _cases(cases)
     w = None if weights is None else os.path.abspath(os.fsdecode(weights))
     cohort = _medseg.Cohort(rows, out, cases_file, model, w, precision)
+    planned = cohort.plan()
+    order = [dict(case)["case_id"] for case, *_ in planned]
     results = {}
     todo = []
-    for case, what, result, why in cohort.plan():
+    for case, what, result, why in planned:
         case = dict(case)
         if what == "run":
             if why:
@@ -101,7 +100,6 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
         results[case["case_id"]] = dict(result)
         if what == "refused":
             cohort.record(results[case["case_id"]])
-    order = [dict(c)["case_id"] for c, *_ in cohort.plan()]
 
     def record(r: dict) -> None:
         results[r["case_id"]] = r

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::case::{mask_path, Case};
+use super::case::{mask_path, same_mask_file, Case};
 use super::results::{self, CaseResult, RunKey, RESULTS};
 use crate::error::{Error, Result};
 use crate::family::{DefaultWeights, ModelFamily};
@@ -62,12 +62,13 @@ impl Batch {
         let refused = plan_outputs(&cases, out_dir, cases_file)?;
         let previous = results::read_results(out_dir)?;
         let mut hashes = WeightsHashes::new(settings);
+        let precision = settings.effective_precision();
         let todo = cases
             .iter()
             .zip(refused)
             .map(|(case, refusal)| {
                 let family = case.model.unwrap_or(settings.model);
-                let key = case.run_key(family, settings.effective_precision(), &hashes.get(family));
+                let key = case.run_key(family, precision, &hashes.get(family));
                 match refusal {
                     Some(why) => Todo::Refused(CaseResult {
                         run: key,
@@ -83,11 +84,6 @@ impl Batch {
             todo,
             last_merge: Instant::now(),
         })
-    }
-
-    /// The output folder.
-    pub fn out_dir(&self) -> &Path {
-        &self.out_dir
     }
 
     /// The cases with what this batch does with each, in the cases' order.
@@ -181,12 +177,8 @@ fn plan_outputs(
     cases_file: Option<&Path>,
 ) -> Result<Vec<Option<String>>> {
     for (i, c) in cases.iter().enumerate() {
-        if let Some(d) = cases[..i].iter().find(|d| d.id.eq_ignore_ascii_case(&c.id)) {
-            return Err(Error::InvalidOption(format!(
-                "cohort case: case_id {} and {} name one mask file (each case once; case is \
-                 ignored on some file systems)",
-                d.id, c.id
-            )));
+        if let Some(why) = cases[..i].iter().find_map(|d| same_mask_file(&d.id, &c.id)) {
+            return Err(Error::InvalidOption(format!("cohort case: {why}")));
         }
     }
     let mut protected: Vec<(PathBuf, String)> = Vec::new();

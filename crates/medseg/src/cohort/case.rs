@@ -215,23 +215,26 @@ pub fn read_cases(csv_path: &Path) -> Result<Vec<Case>> {
         }
         let fields: Vec<(&str, &str)> = header.iter().map(String::as_str).zip(row.iter()).collect();
         let case = parse_case(&fields, base).map_err(|e| bad_case(format!("line {line}: {e}")))?;
-        if let Some(c) = cases.iter().find(|c| c.id.eq_ignore_ascii_case(&case.id)) {
-            return Err(bad_case(format!(
-                "line {line}: case_id {} twice{}",
-                case.id,
-                if c.id == case.id {
-                    String::new()
-                } else {
-                    format!(
-                        " ({} and {} name one mask file where case is ignored)",
-                        c.id, case.id
-                    )
-                }
-            )));
+        if let Some(why) = cases.iter().find_map(|c| same_mask_file(&c.id, &case.id)) {
+            return Err(bad_case(format!("line {line}: {why}")));
         }
         cases.push(case);
     }
     Ok(cases)
+}
+
+/// Why cases `a` and `b` (`a` first) cannot both be in one cohort: the same id, or ids that
+/// differ only in case (one mask file on case-insensitive file systems).
+pub(crate) fn same_mask_file(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        Some(format!("case_id {b} twice"))
+    } else if a.eq_ignore_ascii_case(b) {
+        Some(format!(
+            "case_id {b} twice ({a} and {b} name one mask file where case is ignored)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Where a case's mask goes.

@@ -91,14 +91,6 @@ fn segment_case(
     Ok((res.stats, dest))
 }
 
-/// The cases an earlier run in `out_dir` finished: recorded ok and their mask still there.
-/// (Whether a case is done for a new run also depends on what it ran with: [`Batch`].)
-pub fn finished(out_dir: &Path) -> Result<Vec<CaseResult>> {
-    let mut done = read_results(out_dir)?;
-    done.retain(|r| r.ok && r.mask.as_ref().is_some_and(|m| m.exists()));
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
