@@ -17,6 +17,8 @@ OUT/series/ alters one thing the way real exports do:
   with_sr/        clean + a structured report (no pixel data)
   enhanced/       one enhanced multi-frame object: 12 frames, per-frame PlanePositionSequence
   enhanced_gap/   the same without frame 6 (a step of 8 mm between frames 5 and 6)
+  shuffled/       clean, with file names that sort in no slice order (z7_...): readers must
+                  order by position, and a DICOM SEG must reference each slice's own instance
 
 Usage: python3 make_series.py PYDICOM_DIR OUT
 """
@@ -147,6 +149,8 @@ def main():
     write("with_sr", "report.dcm", report())
     write("enhanced", "mf.dcm", enhanced(list(range(N))))
     write("enhanced_gap", "mf.dcm", enhanced([k for k in range(N) if k != 6]))
+    for k in range(N):  # names in an order unrelated to the slices': 7, 2, 9, 4, 11, 6, 1, ...
+        write("shuffled", f"z{(7 * k + 5) % N:02d}_{k}.dcm", slice_ds(k, tag="shuffled"))
 
 
 main()

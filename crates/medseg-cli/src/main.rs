@@ -521,7 +521,7 @@ fn info_volume(file: &Path) -> Result<()> {
     let (lo, hi) = medseg::volume::value_range(&vol.data);
     println!("{}: {}, values {lo}..{hi}", file.display(), describe(&vol));
     // Which geometry the affine (and every spacing and mL) comes from.
-    let source = match &vol.nifti_header {
+    let source = match vol.nifti_header() {
         Some(h) => format!("NIfTI {}", io::nifti::affine_source(h)),
         None => "DICOM positions".into(),
     };

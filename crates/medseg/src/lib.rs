@@ -67,6 +67,7 @@ pub mod propagate;
 pub use propagate::memory as propagate_memory;
 #[cfg(feature = "model")]
 pub mod segmenter;
+pub mod source;
 pub mod testing;
 pub mod volume;
 pub mod weights;

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::preprocess::Image;
+pub use crate::source::{DicomSource, Source};
 
 /// What the intensities mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,9 @@ pub struct Volume {
     /// What the reader found worth telling the user: duplicates dropped, a sheared stack kept,
     /// slices resampled, the modality assumed, objects skipped.
     pub notes: Vec<String>,
-    /// The NIfTI header of a NIfTI input, kept so an output mask overlays it exactly.
-    #[cfg(feature = "nifti")]
-    pub nifti_header: Option<Box<nifti::NiftiHeader>>,
+    /// Where the volume came from: the NIfTI header an output mask is written with, the DICOM
+    /// instances a segmentation object references.
+    pub source: Source,
 }
 
 impl Volume {
@@ -86,8 +87,7 @@ impl Volume {
             modality,
             affine,
             notes: Vec::new(),
-            #[cfg(feature = "nifti")]
-            nifti_header: None,
+            source: Source::Array,
         })
     }
 
@@ -100,6 +100,7 @@ impl Volume {
             .collect();
         let mut vol = Self::new(data, [1, img.height, img.width], [1.0; 3], Modality::Other)?;
         vol.spacing_known = false;
+        vol.source = Source::Image;
         Ok(vol)
     }
 
@@ -108,6 +109,23 @@ impl Volume {
     pub fn set_modality(&mut self, m: Modality) {
         self.modality = m;
         self.notes.retain(|n| !n.starts_with(MODALITY_NOTE));
+    }
+
+    /// The NIfTI header of a NIfTI input.
+    #[cfg(feature = "nifti")]
+    pub fn nifti_header(&self) -> Option<&nifti::NiftiHeader> {
+        match &self.source {
+            Source::Nifti(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The DICOM images a DICOM input was read from.
+    pub fn dicom_source(&self) -> Option<&DicomSource> {
+        match &self.source {
+            Source::Dicom(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// Voxels in one slice.

@@ -186,6 +186,14 @@ fn monochrome1_is_inverted_identically_on_every_slice() {
 }
 
 /// anatomical.nii with its header altered, written as float32 NIfTI and read back.
+/// The NIfTI header a NIfTI volume keeps.
+fn nifti_header(v: &mut Volume) -> &mut nifti::NiftiHeader {
+    match &mut v.source {
+        medseg::volume::Source::Nifti(h) => h,
+        other => panic!("a NIfTI volume keeps its header, not {other:?}"),
+    }
+}
+
 fn altered_nifti(dir: &std::path::Path, edit: impl FnOnce(&mut Volume)) -> Volume {
     let mut vol = io::read_volume(testdata("anatomical.nii")).unwrap();
     edit(&mut vol);
@@ -199,7 +207,7 @@ fn nifti_volume_follows_the_kept_affine() {
     let dir = tempfile::tempdir().unwrap();
     // sform with 2 × 3 × 4 mm voxels, pixdim 1: spacing and mL from the sform.
     let v = altered_nifti(dir.path(), |v| {
-        let h = v.nifti_header.as_mut().unwrap();
+        let h = nifti_header(v);
         h.sform_code = 1;
         h.qform_code = 0;
         h.srow_x = [2.0, 0.0, 0.0, 1.0];
@@ -216,7 +224,7 @@ fn nifti_volume_follows_the_kept_affine() {
     );
     // sform ≠ qform: the sform is used (as nibabel), and the note says so.
     let v = altered_nifti(dir.path(), |v| {
-        let h = v.nifti_header.as_mut().unwrap();
+        let h = nifti_header(v);
         h.sform_code = 1;
         h.qform_code = 1;
         h.quatern_b = 0.0;
@@ -264,7 +272,7 @@ fn nifti_modality_comes_from_the_header_or_hounsfield_air() {
     });
     assert_eq!(v.modality, Modality::Ct);
     let v = altered_nifti(dir.path(), |v| {
-        v.nifti_header.as_mut().unwrap().descrip = b"CT head, brain window".to_vec();
+        nifti_header(v).descrip = b"CT head, brain window".to_vec();
     });
     assert_eq!(v.modality, Modality::Ct);
     assert!(

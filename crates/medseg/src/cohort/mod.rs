@@ -86,7 +86,14 @@ fn segment_case(
     };
     let (opts, _) = request.options(&vol)?;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
-    crate::io::mask::stage_mask(&mut outputs, &dest, &res.mask, &vol, opts.key_slice)?;
+    crate::io::mask::stage_mask(
+        &mut outputs,
+        &dest,
+        &res.mask,
+        &vol,
+        opts.key_slice,
+        &crate::io::mask::MaskInfo::default(),
+    )?;
     outputs.commit()?;
     Ok((res.stats, dest))
 }

@@ -16,6 +16,7 @@ use dicom_pixeldata::PixelDecoder;
 use super::dicom_guard::{check_fragments, check_value_lengths};
 use super::geometry::{self, Plane, UnevenSlices};
 use crate::error::{Error, Result};
+use crate::source::{DicomSource, PatientStudy, Source, SourceSlice};
 use crate::volume::{Modality, Volume};
 
 /// What one DICOM image file holds: its frames' pixels and geometry.
@@ -31,26 +32,69 @@ struct DicomImage {
     between: Option<f64>,
     series: Option<String>,
     modality: Modality,
+    /// Who and what the image belongs to (what a derived object references).
+    refs: ImageRefs,
     /// Signed MONOCHROME1 pixels, inverted later over the whole series' common range.
     invert_in_series: bool,
 }
 
-fn bad(path: &Path, reason: impl Into<String>) -> Error {
+/// An image's identity: its instance, and the patient, study and frame of reference it is in.
+struct ImageRefs {
+    sop_class_uid: String,
+    sop_instance_uid: String,
+    /// More than one frame (frames are then referenced by number).
+    multi_frame: bool,
+    patient: PatientStudy,
+    frame_of_reference_uid: String,
+    modality: String,
+}
+
+impl ImageRefs {
+    fn of(obj: &InMemDicomObject, frames: usize) -> Self {
+        let t = |tag| text(obj, tag).unwrap_or_default();
+        ImageRefs {
+            sop_class_uid: t(tags::SOP_CLASS_UID),
+            sop_instance_uid: t(tags::SOP_INSTANCE_UID),
+            multi_frame: frames > 1
+                || obj
+                    .element_opt(tags::NUMBER_OF_FRAMES)
+                    .ok()
+                    .flatten()
+                    .is_some(),
+            patient: PatientStudy {
+                patient_name: t(tags::PATIENT_NAME),
+                patient_id: t(tags::PATIENT_ID),
+                patient_birth_date: t(tags::PATIENT_BIRTH_DATE),
+                patient_sex: t(tags::PATIENT_SEX),
+                study_instance_uid: t(tags::STUDY_INSTANCE_UID),
+                study_date: t(tags::STUDY_DATE),
+                study_time: t(tags::STUDY_TIME),
+                study_id: t(tags::STUDY_ID),
+                accession_number: t(tags::ACCESSION_NUMBER),
+                referring_physician_name: t(tags::REFERRING_PHYSICIAN_NAME),
+            },
+            frame_of_reference_uid: t(tags::FRAME_OF_REFERENCE_UID),
+            modality: t(tags::MODALITY),
+        }
+    }
+}
+
+pub(super) fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::dicom(path, reason)
 }
 
-fn floats(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
+pub(super) fn floats(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
     obj.element_opt(tag).ok()??.to_multi_float64().ok()
 }
 
-fn open(path: &Path) -> Result<DefaultDicomObject> {
+pub(super) fn open(path: &Path) -> Result<DefaultDicomObject> {
     check_value_lengths(path)?;
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| bad(path, e.to_string()))
 }
 
-fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+pub(super) fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     obj.element_opt(tag)
         .ok()
         .flatten()
@@ -58,7 +102,7 @@ fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
 }
 
 /// The first item of a sequence.
-fn item(obj: &InMemDicomObject, seq: dicom_object::Tag) -> Option<&InMemDicomObject> {
+pub(super) fn item(obj: &InMemDicomObject, seq: dicom_object::Tag) -> Option<&InMemDicomObject> {
     obj.element_opt(seq).ok()??.items()?.first()
 }
 
@@ -121,6 +165,7 @@ fn read_image_unguarded(path: &Path) -> Result<Option<DicomImage>> {
         between: floats(&obj, tags::SPACING_BETWEEN_SLICES).and_then(|v| v.first().copied()),
         series: text(&obj, tags::SERIES_INSTANCE_UID),
         modality,
+        refs: ImageRefs::of(&obj, frames),
         invert_in_series,
     }))
 }
@@ -354,12 +399,51 @@ fn build(images: &[DicomImage], policy: UnevenSlices, origin_path: &Path) -> Res
             ];
         }
     }
+    vol.source = Source::Dicom(Box::new(dicom_source(images, &planes, &at, &stack)));
     // A multi-frame object whose frames carry no position: its frames in stored order from
     // the top-level origin (nothing to tell).
     if first.position.is_some() || origin.is_none() {
         vol.notes = stack.notes;
     }
     Ok(vol)
+}
+
+/// The images behind the volume's slices (none when the slices were resampled).
+fn dicom_source(
+    images: &[DicomImage],
+    planes: &[Plane],
+    at: &[(usize, usize)],
+    stack: &geometry::Stack,
+) -> DicomSource {
+    let first = &planes[stack.order[0]];
+    let refs = &images[at[stack.order[0]].0].refs;
+    let slices = match stack.resample {
+        Some(_) => Vec::new(),
+        None => stack
+            .order
+            .iter()
+            .map(|&k| {
+                let (i, f) = at[k];
+                let r = &images[i].refs;
+                SourceSlice {
+                    sop_class_uid: r.sop_class_uid.clone(),
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                    frame: r.multi_frame.then_some(f as u32 + 1),
+                    position: planes[k].position,
+                }
+            })
+            .collect(),
+    };
+    DicomSource {
+        patient: refs.patient.clone(),
+        series_instance_uid: images[0].series.clone().unwrap_or_default(),
+        frame_of_reference_uid: refs.frame_of_reference_uid.clone(),
+        modality: refs.modality.clone(),
+        orientation: first.orientation.or(images[0].origin.map(|o| o.1)),
+        pixel_spacing: first.pixel_spacing,
+        slice_thickness: images[0].thickness.filter(|t| t.is_finite() && *t > 0.0),
+        slices,
+    }
 }
 
 /// Read one DICOM file (a single slice, or every frame of a multi-frame image).

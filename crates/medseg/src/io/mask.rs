@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::output::{check_extension, Outputs};
+pub use super::segment::MaskInfo;
 use crate::error::{Error, Result};
 use crate::volume::Volume;
 
@@ -17,11 +18,14 @@ pub enum MaskFormat {
     Npy,
     /// An 8-bit grey PNG (255 inside) of one slice (the key slice of a volume).
     Png,
+    /// A DICOM Segmentation object (`.dcm`) referencing the DICOM images the volume was read
+    /// from ([`super::seg`]); refused for any other input.
+    Seg,
 }
 
 impl MaskFormat {
     /// The extensions a mask may have.
-    pub const EXTENSIONS: &'static [&'static str] = &[".png", ".nii", ".nii.gz", ".npy"];
+    pub const EXTENSIONS: &'static [&'static str] = &[".png", ".nii", ".nii.gz", ".npy", ".dcm"];
 
     /// The format a destination's extension names (any case); other extensions are refused.
     pub fn from_path(dest: &Path) -> Result<Self> {
@@ -31,20 +35,41 @@ impl MaskFormat {
             MaskFormat::Png
         } else if name.ends_with(".npy") {
             MaskFormat::Npy
+        } else if name.ends_with(".dcm") {
+            MaskFormat::Seg
         } else {
             MaskFormat::Nifti
         })
     }
 }
 
+/// Refuse, before anything is computed, a destination whose format cannot hold a mask of `vol`
+/// (a DICOM SEG for an input that is not DICOM, or whose slices were resampled).
+pub fn check_format(dest: &Path, vol: &Volume) -> Result<()> {
+    match MaskFormat::from_path(dest)? {
+        #[cfg(feature = "dicom")]
+        MaskFormat::Seg => super::seg::referenceable(vol, dest).map(|_| ()),
+        #[cfg(not(feature = "dicom"))]
+        MaskFormat::Seg => Err(no_dicom()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "dicom"))]
+fn no_dicom() -> Error {
+    Error::InvalidImage("DICOM SEG output needs medseg built with the dicom feature".into())
+}
+
 /// Stage `mask` (Z × Y × X on `vol`'s grid) at `dest` in the format its extension names; a PNG
-/// holds slice `key`. Nothing is in place before `outputs` is committed.
+/// holds slice `key`; a DICOM SEG describes the mask as `info` says. Nothing is in place before
+/// `outputs` is committed.
 pub fn stage_mask(
     outputs: &mut Outputs,
     dest: &Path,
     mask: &[bool],
     vol: &Volume,
     key: usize,
+    info: &MaskInfo,
 ) -> Result<()> {
     let [nz, ny, nx] = vol.dims;
     if mask.len() != nz * ny * nx || key >= nz.max(1) {
@@ -61,6 +86,16 @@ pub fn stage_mask(
             "NIfTI output needs medseg built with the nifti feature".into(),
         )),
         MaskFormat::Npy => outputs.stage(dest, |p| write_npy_u8(p, mask, [nz, ny, nx])),
+        #[cfg(feature = "dicom")]
+        MaskFormat::Seg => {
+            super::seg::referenceable(vol, dest)?;
+            outputs.stage(dest, |p| super::seg::write_mask_seg(p, mask, vol, info))
+        }
+        #[cfg(not(feature = "dicom"))]
+        MaskFormat::Seg => {
+            let _ = info;
+            Err(no_dicom())
+        }
         MaskFormat::Png => {
             let n = ny * nx;
             let slice = &mask[key * n..(key + 1) * n];
@@ -76,10 +111,11 @@ pub fn write_mask<P: AsRef<Path>>(
     vol: &Volume,
     key: usize,
     inputs: &[P],
+    info: &MaskInfo,
 ) -> Result<()> {
     let mut outputs = Outputs::new(inputs);
     outputs.plan(dest)?;
-    stage_mask(&mut outputs, dest, mask, vol, key)?;
+    stage_mask(&mut outputs, dest, mask, vol, key, info)?;
     outputs.commit()
 }
 
@@ -110,7 +146,7 @@ mod tests {
         ] {
             let dest = dir.path().join(name);
             assert_eq!(MaskFormat::from_path(&dest).unwrap(), format);
-            write_mask::<&Path>(&dest, &mask, &vol, 1, &[]).unwrap();
+            write_mask::<&Path>(&dest, &mask, &vol, 1, &[], &MaskInfo::default()).unwrap();
             assert!(dest.is_file(), "{name}");
         }
         let (back, shape) = {
@@ -126,7 +162,20 @@ mod tests {
         assert_eq!(key, mask[12..24]);
         let e = MaskFormat::from_path(&dir.path().join("m.tif")).unwrap_err();
         assert!(e.to_string().contains("use one of"), "{e}");
-        let e = write_mask::<&Path>(&dir.path().join("x.npy"), &mask[1..], &vol, 0, &[]);
+        let e = write_mask::<&Path>(
+            &dir.path().join("x.npy"),
+            &mask[1..],
+            &vol,
+            0,
+            &[],
+            &MaskInfo::default(),
+        );
         assert!(e.unwrap_err().to_string().contains("23 values"));
+        // A SEG references DICOM images: an array volume has none.
+        let dcm = dir.path().join("m.dcm");
+        assert_eq!(MaskFormat::from_path(&dcm).unwrap(), MaskFormat::Seg);
+        let e = write_mask::<&Path>(&dcm, &mask, &vol, 0, &[], &MaskInfo::default()).unwrap_err();
+        assert!(e.to_string().contains("the input is not DICOM"), "{e}");
+        assert!(!dcm.exists());
     }
 }

@@ -91,6 +91,7 @@ pub fn read_image_volume(path: impl AsRef<Path>) -> Result<crate::volume::Volume
     let mut vol =
         crate::volume::Volume::new(data, [1, h, w], [1.0; 3], crate::volume::Modality::Other)?;
     vol.spacing_known = false;
+    vol.source = crate::source::Source::Image;
     Ok(vol)
 }
 
@@ -164,7 +165,14 @@ mod geometry;
 pub mod mask;
 pub mod output;
 #[cfg(feature = "dicom")]
+pub mod seg;
+#[cfg(feature = "dicom")]
+pub mod seg_read;
+pub mod segment;
+#[cfg(feature = "dicom")]
 pub use geometry::UnevenSlices;
+#[cfg(feature = "dicom")]
+pub use seg_read::{describe_seg, read_seg};
 
 /// How volumes are read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -175,7 +175,7 @@ fn read_unguarded(path: &Path) -> Result<Volume> {
     vol.affine = affine;
     vol.notes = notes;
     vol.notes.push(why);
-    vol.nifti_header = Some(Box::new(header));
+    vol.source = crate::source::Source::Nifti(Box::new(header));
     Ok(vol)
 }
 
@@ -336,8 +336,8 @@ pub fn write_volume(path: impl AsRef<Path>, vol: &Volume) -> Result<()> {
 
 /// The header of an output: the input's NIfTI header, or one made from the affine.
 fn header_for(vol: &Volume) -> nifti::NiftiHeader {
-    match &vol.nifti_header {
-        Some(h) => (**h).clone(),
+    match vol.nifti_header() {
+        Some(h) => h.clone(),
         None => {
             let sp = vol.spacing.map(|v| v as f32);
             nifti::NiftiHeader {
