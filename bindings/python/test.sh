@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the wheel with maturin, install it into a fresh venv (numpy, pytest and dask for the
-# cohort test, the optional extra medseg[dask]: no torch,
+# Build the wheel with maturin, install it into a fresh venv (numpy, pytest, dask for the
+# cohort test, highdicom for the DICOM SEG test, the optional extra medseg[dask]: no torch,
 # no Rust toolchain needed there) and run the Python test suite, as a user gets it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +19,8 @@ for f in crates/medseg/src/lib.rs bindings/python/src/lib.rs python/medseg/__ini
   grep -qx "medseg-[^/]*/$f" <<<"$listing" || { echo "sdist lacks $f"; exit 1; }
 done
 python3 -m venv --clear "$test_venv"
-"$test_venv/bin/pip" install -q numpy pytest "dask[distributed]"
+# highdicom (and the pydicom it brings) reads the DICOM SEGs medseg writes, independently.
+"$test_venv/bin/pip" install -q numpy pytest "dask[distributed]" "highdicom==0.28.2"
 "$test_venv/bin/pip" install -q --no-deps "$root"/target/wheels/medseg-*.whl
 cd "$here/tests"
 # As a user of the prebuilt wheel has it: no cargo, no rustc on the PATH.

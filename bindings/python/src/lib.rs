@@ -563,6 +563,48 @@ fn write_nifti_mask(
     reference: PathBuf,
     uneven_slices: &str,
 ) -> PyResult<()> {
+    medseg::io::output::check_extension(&path, medseg::io::nifti::NIFTI_EXTENSIONS).map_err(err)?;
+    let info = medseg::io::mask::MaskInfo::default();
+    write_mask(py, path, mask, reference, (uneven_slices, 0), info)
+}
+
+/// Write a (Z, Y, X) mask on the grid of `reference` in the format the extension names:
+/// `.nii`/`.nii.gz`, `.npy`, `.png` (slice `key`), or `.dcm` — a DICOM SEG referencing the
+/// reference's DICOM images, with the segment's label and type (`lesion`, `infarct` or
+/// `SCHEME:VALUE:MEANING`) and the model that made it. Atomic; never over the reference.
+#[pyfunction(name = "write_mask")]
+#[pyo3(signature = (path, mask, reference, uneven_slices="error", key=0, label="lesion", segment_type="lesion", all_frames=false, model=None, weights_sha256=None))]
+#[allow(clippy::too_many_arguments)]
+fn write_mask_py(
+    py: Python<'_>,
+    path: PathBuf,
+    mask: &Bound<'_, PyAny>,
+    reference: PathBuf,
+    uneven_slices: &str,
+    key: usize,
+    label: &str,
+    segment_type: &str,
+    all_frames: bool,
+    model: Option<&str>,
+    weights_sha256: Option<&str>,
+) -> PyResult<()> {
+    use medseg::io::segment::{Code, Segment};
+    let by = match model {
+        Some(m) => Segment::by_model(parse_family(m)?.name(), weights_sha256.unwrap_or("")),
+        None => Segment::default(),
+    };
+    let info = medseg::io::mask::MaskInfo {
+        segment: Segment {
+            label: label.into(),
+            property_type: Code::parse_type(segment_type).map_err(err)?,
+            ..by
+        },
+        all_frames,
+    };
+    write_mask(py, path, mask, reference, (uneven_slices, key), info)
+}
+
+fn mask_values(mask: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     let (v, shape, _) = if let Ok(a) = mask.extract::<PyReadonlyArrayDyn<'_, bool>>() {
         let view = a.as_array();
         (
@@ -573,24 +615,87 @@ fn write_nifti_mask(
     } else {
         array_f32(mask, "mask")?
     };
-    let m: Vec<bool> = v.iter().map(|&x| x > 0.0).collect();
+    Ok((v.iter().map(|&x| x > 0.0).collect(), shape))
+}
+
+fn write_mask(
+    py: Python<'_>,
+    path: PathBuf,
+    mask: &Bound<'_, PyAny>,
+    reference: PathBuf,
+    (uneven_slices, key): (&str, usize),
+    info: medseg::io::mask::MaskInfo,
+) -> PyResult<()> {
+    let (m, shape) = mask_values(mask)?;
     let opts = read_options(uneven_slices)?;
     py.detach(move || {
-        use medseg::io::output;
-        output::check_extension(&path, medseg::io::nifti::NIFTI_EXTENSIONS)?;
+        use medseg::io::{mask, output};
+        mask::MaskFormat::from_path(&path)?;
         let mut out = output::Outputs::new(&[&reference]);
         out.plan(&path)?;
         let vol = medseg::io::read_volume_with(&reference, &opts)?;
+        mask::check_format(&path, &vol)?;
         if shape != vol.dims {
             return Err(Error::InvalidImage(format!(
                 "mask shape {shape:?} differs from the reference volume {:?}",
                 vol.dims
             )));
         }
-        medseg::io::mask::stage_mask(&mut out, &path, &m, &vol, 0)?;
+        mask::stage_mask(&mut out, &path, &m, &vol, key, &info)?;
         out.commit()
     })
     .map_err(err)
+}
+
+/// Read a DICOM SEG onto `reference` (the DICOM series or file it segments): a (S, Z, Y, X)
+/// bool array, one mask per segment, and the segments' descriptions (dicts).
+#[pyfunction]
+#[pyo3(signature = (path, reference, uneven_slices="error"))]
+fn read_seg<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    reference: PathBuf,
+    uneven_slices: &str,
+) -> PyResult<(Bound<'py, PyArrayDyn<bool>>, Vec<Bound<'py, PyDict>>)> {
+    let opts = read_options(uneven_slices)?;
+    let (seg, dims) = py
+        .detach(move || {
+            let vol = medseg::io::read_volume_with(&reference, &opts)?;
+            medseg::io::read_seg(&path, &vol).map(|s| (s, vol.dims))
+        })
+        .map_err(err)?;
+    let n = seg.masks.len();
+    let flat: Vec<bool> = seg.masks.into_iter().flatten().collect();
+    let arr =
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n, dims[0], dims[1], dims[2]]), flat)
+            .map_err(|e| MedsegError::new_err(e.to_string()))?;
+    let segments = seg
+        .info
+        .segments
+        .iter()
+        .map(|(number, s)| {
+            let d = PyDict::new(py);
+            d.set_item("number", number)?;
+            d.set_item("label", &s.label)?;
+            d.set_item(
+                "type",
+                (
+                    &s.property_type.scheme,
+                    &s.property_type.value,
+                    &s.property_type.meaning,
+                ),
+            )?;
+            d.set_item(
+                "category",
+                (&s.category.scheme, &s.category.value, &s.category.meaning),
+            )?;
+            d.set_item("algorithm_type", s.algorithm_type.as_dicom())?;
+            d.set_item("algorithm_name", &s.algorithm_name)?;
+            d.set_item("algorithm_version", &s.algorithm_version)?;
+            Ok(d)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((arr.into_pyarray(py), segments))
 }
 
 /// Map intensities to 8-bit like the models' preprocessing: `rule` is a CT window name
@@ -779,6 +884,8 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedding>()?;
     m.add_function(wrap_pyfunction!(read_volume, m)?)?;
     m.add_function(wrap_pyfunction!(write_nifti_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(write_mask_py, m)?)?;
+    m.add_function(wrap_pyfunction!(read_seg, m)?)?;
     m.add_function(wrap_pyfunction!(window, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
     m.add_function(wrap_pyfunction!(read_cases, m)?)?;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod batch;
 mod montage;
 use medseg::io::output::Outputs;
+use medseg::io::segment::Segment;
 use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::StateDict;
 use medseg::{io, Intensity, Modality, ModelFamily, Precision, Segmenter, Volume, VolumeRequest};
@@ -95,9 +96,20 @@ struct SegmentArgs {
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
     bbox: String,
     /// Output mask: .png (255 inside; for a volume the key slice), .nii/.nii.gz (a volume's
-    /// geometry), or .npy (uint8, 0/1)
+    /// geometry), .npy (uint8, 0/1), or .dcm (a DICOM Segmentation object referencing the
+    /// input's DICOM images; DICOM inputs only)
     #[arg(long)]
     output: PathBuf,
+    /// DICOM SEG: the segment's label
+    #[arg(long, default_value = "lesion")]
+    seg_label: String,
+    /// DICOM SEG: the segment's type: lesion (SCT 52988006), infarct (SCT 55641003), or
+    /// SCHEME:VALUE:MEANING; the category is Morphologically Abnormal Structure (SCT 49755003)
+    #[arg(long, default_value = "lesion")]
+    seg_type: String,
+    /// DICOM SEG: a frame for every slice (default: only the slices holding the mask)
+    #[arg(long)]
+    seg_all_frames: bool,
     /// Also write mask logits as float32 .npy: for an image the decoder's low-res logits
     /// (256×256, MedSAM2 128×128); for a volume `(2, Z, H, W)` at the input resolution, pass 0
     /// the key slice and those above it (MedSAM2: its forward pass), pass 1 the key slice and
@@ -233,6 +245,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         a.overlay.as_deref(),
     )?;
     let family = a.model.0;
+    let seg_type = medseg::io::segment::Code::parse_type(&a.seg_type).context("--seg-type")?;
     let intensity = a.window.as_deref().map(Intensity::parse).transpose();
     let intensity = intensity.context("--window")?;
     let job = Job {
@@ -244,6 +257,12 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         output: &a.output,
         logits: a.logits.as_deref(),
         overlay: a.overlay.as_deref(),
+        segment: Segment {
+            label: a.seg_label.clone(),
+            property_type: seg_type,
+            ..Segment::default()
+        },
+        seg_all_frames: a.seg_all_frames,
     };
     medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
     let modality = a
@@ -304,6 +323,24 @@ struct Job<'a> {
     output: &'a Path,
     logits: Option<&'a Path>,
     overlay: Option<&'a Path>,
+    /// What a DICOM SEG says the mask is (the algorithm is filled in from the model).
+    segment: Segment,
+    seg_all_frames: bool,
+}
+
+impl Job<'_> {
+    /// The mask's description, with the model that made it.
+    fn mask_info(&self, seg: &Segmenter) -> io::mask::MaskInfo {
+        let by = Segment::by_model(self.family.name(), seg.weights_sha256().unwrap_or(""));
+        io::mask::MaskInfo {
+            segment: Segment {
+                algorithm_name: by.algorithm_name,
+                algorithm_version: by.algorithm_version,
+                ..self.segment.clone()
+            },
+            all_frames: self.seg_all_frames,
+        }
+    }
 }
 
 /// Every destination checked before anything is computed: the extensions, the folders, never
@@ -333,12 +370,20 @@ fn plan_outputs(
 /// The 2D contract of `medseg segment` on an 8-bit image.
 fn segment_2d(job: &Job, mut outputs: Outputs) -> Result<()> {
     let image = io::read_png(job.input)?;
+    let vol = Volume::from_image(&image)?;
+    io::mask::check_format(job.output, &vol).context("--output")?;
     let bbox = fitted_box(job.bbox, (image.height, image.width))?;
     let seg = load_segmenter(job.family, job.weights, job.precision)?;
     let pred = seg.segment(&image, bbox)?;
     let mask = pred.mask(0, 0);
-    let vol = Volume::from_image(&image)?;
-    io::mask::stage_mask(&mut outputs, job.output, mask, &vol, 0)?;
+    io::mask::stage_mask(
+        &mut outputs,
+        job.output,
+        mask,
+        &vol,
+        0,
+        &job.mask_info(&seg),
+    )?;
     if let Some(l) = job.logits {
         stage(&mut outputs, l, |p| {
             io::write_npy_f32(p, pred.logits(0, 0), &[pred.low_res, pred.low_res])
@@ -377,6 +422,7 @@ fn segment_3d(
             vol.dims[0] - 1
         ));
     }
+    io::mask::check_format(job.output, vol).context("--output")?;
     let (opts, note) = request.options(vol)?;
     if let Some(note) = note {
         eprintln!("medseg: warning: {note}");
@@ -390,7 +436,8 @@ fn segment_3d(
     );
     let res = seg.segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))?;
     bar.finish_and_clear();
-    io::mask::stage_mask(&mut outputs, job.output, &res.mask, vol, key)?;
+    let info = job.mask_info(&seg);
+    io::mask::stage_mask(&mut outputs, job.output, &res.mask, vol, key, &info)?;
     // The 8-bit volume the model saw, for the overlay.
     let img8 = job.overlay.is_some().then(|| {
         let rule = opts
@@ -471,6 +518,7 @@ fn info(file: &Path) -> Result<()> {
             }
             return Ok(());
         }
+        InputKind::Dicom if io::seg_read::is_seg(file) => return info_seg(file),
         InputKind::Dicom | InputKind::DicomSeries | InputKind::Nifti => return info_volume(file),
         _ => {}
     }
@@ -485,6 +533,39 @@ fn info(file: &Path) -> Result<()> {
         sd.tensors.len(),
         params
     );
+    Ok(())
+}
+
+/// A DICOM SEG: its segments, frames and the series it references.
+fn info_seg(file: &Path) -> Result<()> {
+    let info = io::describe_seg(file)?;
+    println!(
+        "{}: DICOM SEG (BINARY), {} segment(s), {} frames of {}x{}, referencing series {} \
+         ({} instances)",
+        file.display(),
+        info.segments.len(),
+        info.frames,
+        info.cols,
+        info.rows,
+        if info.referenced_series.is_empty() {
+            "(none)"
+        } else {
+            &info.referenced_series
+        },
+        info.referenced_instances
+    );
+    for (n, s) in &info.segments {
+        println!(
+            "  segment {n}: {:?}, {} ({} {}), {}, {} {}",
+            s.label,
+            s.property_type.meaning,
+            s.property_type.scheme,
+            s.property_type.value,
+            s.algorithm_type.as_dicom(),
+            s.algorithm_name,
+            s.algorithm_version
+        );
+    }
     Ok(())
 }
 

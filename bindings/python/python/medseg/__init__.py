@@ -33,13 +33,16 @@ from ._medseg import (  # noqa: F401  (re-exported)
     WeightsError,
     __version__,
     fetch_weights,
+    read_seg,
     read_volume,
     window,
+    write_mask,
     write_nifti_mask,
 )
 
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
+    "write_mask", "read_seg",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
     "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
     "batch",
@@ -143,6 +146,12 @@ class Segmenter:
     @property
     def model(self) -> str:
         return self._inner.model
+
+    @property
+    def weights_sha256(self) -> Optional[str]:
+        """SHA-256 of the checkpoint file (``write_mask(..., weights_sha256=...)`` records its
+        first 12 digits in a DICOM SEG); ``None`` for weights built in memory."""
+        return self._inner.weights_sha256
 
     @property
     def precision(self) -> str:

@@ -353,6 +353,13 @@ fn frame_groups(segment: usize, z: usize, slice: &SourceSlice) -> InMemDicomObje
             f.to_string(),
         );
     }
+    // The mask lies on the source slice's pixel grid.
+    put(
+        &mut source,
+        tags::SPATIAL_LOCATIONS_PRESERVED,
+        VR::CS,
+        "YES",
+    );
     source.put(seq(
         tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
         vec![code_item(&Code::new(

@@ -215,6 +215,13 @@ fn segments(obj: &InMemDicomObject, path: &Path) -> Result<(Vec<(u16, Segment)>,
             "SEMIAUTOMATIC" => AlgorithmType::SemiAutomatic,
             _ => AlgorithmType::Manual,
         };
+        // medseg writes "NAME VERSION" as the description.
+        let name = t(tags::SEGMENT_ALGORITHM_NAME);
+        let description = t(tags::SEGMENT_DESCRIPTION);
+        let version = description
+            .strip_prefix(&format!("{name} "))
+            .unwrap_or(&description)
+            .to_string();
         out.push((
             number,
             Segment {
@@ -222,8 +229,8 @@ fn segments(obj: &InMemDicomObject, path: &Path) -> Result<(Vec<(u16, Segment)>,
                 category: code(tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE),
                 property_type: code(tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE),
                 algorithm_type,
-                algorithm_name: t(tags::SEGMENT_ALGORITHM_NAME),
-                algorithm_version: t(tags::SEGMENT_DESCRIPTION),
+                algorithm_name: name,
+                algorithm_version: version,
             },
         ));
     }

@@ -1,0 +1,153 @@
+"""DICOM SEG as PACS viewers get it: every SEG medseg writes is read back independently by
+highdicom (PyPI) and pydicom — pixels placed by the referenced SOP Instance UIDs equal the mask,
+the references equal the input series, the geometry equals the source slices' — and by
+medseg's own reader. Series from tests/data/make_series.py (shuffled file names, a tilted
+stack, an enhanced multi-frame object) and pydicom's CT_small.dcm."""
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+import medseg
+
+ROOT = Path(__file__).resolve().parents[3]
+TESTDATA = Path(os.environ.get("MEDSEG_TESTDATA", ROOT / "target" / "testdata"))
+CLI = ROOT / "target" / "release" / "medseg"
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+@pytest.fixture(scope="module")
+def seg():
+    medseg.fetch_weights()
+    return medseg.Segmenter("lite-medsam")
+
+
+def source_slices(path):
+    """The input's images as pydicom reads them, in slice order: (uid, frame, position) each."""
+    path = Path(path)
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(f)
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            for k, g in enumerate(ds.PerFrameFunctionalGroupsSequence):
+                pos = [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+                out.append((ds.SOPInstanceUID, k + 1, pos))
+        else:
+            out.append((ds.SOPInstanceUID, None, [float(v) for v in ds.ImagePositionPatient]))
+    return sorted(out, key=lambda s: s[2][2]), pydicom.dcmread(files[0])
+
+
+def check_with_highdicom(path, mask, source):
+    """highdicom reads `path` with no warning and places `mask` where the source slices are."""
+    slices, first = source_slices(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = pydicom.dcmread(path)
+        pydicom.dcmread(path, force=False).walk(lambda d, e: None)
+        s = hd.seg.segread(path)
+    assert ds.SOPClassUID == SEG_CLASS and ds.Modality == "SEG"
+    assert s.segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+    assert ds.StudyInstanceUID == first.StudyInstanceUID
+    assert ds.PatientID == first.PatientID and str(ds.PatientName) == str(first.PatientName)
+    assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID
+    ref = ds.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == first.SeriesInstanceUID
+    assert {i.ReferencedSOPInstanceUID for i in ref.ReferencedInstanceSequence} == {
+        u for u, _, _ in slices
+    }
+    if slices[0][1] is None:
+        uids = [u for u, _, _ in slices]
+        got = s.get_pixels_by_source_instance(uids, segment_numbers=[1])[..., 0]
+    else:
+        got = s.get_pixels_by_source_frame(
+            slices[0][0], [f for _, f, _ in slices], segment_numbers=[1]
+        )[..., 0]
+    assert got.shape == mask.shape and np.array_equal(got > 0, mask)
+    # Geometry: each frame at its own source slice, the source's orientation and spacing.
+    by_ref = {(u, f): p for u, f, p in slices}
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    assert np.allclose(
+        [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient],
+        [float(v) for v in source_orientation(first)], atol=1e-6)
+    for g in ds.PerFrameFunctionalGroupsSequence:
+        src = g.DerivationImageSequence[0].SourceImageSequence[0]
+        f = int(src.ReferencedFrameNumber) if "ReferencedFrameNumber" in src else None
+        pos = [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+        assert np.allclose(pos, by_ref[(src.ReferencedSOPInstanceUID, f)], atol=1e-4)
+    return ds
+
+
+def source_orientation(ds):
+    if "ImageOrientationPatient" in ds:
+        return ds.ImageOrientationPatient
+    return ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+
+
+@pytest.mark.parametrize("case", ["shuffled", "tilt", "enhanced", "clean"])
+def test_highdicom_reads_the_seg_of_a_series(seg, tmp_path, case):
+    series = TESTDATA / "series" / case
+    assert series.exists(), "run tests/data/fetch.sh"
+    mask, _ = seg.segment_volume(str(series), 6, [15, 15, 45, 45])
+    assert mask.any()
+    out = tmp_path / "lesion.dcm"
+    medseg.write_mask(str(out), mask, str(series), segment_type="infarct",
+                      model="lite-medsam", weights_sha256=seg.weights_sha256)
+    ds = check_with_highdicom(out, mask, series)
+    item = ds.SegmentSequence[0]
+    assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == "55641003"
+    assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert item.SegmentAlgorithmType == "AUTOMATIC"
+    assert item.SegmentAlgorithmName == "medseg lite-medsam"
+    assert seg.weights_sha256[:12] in item.SegmentDescription
+    # Only the slices holding the mask, unless asked.
+    assert ds.NumberOfFrames == int(mask.any(axis=(1, 2)).sum())
+    back, segments = medseg.read_seg(str(out), str(series))
+    assert back.shape == (1,) + mask.shape and np.array_equal(back[0], mask)
+    assert segments[0]["label"] == "lesion" and segments[0]["type"][1] == "55641003"
+
+
+def test_every_frame_when_asked_and_a_single_file(seg, tmp_path):
+    ct = TESTDATA / "CT_small.dcm"
+    mask, _ = seg.segment_volume(str(ct), 0, [30, 40, 90, 100], window="soft")
+    out = tmp_path / "ct.dcm"
+    medseg.write_mask(str(out), mask, str(ct), label="mass", segment_type="lesion")
+    check_with_highdicom(out, mask, ct)
+    series = TESTDATA / "series" / "clean"
+    empty = np.zeros((12, 64, 64), bool)
+    empty[4, 10:20, 10:20] = True
+    out = tmp_path / "all.dcm"
+    medseg.write_mask(str(out), empty, str(series), all_frames=True)
+    ds = check_with_highdicom(out, empty, series)
+    assert ds.NumberOfFrames == 12
+
+
+def test_cli_writes_a_seg_and_refuses_one_for_nifti(tmp_path):
+    assert CLI.exists(), f"{CLI} missing: build with cargo first"
+    series = TESTDATA / "series" / "shuffled"
+    out = tmp_path / "cli.dcm"
+    npy = tmp_path / "cli.npy"
+    for dest in (out, npy):
+        r = subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input", str(series),
+                            "--box", "15,15,45,45", "--slice", "6", "--output", str(dest),
+                            "--seg-type", "SCT:52988006:Lesion", "--seg-label", "core"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    mask = np.load(npy).astype(bool)
+    ds = check_with_highdicom(out, mask, series)
+    assert ds.SegmentSequence[0].SegmentLabel == "core"
+    info = subprocess.run([str(CLI), "info", str(out)], capture_output=True, text=True)
+    assert info.returncode == 0 and "DICOM SEG (BINARY), 1 segment(s)" in info.stdout
+    nifti = TESTDATA / "anatomical.nii"
+    bad = tmp_path / "x.dcm"
+    r = subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input", str(nifti),
+                        "--box", "10,10,30,30", "--output", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "the input is not DICOM" in r.stderr and not bad.exists()
+    with pytest.raises(medseg.MedsegError, match="not DICOM"):
+        medseg.write_mask(str(bad), np.zeros((1, 64, 64), bool), str(nifti))
