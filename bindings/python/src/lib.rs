@@ -698,6 +698,47 @@ fn read_seg<'py>(
     Ok((arr.into_pyarray(py), segments))
 }
 
+/// The stroke readout inside a (Z, Y, X) mask on `reference`'s grid: the mean ADC of the map
+/// `adc` (same grid, checked) and the ischaemic core below `threshold` (10⁻⁶ mm²/s), the map's
+/// stored unit being `units` mm²/s (`"1e-6"`, `"1e-3"` or `"1"`). A dict: `mean` (10⁻⁶ mm²/s,
+/// None for an empty mask), `core_voxels`, `core_ml`, `threshold`, `note` (a unit that looks
+/// wrong, else None).
+#[pyfunction]
+#[pyo3(signature = (mask, reference, adc, threshold=medseg::stroke::DEFAULT_CORE_THRESHOLD, units="1e-6", uneven_slices="error"))]
+fn adc_readout<'py>(
+    py: Python<'py>,
+    mask: &Bound<'_, PyAny>,
+    reference: PathBuf,
+    adc: PathBuf,
+    threshold: f64,
+    units: &str,
+    uneven_slices: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (m, shape) = mask_values(mask)?;
+    let opts = read_options(uneven_slices)?;
+    let adc_opts = medseg::stroke::AdcOptions::parse(threshold, units).map_err(err)?;
+    let r = py
+        .detach(move || {
+            let vol = medseg::io::read_volume_with(&reference, &opts)?;
+            if shape != vol.dims {
+                return Err(Error::InvalidImage(format!(
+                    "mask shape {shape:?} differs from the reference volume {:?}",
+                    vol.dims
+                )));
+            }
+            let map = medseg::io::read_volume_with(&adc, &opts)?;
+            medseg::stroke::adc_readout(&m, &vol, &map, &adc_opts)
+        })
+        .map_err(err)?;
+    let d = PyDict::new(py);
+    d.set_item("mean", r.mean)?;
+    d.set_item("core_voxels", r.core_voxels)?;
+    d.set_item("core_ml", r.core_ml)?;
+    d.set_item("threshold", r.threshold)?;
+    d.set_item("note", r.note)?;
+    Ok(d)
+}
+
 /// Map intensities to 8-bit like the models' preprocessing: `rule` is a CT window name
 /// (brain, stroke, soft, bone, lung, abdomen), "L,W", "mr" (percentile) or "minmax".
 #[pyfunction]
@@ -886,6 +927,7 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_nifti_mask, m)?)?;
     m.add_function(wrap_pyfunction!(write_mask_py, m)?)?;
     m.add_function(wrap_pyfunction!(read_seg, m)?)?;
+    m.add_function(wrap_pyfunction!(adc_readout, m)?)?;
     m.add_function(wrap_pyfunction!(window, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_weights, m)?)?;
     m.add_function(wrap_pyfunction!(read_cases, m)?)?;

@@ -151,3 +151,35 @@ def test_cli_writes_a_seg_and_refuses_one_for_nifti(tmp_path):
     assert r.returncode == 1 and "the input is not DICOM" in r.stderr and not bad.exists()
     with pytest.raises(medseg.MedsegError, match="not DICOM"):
         medseg.write_mask(str(bad), np.zeros((1, 64, 64), bool), str(nifti))
+
+
+def test_adc_core_volume_cli_and_python(seg, tmp_path):
+    """The stroke readout: the clean series (slice k = MR_small + 10·k) read as the ADC map of
+    the shuffled series (the same grid), in 10^-6 mm²/s; expected values from numpy."""
+    series, adc = TESTDATA / "series" / "shuffled", TESTDATA / "series" / "clean"
+    mask, stats = seg.segment_volume(str(series), 6, [15, 15, 45, 45])
+    values, spacing, _, _ = medseg.read_volume(str(adc))
+    inside = values[mask].astype(np.float64)
+    voxel_ml = np.prod(spacing) / 1000
+    for threshold in (620.0, 300.0):
+        r = medseg.adc_readout(mask, str(series), str(adc), threshold=threshold)
+        assert abs(r["mean"] - inside.mean()) < 1e-6 * inside.mean()
+        assert r["core_voxels"] == int((inside < threshold).sum()) > 0
+        assert abs(r["core_ml"] - r["core_voxels"] * voxel_ml) < 1e-9 and r["note"] is None
+    # The same map said to be in 10^-3 mm²/s: a thousand times larger, and a note on the unit.
+    r = medseg.adc_readout(mask, str(series), str(adc), units="1e-3")
+    assert r["core_voxels"] == int((inside * 1000 < 620).sum()) and "1e-6" in r["note"]
+    out, js = tmp_path / "m.nii.gz", tmp_path / "s.json"
+    cmd = [str(CLI), "segment", "--model", "lite-medsam", "--input", str(series), "--box",
+           "15,15,45,45", "--slice", "6", "--output", str(out), "--adc", str(adc),
+           "--adc-threshold", "300", "--json", str(js)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    import json
+    got = json.loads(js.read_text())["objects"][0]
+    assert got["voxels"] == int(mask.sum()) == stats["voxels"]
+    assert got["adc"]["core_voxels"] == int((inside < 300).sum())
+    assert f"core (ADC < 300) {got['adc']['core_ml']:.3f} mL" in res.stdout
+    with pytest.raises(medseg.MedsegError, match="same grid"):
+        medseg.adc_readout(np.zeros((1, 128, 128), bool), str(TESTDATA / "CT_small.dcm"),
+                           str(adc))

@@ -110,6 +110,19 @@ struct SegmentArgs {
     /// DICOM SEG: a frame for every slice (default: only the slices holding the mask)
     #[arg(long)]
     seg_all_frames: bool,
+    /// Volumes: an ADC map of the same acquisition (file or DICOM series folder, same grid):
+    /// report the mean ADC and the ischaemic-core volume inside the lesion
+    #[arg(long)]
+    adc: Option<PathBuf>,
+    /// The core threshold in 10^-6 mm²/s: voxels below it are core
+    #[arg(long, default_value_t = medseg::stroke::DEFAULT_CORE_THRESHOLD)]
+    adc_threshold: f64,
+    /// What one stored ADC unit is in mm²/s: 1e-6 (most scanners' integers), 1e-3 or 1
+    #[arg(long, default_value = "1e-6")]
+    adc_units: String,
+    /// Also write the summary as JSON (a file, or - for standard output)
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Also write mask logits as float32 .npy: for an image the decoder's low-res logits
     /// (256×256, MedSAM2 128×128); for a volume `(2, Z, H, W)` at the input resolution, pass 0
     /// the key slice and those above it (MedSAM2: its forward pass), pass 1 the key slice and
@@ -238,11 +251,11 @@ fn run(cmd: Command) -> Result<()> {
 /// picture keeps the exact 2D contract, anything else is a volume.
 fn segment(a: &SegmentArgs) -> Result<()> {
     let bbox = medseg::prompt::parse_box(&a.bbox).context("--box")?;
+    let json_file = a.json.as_deref().filter(|p| *p != Path::new("-"));
     let outputs = plan_outputs(
         &a.input,
         &a.output,
-        a.logits.as_deref(),
-        a.overlay.as_deref(),
+        [a.logits.as_deref(), a.overlay.as_deref(), json_file],
     )?;
     let family = a.model.0;
     let seg_type = medseg::io::segment::Code::parse_type(&a.seg_type).context("--seg-type")?;
@@ -263,6 +276,10 @@ fn segment(a: &SegmentArgs) -> Result<()> {
             ..Segment::default()
         },
         seg_all_frames: a.seg_all_frames,
+        adc: a.adc.as_deref(),
+        adc_options: medseg::stroke::AdcOptions::parse(a.adc_threshold, &a.adc_units)
+            .context("--adc-threshold/--adc-units")?,
+        json: a.json.as_deref(),
     };
     medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
     let modality = a
@@ -278,7 +295,7 @@ fn segment(a: &SegmentArgs) -> Result<()> {
     })?;
     let eight_bit =
         io::input_kind(&a.input) == InputKind::Image && io::image_bit_depth(&a.input)? == 8;
-    if eight_bit && a.slice.is_none() && intensity.is_none() {
+    if eight_bit && a.slice.is_none() && intensity.is_none() && a.adc.is_none() {
         return segment_2d(&job, outputs);
     }
     let vol = read_volume(&a.input, uneven, modality)?;
@@ -326,6 +343,9 @@ struct Job<'a> {
     /// What a DICOM SEG says the mask is (the algorithm is filled in from the model).
     segment: Segment,
     seg_all_frames: bool,
+    adc: Option<&'a Path>,
+    adc_options: medseg::stroke::AdcOptions,
+    json: Option<&'a Path>,
 }
 
 impl Job<'_> {
@@ -348,14 +368,14 @@ impl Job<'_> {
 fn plan_outputs(
     input: &Path,
     output: &Path,
-    logits: Option<&Path>,
-    overlay: Option<&Path>,
+    [logits, overlay, json]: [Option<&Path>; 3],
 ) -> Result<Outputs> {
     let mut outputs = Outputs::new(&[input]);
     let dests = [
         (Some(output), "--output", io::mask::MaskFormat::EXTENSIONS),
         (logits, "--logits", &[".npy"][..]),
         (overlay, "--overlay", &[".png", ".jpg", ".jpeg"][..]),
+        (json, "--json", &[".json"][..]),
     ];
     for (dest, flag, exts) in dests {
         if let Some(d) = dest {
@@ -423,6 +443,7 @@ fn segment_3d(
         ));
     }
     io::mask::check_format(job.output, vol).context("--output")?;
+    let adc = job.adc.map(|p| read_adc(p, vol)).transpose()?;
     let (opts, note) = request.options(vol)?;
     if let Some(note) = note {
         eprintln!("medseg: warning: {note}");
@@ -436,28 +457,29 @@ fn segment_3d(
     );
     let res = seg.segment_volume(vol, opts, &mut |done, _total| bar.set_position(done as u64))?;
     bar.finish_and_clear();
+    let readout = adc
+        .as_ref()
+        .map(|a| medseg::stroke::adc_readout(&res.mask, vol, a, &job.adc_options))
+        .transpose()?;
     let info = job.mask_info(&seg);
     io::mask::stage_mask(&mut outputs, job.output, &res.mask, vol, key, &info)?;
-    // The 8-bit volume the model saw, for the overlay.
-    let img8 = job.overlay.is_some().then(|| {
-        let rule = opts
-            .intensity
-            .unwrap_or(Intensity::default_for(vol.modality));
-        medseg::volume::to_u8(&vol.data, rule)
-    });
     if let (Some(l), Some(all)) = (job.logits, &res.pass_logits) {
         let [z, h, w] = vol.dims;
         stage(&mut outputs, l, |p| {
             io::write_npy_f32(p, all, &[2, z, h, w])
         })?;
     }
-    if let (Some(o), Some(img8)) = (job.overlay, &img8) {
+    if let Some(o) = job.overlay {
+        let rule = opts
+            .intensity
+            .unwrap_or(Intensity::default_for(vol.modality));
+        let img8 = medseg::volume::to_u8(&vol.data, rule);
         let mut zs: Vec<usize> = res.slices_run.clone();
         zs.sort_unstable();
         stage(&mut outputs, o, |p| {
-            let legend = montage::legend(job.family, &res.stats, key);
+            let legend = montage::legend(job.family, &res.stats, key, readout.as_ref());
             let tiles = montage::Tiles {
-                img8,
+                img8: &img8,
                 mask: &res.mask,
                 dims: vol.dims,
                 boxes: &res.boxes,
@@ -465,23 +487,132 @@ fn segment_3d(
             montage::overlay_volume(p, &tiles, &zs, key, &legend)
         })?;
     }
-    outputs.commit()?;
-    println!(
-        "{}: {}, {} slices segmented from slice {key}: {}",
-        job.input.display(),
-        describe(vol),
-        res.slices_run.len(),
-        res.stats
-    );
-    match res.stats.volume_ml {
-        Some(ml) => println!("lesion volume: {ml:.3} mL -> {}", job.output.display()),
-        None => println!(
-            "lesion volume: unknown (no voxel size in the input), {} voxels -> {}",
-            res.stats.voxels,
-            job.output.display()
-        ),
+    let summary = Summary {
+        job,
+        vol,
+        key,
+        res: &res,
+        adc: readout.as_ref(),
+    };
+    if let Some(j) = job.json.filter(|p| *p != Path::new("-")) {
+        stage(&mut outputs, j, |p| {
+            std::fs::write(p, summary.json()).map_err(|e| medseg::Error::Output {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })?;
     }
+    outputs.commit()?;
+    summary.print();
     Ok(())
+}
+
+/// The ADC map of `--adc`, checked against the segmented volume's grid before the model runs.
+fn read_adc(path: &Path, vol: &Volume) -> Result<Volume> {
+    let adc = io::read_volume(path).context("--adc")?;
+    medseg::stroke::check_same_grid(&adc, vol).context("--adc")?;
+    Ok(adc)
+}
+
+/// What `medseg segment` tells about a volume: on stdout, and as JSON with `--json`.
+struct Summary<'a> {
+    job: &'a Job<'a>,
+    vol: &'a Volume,
+    key: usize,
+    res: &'a medseg::VolumeSegmentation,
+    adc: Option<&'a medseg::stroke::AdcReadout>,
+}
+
+impl Summary<'_> {
+    fn print(&self) {
+        let (job, res, key) = (self.job, self.res, self.key);
+        println!(
+            "{}: {}, {} slices segmented from slice {key}: {}",
+            job.input.display(),
+            describe(self.vol),
+            res.slices_run.len(),
+            res.stats
+        );
+        match res.stats.volume_ml {
+            Some(ml) => println!("lesion volume: {ml:.3} mL -> {}", job.output.display()),
+            None => println!(
+                "lesion volume: unknown (no voxel size in the input), {} voxels -> {}",
+                res.stats.voxels,
+                job.output.display()
+            ),
+        }
+        if let Some(a) = self.adc {
+            println!("ADC: {a}");
+            if let Some(note) = &a.note {
+                eprintln!("medseg: warning: {note}");
+            }
+        }
+        if job.json == Some(Path::new("-")) {
+            println!("{}", self.json());
+        }
+    }
+
+    /// One JSON object: the run and one entry per object (today one).
+    fn json(&self) -> String {
+        let (job, st) = (self.job, &self.res.stats);
+        let num = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x}"));
+        let range = st
+            .slice_range
+            .map_or("null".into(), |(a, b)| format!("[{a}, {b}]"));
+        let adc = self.adc.map_or("null".into(), |a| {
+            format!(
+                "{{\"mean_e6_mm2_s\": {}, \"threshold_e6_mm2_s\": {}, \"core_voxels\": {}, \
+                 \"core_ml\": {}, \"note\": {}}}",
+                num(a.mean),
+                a.threshold,
+                a.core_voxels,
+                num(a.core_ml),
+                a.note.as_deref().map_or("null".into(), json_str)
+            )
+        });
+        let object = format!(
+            "{{\"object\": 1, \"label\": {}, \"volume_ml\": {}, \"voxels\": {}, \
+             \"slice_range\": {range}, \"max_area_mm2\": {}, \"adc\": {adc}}}",
+            json_str(&job.segment.label),
+            num(st.volume_ml),
+            st.voxels,
+            st.max_area_mm2
+        );
+        let b = job.bbox;
+        format!(
+            "{{\"input\": {}, \"output\": {}, \"model\": {}, \"key_slice\": {}, \
+             \"box\": [{}, {}, {}, {}], \"dims\": [{}, {}, {}], \"slices_segmented\": {}, \
+             \"objects\": [{object}]}}",
+            json_str(&job.input.display().to_string()),
+            json_str(&job.output.display().to_string()),
+            json_str(job.family.name()),
+            self.key,
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            self.vol.dims[0],
+            self.vol.dims[1],
+            self.vol.dims[2],
+            self.res.slices_run.len()
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn stage(

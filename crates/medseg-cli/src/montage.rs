@@ -31,7 +31,12 @@ pub struct Tiles<'a> {
 
 /// The legend of a volume's montage: model, volume (mL when the voxel size is known), key
 /// slice and slice range.
-pub fn legend(family: ModelFamily, stats: &LesionStats, key: usize) -> String {
+pub fn legend(
+    family: ModelFamily,
+    stats: &LesionStats,
+    key: usize,
+    adc: Option<&medseg::stroke::AdcReadout>,
+) -> String {
     let volume = match stats.volume_ml {
         Some(ml) => format!("{ml:.3} mL"),
         None => format!("{} voxels (no voxel size: no mL)", stats.voxels),
@@ -40,7 +45,14 @@ pub fn legend(family: ModelFamily, stats: &LesionStats, key: usize) -> String {
         Some((a, b)) => format!("slices {a}-{b}"),
         None => "empty".into(),
     };
-    format!("{family} | {volume} | key slice {key} | {range}")
+    let core = match adc {
+        Some(a) => match a.core_ml {
+            Some(ml) => format!(" | core {ml:.3} mL (ADC<{:.0})", a.threshold),
+            None => format!(" | core {} voxels (ADC<{:.0})", a.core_voxels, a.threshold),
+        },
+        None => String::new(),
+    };
+    format!("{family} | {volume} | key slice {key} | {range}{core}")
 }
 
 /// A 2D overlay: one `[ny, nx]` image, its mask and box, no text (the image's own size).

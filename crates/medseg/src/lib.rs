@@ -68,6 +68,7 @@ pub use propagate::memory as propagate_memory;
 #[cfg(feature = "model")]
 pub mod segmenter;
 pub mod source;
+pub mod stroke;
 pub mod testing;
 pub mod volume;
 pub mod weights;

@@ -32,6 +32,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
     PromptError,
     WeightsError,
     __version__,
+    adc_readout,
     fetch_weights,
     read_seg,
     read_volume,
@@ -42,7 +43,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
 
 __all__ = [
     "Segmenter", "Embedding", "segment", "segment_volume", "read_volume", "write_nifti_mask",
-    "write_mask", "read_seg",
+    "write_mask", "read_seg", "adc_readout",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
     "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
     "batch",
