@@ -9,7 +9,7 @@ root=$(dirname "$here")
 data=${MEDSEG_TESTDATA:-$root/target/testdata}
 out=$(mkdir -p "${1:-$here/corpus}" && cd "${1:-$here/corpus}" && pwd)
 [ -f "$data/.complete-3" ] || bash "$root/tests/data/fetch.sh"
-for t in checkpoint dicom nifti png prompt; do
+for t in checkpoint dicom nifti png prompt seg; do
   mkdir -p "$out/$t"
   for d in "$here/seeds/$t" "$here/regressions/$t"; do
     if [ -d "$d" ]; then find "$d" -type f -exec cp -n {} "$out/$t/" \;; fi
@@ -29,6 +29,6 @@ for case in sorted(os.listdir(src)):
 PY
 cp -n "$data"/anatomical.nii "$data"/example4d.nii.gz "$data"/example_nifti2.nii.gz "$out/nifti/"
 cp -n "$root"/tests/fixtures/images/mr_small.png "$root"/tests/fixtures/images/ct_small.png "$out/png/"
-for t in checkpoint dicom nifti png prompt; do
+for t in checkpoint dicom nifti png prompt seg; do
   echo "$out/$t: $(ls "$out/$t" | wc -l) inputs"
 done

@@ -11,7 +11,7 @@ data=${MEDSEG_TESTDATA:-../target/testdata}
 rm -rf target/replay
 bash corpus.sh target/replay >/dev/null
 cp "$data"/*.nii.gz target/replay/nifti/
-for t in checkpoint dicom nifti png prompt; do
+for t in checkpoint dicom nifti png prompt seg; do
   dir=target/replay/$t
   n=$(ls "$dir" | wc -l)
   # -runs=0: run every input once, no fuzzing.

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
 shift || true
-targets=${*:-checkpoint dicom nifti png prompt}
+targets=${*:-checkpoint dicom nifti png prompt seg}
 bash corpus.sh >/dev/null
 cargo fuzz build --sanitizer none -O
 for t in $targets; do

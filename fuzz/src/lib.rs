@@ -256,3 +256,33 @@ pub fn prompt(data: &[u8]) {
         }
     }
 }
+
+/// The series a fuzzed SEG is read onto: `series/clean` of `tests/data/fetch.sh` (the seeds in
+/// `seeds/seg/` reference its instances, so the reader gets past the reference checks).
+fn seg_source() -> &'static Volume {
+    static SOURCE: std::sync::OnceLock<Volume> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let dir = std::env::var_os("MEDSEG_TESTDATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testdata"))
+            .join("series/clean");
+        io::read_volume(&dir).unwrap_or_else(|e| {
+            panic!("the seg target reads onto {} (run tests/data/fetch.sh): {e}", dir.display())
+        })
+    })
+}
+
+/// DICOM Segmentation objects: `io::describe_seg`, and `io::read_seg` onto the clean crafted
+/// series. A SEG that reads gives one mask per described segment, each on the source's grid.
+pub fn seg(data: &[u8]) {
+    init();
+    let source = seg_source();
+    let (info, masks) = with_file("seg.dcm", data, |p| {
+        (io::describe_seg(p), io::read_seg(p, source))
+    });
+    if let Ok(m) = masks {
+        assert_eq!(m.masks.len(), m.info.segments.len());
+        assert!(m.masks.iter().all(|k| k.len() == source.data.len()));
+        assert_eq!(info.ok().as_ref(), Some(&m.info), "describe and read agree");
+    }
+}

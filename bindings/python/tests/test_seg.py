@@ -183,3 +183,25 @@ def test_adc_core_volume_cli_and_python(seg, tmp_path):
     with pytest.raises(medseg.MedsegError, match="same grid"):
         medseg.adc_readout(np.zeros((1, 128, 128), bool), str(TESTDATA / "CT_small.dcm"),
                            str(adc))
+
+
+def test_batch_reports_the_core_per_case(tmp_path):
+    """`adc` column: results.csv gets the readout; a map on another grid fails its case only."""
+    import csv
+    series, adc = TESTDATA / "series" / "shuffled", TESTDATA / "series" / "clean"
+    cases = tmp_path / "cases.csv"
+    cases.write_text(
+        "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc\n"
+        f"s1,{series},6,15,15,45,45,,,{adc}\n"
+        f"s2,{series},6,15,15,45,45,,,{TESTDATA / 'CT_small.dcm'}\n")
+    out = tmp_path / "out"
+    r = subprocess.run([str(CLI), "batch", str(cases), "--output-dir", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    rows = {row["case_id"]: row for row in csv.DictReader(open(out / "results.csv"))}
+    assert rows["s2"]["status"] == "failed" and "same grid" in rows["s2"]["error"]
+    assert rows["s1"]["status"] == "ok" and str(adc) in rows["s1"]["adc"]
+    mask = medseg.read_volume(str(out / "s1.nii.gz"))[0] > 0.5
+    want = medseg.adc_readout(mask, str(series), str(adc))
+    assert abs(float(rows["s1"]["core_ml"]) - want["core_ml"]) < 1e-4
+    assert abs(float(rows["s1"]["adc_mean"]) - want["mean"]) < 0.05

@@ -54,7 +54,7 @@ impl ValueEnum for Model {
 enum Command {
     /// Segment the object inside a box.
     Segment(SegmentArgs),
-    /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1[,model,window]`; one
+    /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc]`; one
     /// mask per case and one results.csv in --output-dir; finished cases are skipped on a re-run.
     Batch {
         /// The cases (CSV with a header; relative inputs are taken from the CSV's folder)

@@ -188,6 +188,10 @@ fn plan_outputs(
     for c in cases {
         let what = format!("the input of case {}", c.id);
         protected.extend(output::identity(&c.input).map(|p| (p, what)));
+        if let Some(adc) = &c.adc {
+            let what = format!("the ADC map of case {}", c.id);
+            protected.extend(output::identity(adc).map(|p| (p, what)));
+        }
     }
     let clash = |dest: &Path| {
         let id = output::identity(dest)?;

@@ -9,7 +9,7 @@ use crate::family::ModelFamily;
 use crate::precision::Precision;
 use crate::volume::Intensity;
 
-const HEADER: [&str; 9] = [
+const HEADER: [&str; 10] = [
     "case_id",
     "input",
     "key_slice",
@@ -19,6 +19,7 @@ const HEADER: [&str; 9] = [
     "y1",
     "model",
     "window",
+    "adc",
 ];
 /// Longest case id: its mask's temporary name must fit in a file name.
 const MAX_ID: usize = 200;
@@ -38,6 +39,8 @@ pub struct Case {
     pub model: Option<ModelFamily>,
     /// `None`: by modality.
     pub window: Option<Intensity>,
+    /// An ADC map on the input's grid (absolute): the stroke readout ([`crate::stroke`]).
+    pub adc: Option<PathBuf>,
 }
 
 impl Case {
@@ -61,6 +64,10 @@ impl Case {
             ("y1", y1),
             ("model", opt(self.model.map(|m| m.name().to_string()))),
             ("window", opt(self.window.map(window_text))),
+            (
+                "adc",
+                opt(self.adc.as_ref().map(|p| p.display().to_string())),
+            ),
         ]
     }
 
@@ -76,6 +83,9 @@ impl Case {
             window: self.window.map(window_text).unwrap_or_default(),
             precision: precision.name().to_string(),
             weights_sha256: weights.to_string(),
+            adc: self.adc.as_ref().map_or(String::new(), |p| {
+                format!("{} ({})", p.display(), input_stamp(p).unwrap_or_default())
+            }),
         }
     }
 }
@@ -114,9 +124,14 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
         .map(Intensity::parse)
         .transpose()
         .map_err(|e| format!("{id}: {e}"))?;
-    let input = base.join(need("input")?);
+    let absolute = |p: &str| {
+        let p = base.join(p);
+        std::path::absolute(&p).unwrap_or(p)
+    };
+    let input = absolute(need("input")?);
     Ok(Case {
-        input: std::path::absolute(&input).unwrap_or(input),
+        input,
+        adc: get("adc").map(absolute),
         key_slice,
         bbox: [num("x0")?, num("y0")?, num("x1")?, num("y1")?],
         model,

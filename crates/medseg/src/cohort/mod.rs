@@ -9,7 +9,7 @@
 //! window, precision and weights (SHA-256) are the ones recorded; otherwise it is redone,
 //! with the reason.
 //!
-//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window]`.
+//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc]`.
 //! `input` is a NIfTI file, a DICOM file or a DICOM series folder (relative paths are taken
 //! from the CSV's folder); `key_slice` may be empty (the middle slice); `model` is a model name
 //! (empty: the batch's model); `window` a CT window name or `L,W`.
@@ -44,7 +44,7 @@ pub fn run_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> CaseResult {
         seg.weights_sha256().unwrap_or_default(),
     );
     let mut r = match segment_case(seg, case, out_dir) {
-        Ok((stats, mask)) => CaseResult {
+        Ok((stats, mask, adc)) => CaseResult {
             id: case.id.clone(),
             ok: true,
             volume_ml: stats.volume_ml,
@@ -53,6 +53,8 @@ pub fn run_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> CaseResult {
             seconds: 0.0,
             mask: Some(mask),
             error: None,
+            adc_mean: adc.as_ref().and_then(|a| a.mean),
+            core_ml: adc.as_ref().and_then(|a| a.core_ml),
             run: RunKey::default(),
         },
         Err(e) => CaseResult::failed(&case.id, e.to_string()),
@@ -62,11 +64,14 @@ pub fn run_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> CaseResult {
     r
 }
 
-fn segment_case(
-    seg: &Segmenter,
-    case: &Case,
-    out_dir: &Path,
-) -> Result<(crate::volume::LesionStats, PathBuf)> {
+/// A case's lesion statistics, mask file and stroke readout (with an ADC map).
+type Segmented = (
+    crate::volume::LesionStats,
+    PathBuf,
+    Option<crate::stroke::AdcReadout>,
+);
+
+fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmented> {
     if let Some(m) = case.model.filter(|m| *m != seg.family()) {
         return Err(Error::InvalidOption(format!(
             "case {} asks for {m}, this segmenter is {}",
@@ -78,6 +83,15 @@ fn segment_case(
     let mut outputs = Outputs::new(&[&case.input]);
     outputs.plan(&dest)?;
     let vol = crate::io::read_volume(&case.input)?;
+    // The ADC map is checked before the model runs.
+    let adc = match &case.adc {
+        Some(p) => {
+            let map = crate::io::read_volume(p)?;
+            crate::stroke::check_same_grid(&map, &vol)?;
+            Some(map)
+        }
+        None => None,
+    };
     // A case's box was reviewed into a file: one past the edge is refused, not clipped.
     let request = VolumeRequest {
         window: case.window,
@@ -86,6 +100,10 @@ fn segment_case(
     };
     let (opts, _) = request.options(&vol)?;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
+    let opts_adc = crate::stroke::AdcOptions::default();
+    let readout = adc
+        .map(|map| crate::stroke::adc_readout(&res.mask, &vol, &map, &opts_adc))
+        .transpose()?;
     crate::io::mask::stage_mask(
         &mut outputs,
         &dest,
@@ -95,7 +113,7 @@ fn segment_case(
         &crate::io::mask::MaskInfo::default(),
     )?;
     outputs.commit()?;
-    Ok((res.stats, dest))
+    Ok((res.stats, dest, readout))
 }
 
 #[cfg(test)]
@@ -121,6 +139,7 @@ mod tests {
             bbox: [1.0, 2.0, 30.0, 40.0],
             model: None,
             window: None,
+            adc: None,
         }
     }
 

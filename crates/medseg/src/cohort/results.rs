@@ -18,7 +18,7 @@ const JOURNAL: &str = ".results.csv.journal";
 const LOCK: &str = ".results.csv.lock";
 
 /// The columns of `results.csv`: the outcome, then what the case was run with ([`RunKey`]).
-pub const RESULT_HEADER: [&str; 17] = [
+pub const RESULT_HEADER: [&str; 20] = [
     "case_id",
     "status",
     "volume_ml",
@@ -28,6 +28,8 @@ pub const RESULT_HEADER: [&str; 17] = [
     "seconds",
     "mask",
     "error",
+    "adc_mean",
+    "core_ml",
     "input",
     "input_stamp",
     "key_slice",
@@ -36,8 +38,9 @@ pub const RESULT_HEADER: [&str; 17] = [
     "window",
     "precision",
     "weights_sha256",
+    "adc",
 ];
-const KEY_START: usize = 9;
+const KEY_START: usize = 11;
 
 /// What a case was run with. A re-run takes a case as done only when all of it is the same
 /// (else it redoes the case and says which field changed).
@@ -60,10 +63,12 @@ pub struct RunKey {
     pub precision: String,
     /// SHA-256 of the checkpoint file.
     pub weights_sha256: String,
+    /// The ADC map's path and stamp (empty: none).
+    pub adc: String,
 }
 
 impl RunKey {
-    fn values(&self) -> [&str; 8] {
+    fn values(&self) -> [&str; 9] {
         [
             &self.input,
             &self.input_stamp,
@@ -73,11 +78,13 @@ impl RunKey {
             &self.window,
             &self.precision,
             &self.weights_sha256,
+            &self.adc,
         ]
     }
 
-    fn from_values(v: [String; 8]) -> Self {
-        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256] = v;
+    fn from_values(v: [String; 9]) -> Self {
+        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256, adc] =
+            v;
         Self {
             input,
             input_stamp,
@@ -87,6 +94,7 @@ impl RunKey {
             window,
             precision,
             weights_sha256,
+            adc,
         }
     }
 
@@ -127,6 +135,10 @@ pub struct CaseResult {
     pub mask: Option<PathBuf>,
     /// Why the case failed.
     pub error: Option<String>,
+    /// Mean ADC inside the mask, 10⁻⁶ mm²/s (a case with an ADC map).
+    pub adc_mean: Option<f64>,
+    /// Ischaemic-core volume, mL (a case with an ADC map).
+    pub core_ml: Option<f64>,
     /// What it was run with (empty fields where it never ran).
     pub run: RunKey,
 }
@@ -143,6 +155,8 @@ impl CaseResult {
             seconds: 0.0,
             mask: None,
             error: Some(error),
+            adc_mean: None,
+            core_ml: None,
             run: RunKey::default(),
         }
     }
@@ -162,7 +176,7 @@ impl CaseResult {
             (Some(a), Some(b)) => Some((a.parse().ok()?, b.parse().ok()?)),
             _ => None,
         };
-        let key: [String; 8] =
+        let key: [String; 9] =
             std::array::from_fn(|i| get(RESULT_HEADER[KEY_START + i]).to_string());
         let mask = opt("mask").map(|m| match out_dir {
             Some(d) if Path::new(m).is_relative() => d.join(m),
@@ -177,6 +191,8 @@ impl CaseResult {
             seconds: opt("seconds").map_or(Ok(0.0), str::parse).ok()?,
             mask,
             error: opt("error").map(str::to_string),
+            adc_mean: opt("adc_mean").map(str::parse).transpose().ok()?,
+            core_ml: opt("core_ml").map(str::parse).transpose().ok()?,
             run: RunKey::from_values(key),
         })
     }
@@ -198,6 +214,8 @@ impl CaseResult {
             format!("{:.2}", self.seconds),
             s(mask),
             s(self.error.clone()),
+            s(self.adc_mean.map(|v| format!("{v:.1}"))),
+            s(self.core_ml.map(|v| format!("{v:.4}"))),
         ];
         row.extend(self.run.values().map(str::to_string));
         row
@@ -368,6 +386,8 @@ mod tests {
             seconds: 1.5,
             mask: ok.then(|| dir.join(format!("{id}.nii.gz"))),
             error: (!ok).then(|| "DICOM x: truncated, \"quoted\"".into()),
+            adc_mean: ok.then_some(512.5),
+            core_ml: ok.then_some(1.25),
             run: RunKey {
                 input: "/data/a b.nii.gz".into(),
                 bbox: "1 2 30 40".into(),
