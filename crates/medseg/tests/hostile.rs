@@ -205,6 +205,12 @@ fn fuzz_findings_are_refused() {
         "undefined-length-ob-read-as-sequence.dcm",
         &["declares", "remain"],
     );
+    // Header bytes that are no VR ("\0\0", found by the seg target): dicom-parser read them
+    // with a shorter header than the decoder and zero-filled 4.28 GB for a misread length.
+    dicom_refused(
+        "invalid-vr-bytes-misalign-dicom-rs.dcm",
+        &["(0000,0000)", "no valid VR"],
+    );
     // Big-endian NIfTI with less data than the header declares: the nifti crate panicked
     // while swapping bytes; the length check refuses it first.
     let nii = root.join("nifti/big-endian-truncated-data.nii");

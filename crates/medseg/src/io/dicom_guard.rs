@@ -40,7 +40,8 @@ pub(super) fn check_value_lengths(path: &Path) -> Result<()> {
         return Ok(()); // deflated: the declared lengths refer to the inflated stream
     }
     match ts.decoder_for::<BufReader<File>>() {
-        Some(decoder) => walk.data_set(&decoder),
+        // Implicit VR little endian is the one syntax without VR bytes in its headers.
+        Some(decoder) => walk.data_set(&decoder, ts.uid() != "1.2.840.10008.1.2"),
         None => Ok(()),
     }
 }
@@ -143,7 +144,7 @@ impl<'a> Walk<'a> {
 
     /// Every header of the data set. Sequences and items are stepped into (their content is
     /// headers); inside encapsulated pixel data the items are fragments, skipped as bytes.
-    fn data_set<D>(&mut self, decoder: &D) -> Result<()>
+    fn data_set<D>(&mut self, decoder: &D, explicit_vr: bool) -> Result<()>
     where
         D: DecodeFrom<BufReader<File>> + ?Sized,
     {
@@ -152,6 +153,9 @@ impl<'a> Walk<'a> {
             let Ok((h, n)) = decoder.decode_header(&mut self.src) else {
                 return Ok(());
             };
+            if explicit_vr && h.vr == VR::UN && h.tag.group() != 0xFFFE {
+                self.check_vr_bytes(h.tag, n)?;
+            }
             self.pos += n as u64;
             let len = self.checked_len(h.tag, h.len.get())?;
             if let Some(len) = len.filter(|_| !in_fragments) {
@@ -162,6 +166,31 @@ impl<'a> Walk<'a> {
             }
         }
         Ok(())
+    }
+
+    /// An explicit-VR header the decoder read as UN must say `UN`: other bytes (a fuzzed
+    /// "\0\0") are no VR, and dicom-parser then reads a shorter header than the decoder does,
+    /// so the two disagree on where every later element starts (one such file made dicom-parser
+    /// zero-fill 4.28 GB for a "length" the walk read as a tag, three times per read).
+    fn check_vr_bytes(&mut self, tag: Tag, header_len: usize) -> Result<()> {
+        let back = header_len as i64;
+        let mut head = [0u8; 6];
+        self.src
+            .seek_relative(-back)
+            .and_then(|()| self.src.read_exact(&mut head))
+            .and_then(|()| self.src.seek_relative(back - 6))
+            .map_err(|e| Error::io(self.path, e))?;
+        if &head[4..6] == b"UN" {
+            return Ok(());
+        }
+        Err(Error::dicom(
+            self.path,
+            format!(
+                "element {tag} at byte {} has no valid VR ({:?})",
+                self.pos,
+                String::from_utf8_lossy(&head[4..6])
+            ),
+        ))
     }
 
     /// dicom-parser reads `len / unit` numbers but counts `len` bytes, so a binary value of a
