@@ -177,7 +177,9 @@ fn fuzz_findings_are_refused() {
             .len()
             < 20_000
     );
-    dicom_refused(name, &["declares", "remain"]);
+    // The walk now stops it one step earlier, at a header without a VR ((FE00,0A00) "\x01\x19")
+    // that put dicom-parser out of step before it reached the 2.8 GB length.
+    dicom_refused(name, &["(FE00,0A00)", "no valid VR"]);
     // An UL element of 2 bytes: dicom-rs reads no number but counts 2 bytes, so every later
     // header is read 2 bytes early, and pixel data bytes became a 0xFFFF0000-byte length.
     dicom_refused(
@@ -186,8 +188,14 @@ fn fuzz_findings_are_refused() {
     );
     // A JPEG 2000 frame whose codestream declares a far larger image than the DICOM header:
     // openjp2 allocated 640 MB for it; the SIZ marker is checked first.
+    // The finding as found also has a header without a VR (refused first since the VR check);
+    // the same file with that VR set to UN reaches the SIZ check.
     dicom_refused(
         "j2k-frame-declares-640MB.dcm",
+        &["(0010,0000)", "no valid VR"],
+    );
+    dicom_refused(
+        "j2k-frame-declares-640MB-vr-un.dcm",
         &["compressed frame declares"],
     );
     // An RLE frame whose segment is shorter than the frame: dicom-rs 0.10.1 indexes past it
@@ -200,16 +208,21 @@ fn fuzz_findings_are_refused() {
     );
     // Structures the walk must read as dicom-parser does, to see the length dicom-rs would
     // allocate: an (FFFE,xxxx) element with a value; an undefined-length OB read as a sequence.
-    dicom_refused("unknown-fffe-tag-with-a-value.dcm", &["declares", "remain"]);
-    dicom_refused(
-        "undefined-length-ob-read-as-sequence.dcm",
-        &["declares", "remain"],
-    );
-    // Header bytes that are no VR ("\0\0", found by the seg target): dicom-parser read them
-    // with a shorter header than the decoder and zero-filled 4.28 GB for a misread length.
+    // (Since the VR check, the first is refused one header earlier: "ss" is no VR.)
+    dicom_refused("unknown-fffe-tag-with-a-value.dcm", &["no valid VR"]);
+    dicom_refused("undefined-length-ob-read-as-sequence.dcm", &["no valid VR"]);
+    // Two findings of the seg target: broken sequence structure ahead of header bytes that are
+    // no VR ("\0\0"); dicom-parser read them out of step with the walk and zero-filled 4.28 GB
+    // (3.2 GB for the second) for a misread length. The walk now follows dicom-parser's
+    // structure and refuses what it would read out of step (the VR check alone: unit tests in
+    // `io::dicom_guard`).
     dicom_refused(
         "invalid-vr-bytes-misalign-dicom-rs.dcm",
-        &["(0000,0000)", "no valid VR"],
+        &["(FFFE,E0DD)", "where an element belongs"],
+    );
+    dicom_refused(
+        "item-among-elements-misaligns-dicom-rs.dcm",
+        &["(FFFE,E000)", "where an element belongs"],
     );
     // Big-endian NIfTI with less data than the header declares: the nifti crate panicked
     // while swapping bytes; the length check refuses it first.

@@ -142,14 +142,20 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Every header of the data set. Sequences and items are stepped into (their content is
-    /// headers); inside encapsulated pixel data the items are fragments, skipped as bytes.
+    /// Every header of the data set, in dicom-parser's structure: sequences and items are
+    /// stepped into (their content is headers; a defined-length one ends at its length);
+    /// inside encapsulated pixel data the items are fragments, skipped as bytes. Anything
+    /// dicom-parser would read out of that structure (an element where an item belongs, an
+    /// item or sequence delimiter among elements, a container overrun) is refused: there the
+    /// two would no longer agree on where the next header starts.
     fn data_set<D>(&mut self, decoder: &D, explicit_vr: bool) -> Result<()>
     where
         D: DecodeFrom<BufReader<File>> + ?Sized,
     {
+        let mut open: Vec<Open> = Vec::new();
         let mut in_fragments = false;
         while self.pos < self.size {
+            self.close_ended(&mut open)?;
             let Ok((h, n)) = decoder.decode_header(&mut self.src) else {
                 return Ok(());
             };
@@ -158,14 +164,81 @@ impl<'a> Walk<'a> {
             }
             self.pos += n as u64;
             let len = self.checked_len(h.tag, h.len.get())?;
-            if let Some(len) = len.filter(|_| !in_fragments) {
-                self.check_unit(h.tag, h.vr, len)?;
+            let end = len.map(|l| self.pos + u64::from(l));
+            if in_fragments {
+                in_fragments = h.tag != SEQUENCE_END;
+                if h.tag != SEQUENCE_END {
+                    self.skip(len.unwrap_or(0))?;
+                }
+                continue;
             }
-            if !descends(h.tag, h.vr, len, &mut in_fragments) {
-                self.skip(len.unwrap_or(0))?;
+            let in_sequence = open.last().is_some_and(|o| !o.item);
+            match h.tag {
+                ITEM if in_sequence => self.enter(&mut open, Open { item: true, end })?,
+                SEQUENCE_END if in_sequence => {
+                    open.pop();
+                }
+                _ if in_sequence => return Err(self.out_of_place(h.tag, "an item")),
+                ITEM | SEQUENCE_END => return Err(self.out_of_place(h.tag, "an element")),
+                ITEM_END => {
+                    open.pop(); // as dicom-parser: ignored outside any sequence
+                }
+                tags::PIXEL_DATA if len.is_none() => in_fragments = true,
+                _ if h.vr == VR::SQ || len.is_none() => {
+                    self.enter(&mut open, Open { item: false, end })?
+                }
+                _ => {
+                    let len = len.unwrap_or(0);
+                    self.check_unit(h.tag, h.vr, len)?;
+                    self.skip(len)?;
+                }
             }
         }
+        self.close_ended(&mut open)
+    }
+
+    /// Close the defined-length sequences and items that end here; one that ended before here
+    /// (at any depth) was overrun by its content.
+    fn close_ended(&self, open: &mut Vec<Open>) -> Result<()> {
+        if let Some(end) = open.iter().filter_map(|o| o.end).find(|&e| e < self.pos) {
+            return Err(self.overrun(end));
+        }
+        while open.last().and_then(|o| o.end) == Some(self.pos) {
+            open.pop();
+        }
         Ok(())
+    }
+
+    /// Enter a sequence or item, which must end within every container around it.
+    fn enter(&self, open: &mut Vec<Open>, o: Open) -> Result<()> {
+        let outer = open.iter().filter_map(|o| o.end).min();
+        if let (Some(end), Some(outer)) = (o.end, outer) {
+            if end > outer {
+                return Err(self.overrun(outer));
+            }
+        }
+        open.push(o);
+        Ok(())
+    }
+
+    fn overrun(&self, end: u64) -> Error {
+        Error::dicom(
+            self.path,
+            format!(
+                "a sequence or item ending at byte {end} is overrun by its content (byte {})",
+                self.pos
+            ),
+        )
+    }
+
+    fn out_of_place(&self, tag: Tag, expected: &str) -> Error {
+        Error::dicom(
+            self.path,
+            format!(
+                "{tag} at byte {} where {expected} belongs: the data set's sequences are broken",
+                self.pos
+            ),
+        )
     }
 
     /// An explicit-VR header the decoder read as UN must say `UN`: other bytes (a fuzzed
@@ -212,25 +285,10 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Whether the walk steps into an element (its value is more headers) rather than skipping
-/// its value; tracks whether it is inside encapsulated pixel data.
-fn descends(tag: Tag, vr: VR, len: Option<u32>, in_fragments: &mut bool) -> bool {
-    if *in_fragments {
-        if tag == SEQUENCE_END {
-            *in_fragments = false;
-        }
-        tag != ITEM
-    } else if len.is_none() {
-        // As dicom-parser: undefined-length PixelData holds fragments; any other
-        // undefined-length element is read as a sequence of items (a fuzzed (7FE4,0010)
-        // OB was one, and its "fragment" bytes were parsed as elements).
-        *in_fragments = tag == tags::PIXEL_DATA;
-        true
-    } else {
-        // Item and delimiters have no value to skip; any other (FFFE,xxxx) tag is read by
-        // dicom-parser as a plain element (a fuzzed (FFFE,550D) of 86 bytes).
-        vr == VR::SQ || [ITEM, ITEM_END, SEQUENCE_END].contains(&tag)
-    }
+/// A sequence (`item: false`) or item the walk is inside; `end` for a defined length.
+struct Open {
+    item: bool,
+    end: Option<u64>,
 }
 
 /// Bytes per number of a binary VR (1 for the others).
@@ -330,4 +388,91 @@ fn codestream_size(f: &[u8]) -> Option<(usize, usize, usize)> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_value_lengths;
+
+    /// An explicit-VR little-endian file: preamble, `DICM`, the transfer syntax, then `body`.
+    fn file(body: &[u8]) -> tempfile::NamedTempFile {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let ts = b"1.2.840.10008.1.2.1\0";
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', ts.len() as u8, 0]);
+        b.extend_from_slice(ts);
+        b.extend_from_slice(body);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &b).unwrap();
+        f
+    }
+
+    /// An element with a 2-byte length (`vr` of the short form).
+    fn el(group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = [group.to_le_bytes(), elem.to_le_bytes()].concat();
+        v.extend_from_slice(vr);
+        v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        v.extend_from_slice(value);
+        v
+    }
+
+    /// A sequence element (`len` None: undefined).
+    fn sq(group: u16, elem: u16, len: Option<u32>) -> Vec<u8> {
+        let mut v = [group.to_le_bytes(), elem.to_le_bytes()].concat();
+        v.extend_from_slice(b"SQ\0\0");
+        v.extend_from_slice(&len.unwrap_or(u32::MAX).to_le_bytes());
+        v
+    }
+
+    /// An (FFFE,xxxx) marker with its length.
+    fn marker(elem: u16, len: u32) -> Vec<u8> {
+        [0xFFFEu16.to_le_bytes(), elem.to_le_bytes()]
+            .concat()
+            .into_iter()
+            .chain(len.to_le_bytes())
+            .collect()
+    }
+
+    fn refused(body: Vec<u8>) -> String {
+        let f = file(&body);
+        check_value_lengths(f.path()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn nested_sequences_of_both_length_kinds_pass() {
+        let inner = el(0x0008, 0x0100, b"SH", b"ab");
+        let body = [
+            sq(0x0008, 0x1115, None),
+            marker(0xE000, u32::MAX),
+            inner.clone(),
+            marker(0xE00D, 0),
+            marker(0xE0DD, 0),
+            sq(0x0008, 0x1140, Some(8 + inner.len() as u32)),
+            marker(0xE000, inner.len() as u32),
+            inner,
+            el(0x0010, 0x0010, b"PN", b"x^"),
+        ]
+        .concat();
+        check_value_lengths(file(&body).path()).unwrap();
+    }
+
+    #[test]
+    fn what_dicom_parser_would_read_out_of_step_is_refused() {
+        let e = refused(el(0x0010, 0x0010, b"\0\0", b"abcd"));
+        assert!(
+            e.contains("(0010,0010)") && e.contains("no valid VR"),
+            "{e}"
+        );
+        let e = refused([sq(0x0008, 0x1115, None), el(0x0010, 0x0010, b"PN", b"ab")].concat());
+        assert!(e.contains("where an item belongs"), "{e}");
+        let e = refused([marker(0xE000, 0), el(0x0010, 0x0010, b"PN", b"ab")].concat());
+        assert!(
+            e.contains("(FFFE,E000)") && e.contains("where an element belongs"),
+            "{e}"
+        );
+        let inner = el(0x0008, 0x0100, b"SH", b"abcd");
+        let body = [sq(0x0008, 0x1140, Some(8)), marker(0xE000, 12), inner].concat();
+        let e = refused(body);
+        assert!(e.contains("overrun"), "{e}");
+    }
 }
