@@ -101,6 +101,15 @@ pub(super) fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Str
         .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
 }
 
+/// The items of a sequence (none when absent or not a sequence).
+pub(super) fn items(obj: &InMemDicomObject, seq: dicom_object::Tag) -> &[InMemDicomObject] {
+    obj.element_opt(seq)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .unwrap_or(&[])
+}
+
 /// The first item of a sequence.
 pub(super) fn item(obj: &InMemDicomObject, seq: dicom_object::Tag) -> Option<&InMemDicomObject> {
     obj.element_opt(seq).ok()??.items()?.first()
@@ -273,12 +282,7 @@ fn frame_planes(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    let per_frame: &[InMemDicomObject] = obj
-        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items())
-        .unwrap_or(&[]);
+    let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
     let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let single = frames == 1 && per_frame.is_empty();
     (0..frames)

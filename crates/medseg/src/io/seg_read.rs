@@ -14,7 +14,7 @@ use std::path::Path;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::dicom::{bad, floats, item, open, text};
+use super::dicom::{bad, floats, item, items, open, text};
 use super::seg::SEG_SOP_CLASS_UID;
 use super::segment::{AlgorithmType, Code, Segment};
 use crate::error::Result;
@@ -86,12 +86,7 @@ fn read_unguarded(path: &Path, source: &Volume) -> Result<SegMasks> {
         )
     })?;
     check_against(&obj, &info, src, source, path)?;
-    let per_frame: &[InMemDicomObject] = obj
-        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items())
-        .unwrap_or(&[]);
+    let per_frame = items(&obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
     if per_frame.len() != info.frames {
         return Err(bad(
             path,
@@ -163,12 +158,7 @@ fn header(obj: &InMemDicomObject, path: &Path) -> Result<(SegInfo, Vec<u16>)> {
             .and_then(|s| text(s, tags::SERIES_INSTANCE_UID))
             .unwrap_or_default(),
         referenced_instances: series
-            .and_then(|s| {
-                s.element_opt(tags::REFERENCED_INSTANCE_SEQUENCE)
-                    .ok()
-                    .flatten()
-            })
-            .and_then(|e| e.items().map(<[_]>::len))
+            .map(|s| items(s, tags::REFERENCED_INSTANCE_SEQUENCE).len())
             .unwrap_or(0),
         frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
     };
@@ -176,20 +166,15 @@ fn header(obj: &InMemDicomObject, path: &Path) -> Result<(SegInfo, Vec<u16>)> {
 }
 
 fn segments(obj: &InMemDicomObject, path: &Path) -> Result<(Vec<(u16, Segment)>, Vec<u16>)> {
-    let items: &[InMemDicomObject] = obj
-        .element_opt(tags::SEGMENT_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items())
-        .unwrap_or(&[]);
-    if items.is_empty() {
+    let segment_items = items(obj, tags::SEGMENT_SEQUENCE);
+    if segment_items.is_empty() {
         return Err(bad(
             path,
             "no SegmentSequence: the SEG describes no segment",
         ));
     }
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
+    let mut out = Vec::with_capacity(segment_items.len());
+    for it in segment_items {
         let number = text(it, tags::SEGMENT_NUMBER).and_then(|s| s.parse::<u16>().ok());
         let Some(number) = number.filter(|&n| n > 0) else {
             return Err(bad(path, "a segment without a valid SegmentNumber"));
