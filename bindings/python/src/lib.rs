@@ -647,6 +647,9 @@ fn write_mask(
     .map_err(err)
 }
 
+/// A SEG read for Python: the (S, Z, Y, X) masks and one dict per segment.
+type SegArrays<'py> = (Bound<'py, PyArrayDyn<bool>>, Vec<Bound<'py, PyDict>>);
+
 /// Read a DICOM SEG onto `reference` (the DICOM series or file it segments): a (S, Z, Y, X)
 /// bool array, one mask per segment, and the segments' descriptions (dicts).
 #[pyfunction]
@@ -656,7 +659,7 @@ fn read_seg<'py>(
     path: PathBuf,
     reference: PathBuf,
     uneven_slices: &str,
-) -> PyResult<(Bound<'py, PyArrayDyn<bool>>, Vec<Bound<'py, PyDict>>)> {
+) -> PyResult<SegArrays<'py>> {
     let opts = read_options(uneven_slices)?;
     let (seg, dims) = py
         .detach(move || {

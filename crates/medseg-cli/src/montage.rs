@@ -223,9 +223,23 @@ mod tests {
 
     #[test]
     fn legend_names_model_volume_and_slices() {
-        let l = legend(ModelFamily::LiteMedSam, &stats(Some(4.2049)), 6);
+        let l = legend(ModelFamily::LiteMedSam, &stats(Some(4.2049)), 6, None);
         assert_eq!(l, "lite-medsam | 4.205 mL | key slice 6 | slices 3-9");
-        let l = legend(ModelFamily::MedSam, &stats(None), 6);
+        let core = medseg::stroke::AdcReadout {
+            mean: Some(540.0),
+            core_voxels: 30,
+            core_ml: Some(1.25),
+            threshold: 620.0,
+            note: None,
+        };
+        let l = legend(
+            ModelFamily::LiteMedSam,
+            &stats(Some(4.2049)),
+            6,
+            Some(&core),
+        );
+        assert!(l.ends_with("slices 3-9 | core 1.250 mL (ADC<620)"), "{l}");
+        let l = legend(ModelFamily::MedSam, &stats(None), 6, None);
         assert_eq!(
             l,
             "medsam | 120 voxels (no voxel size: no mL) | key slice 6 | slices 3-9"

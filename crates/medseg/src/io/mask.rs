@@ -50,7 +50,10 @@ pub fn check_format(dest: &Path, vol: &Volume) -> Result<()> {
         #[cfg(feature = "dicom")]
         MaskFormat::Seg => super::seg::referenceable(vol, dest).map(|_| ()),
         #[cfg(not(feature = "dicom"))]
-        MaskFormat::Seg => Err(no_dicom()),
+        MaskFormat::Seg => {
+            let _ = vol;
+            Err(no_dicom())
+        }
         _ => Ok(()),
     }
 }

@@ -182,9 +182,9 @@ fn put_series_and_image(obj: &mut InMemDicomObject, src: &DicomSource, vol: &Vol
     let (date, time) = now();
     put(obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
     put(obj, tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS_UID);
-    put(obj, tags::SOP_INSTANCE_UID, VR::UI, &new_uid());
+    put(obj, tags::SOP_INSTANCE_UID, VR::UI, new_uid());
     put(obj, tags::MODALITY, VR::CS, "SEG");
-    put(obj, tags::SERIES_INSTANCE_UID, VR::UI, &new_uid());
+    put(obj, tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
     put(obj, tags::SERIES_NUMBER, VR::IS, "300");
     put(obj, tags::SERIES_DESCRIPTION, VR::LO, "medseg segmentation");
     put(obj, tags::INSTANCE_NUMBER, VR::IS, "1");
@@ -586,7 +586,7 @@ mod tests {
         assert_eq!(ds(-83.9063), "-83.9063");
         assert_eq!(ds(0.3125), "0.3125");
         assert_eq!(ds(-0.0), "0");
-        let long = ds(-123456.123456789012);
+        let long = ds(-123_456.123_456_79);
         assert!(
             long.len() <= 16 && long.starts_with("-123456.12345"),
             "{long}"

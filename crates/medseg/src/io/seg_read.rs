@@ -147,7 +147,8 @@ fn header(obj: &InMemDicomObject, path: &Path) -> Result<(SegInfo, Vec<u16>)> {
         ));
     }
     super::check_declared_size(path, &[frames, rows, cols])?;
-    let (segments, numbers) = segments(obj, path)?;
+    let segments = segments(obj, path)?;
+    let numbers = segments.iter().map(|(n, _)| *n).collect();
     let series = item(obj, tags::REFERENCED_SERIES_SEQUENCE);
     let info = SegInfo {
         segments,
@@ -165,7 +166,7 @@ fn header(obj: &InMemDicomObject, path: &Path) -> Result<(SegInfo, Vec<u16>)> {
     Ok((info, numbers))
 }
 
-fn segments(obj: &InMemDicomObject, path: &Path) -> Result<(Vec<(u16, Segment)>, Vec<u16>)> {
+fn segments(obj: &InMemDicomObject, path: &Path) -> Result<Vec<(u16, Segment)>> {
     let segment_items = items(obj, tags::SEGMENT_SEQUENCE);
     if segment_items.is_empty() {
         return Err(bad(
@@ -219,8 +220,7 @@ fn segments(obj: &InMemDicomObject, path: &Path) -> Result<(Vec<(u16, Segment)>,
             },
         ));
     }
-    let numbers = out.iter().map(|(n, _)| *n).collect();
-    Ok((out, numbers))
+    Ok(out)
 }
 
 /// The SEG fits the source: same frame size, series, frame of reference and orientation.
