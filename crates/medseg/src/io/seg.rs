@@ -515,7 +515,7 @@ fn put_ds(obj: &mut InMemDicomObject, tag: Tag, values: &[f64]) {
 /// A decimal string of at most 16 characters, as precise as fits.
 pub(crate) fn ds(x: f64) -> String {
     let x = if x == 0.0 { 0.0 } else { x }; // no "-0"
-    for decimals in (0..=10).rev() {
+    for decimals in (0..=14).rev() {
         let s = format!("{x:.decimals$}");
         let s = if s.contains('.') {
             s.trim_end_matches('0').trim_end_matches('.').to_string()
