@@ -191,9 +191,11 @@ def test_batch_reports_the_core_per_case(tmp_path):
     series, adc = TESTDATA / "series" / "shuffled", TESTDATA / "series" / "clean"
     cases = tmp_path / "cases.csv"
     cases.write_text(
-        "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc\n"
+        "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format\n"
         f"s1,{series},6,15,15,45,45,,,{adc}\n"
-        f"s2,{series},6,15,15,45,45,,,{TESTDATA / 'CT_small.dcm'}\n")
+        f"s2,{series},6,15,15,45,45,,,{TESTDATA / 'CT_small.dcm'}\n"
+        f"s3,{series},6,15,15,45,45,,,,dcm\n"
+        f"s4,{TESTDATA / 'anatomical.nii'},,10,10,30,30,,,,dcm\n")
     out = tmp_path / "out"
     r = subprocess.run([str(CLI), "batch", str(cases), "--output-dir", str(out)],
                        capture_output=True, text=True)
@@ -205,3 +207,9 @@ def test_batch_reports_the_core_per_case(tmp_path):
     want = medseg.adc_readout(mask, str(series), str(adc))
     assert abs(float(rows["s1"]["core_ml"]) - want["core_ml"]) < 1e-4
     assert abs(float(rows["s1"]["adc_mean"]) - want["mean"]) < 0.05
+    # mask_format dcm: the case's mask is a DICOM SEG over its series (highdicom reads it);
+    # a NIfTI input cannot have one and fails before the model runs.
+    assert rows["s3"]["status"] == "ok" and rows["s3"]["mask"] == "s3.dcm"
+    assert rows["s3"]["mask_format"] == "dcm" and not (out / "s3.nii.gz").exists()
+    check_with_highdicom(out / "s3.dcm", mask, series)
+    assert rows["s4"]["status"] == "failed" and "not DICOM" in rows["s4"]["error"]

@@ -41,8 +41,13 @@ pub fn run(
     model: ModelFamily,
     weights: Option<&Path>,
     precision: Precision,
+    mask_format: Option<medseg::io::mask::MaskFormat>,
 ) -> Result<()> {
-    let cases = cohort::read_cases(cases_file).with_context(|| cases_file.display().to_string())?;
+    let mut cases =
+        cohort::read_cases(cases_file).with_context(|| cases_file.display().to_string())?;
+    for c in cases.iter_mut().filter(|c| c.mask_format.is_none()) {
+        c.mask_format = mask_format;
+    }
     let settings = cohort::Settings {
         model,
         weights: weights.map(Path::to_path_buf),

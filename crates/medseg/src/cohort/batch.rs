@@ -214,7 +214,7 @@ fn plan_outputs(
     Ok(cases
         .iter()
         .map(|c| {
-            let mask = mask_path(out_dir, &c.id);
+            let mask = mask_path(out_dir, &c.id, c.mask_format);
             if let Some(what) = clash(&mask) {
                 return Some(format!(
                     "output {}: would overwrite {what}; the case is not run (rename the case \

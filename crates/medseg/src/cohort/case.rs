@@ -6,10 +6,11 @@ use std::time::UNIX_EPOCH;
 use super::results::RunKey;
 use crate::error::{Error, Result};
 use crate::family::ModelFamily;
+use crate::io::mask::MaskFormat;
 use crate::precision::Precision;
 use crate::volume::Intensity;
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "case_id",
     "input",
     "key_slice",
@@ -20,6 +21,7 @@ const HEADER: [&str; 10] = [
     "model",
     "window",
     "adc",
+    "mask_format",
 ];
 /// Longest case id: its mask's temporary name must fit in a file name.
 const MAX_ID: usize = 200;
@@ -41,6 +43,9 @@ pub struct Case {
     pub window: Option<Intensity>,
     /// An ADC map on the input's grid (absolute): the stroke readout ([`crate::stroke`]).
     pub adc: Option<PathBuf>,
+    /// How the mask is written: [`MaskFormat::Nifti`] (`<case_id>.nii.gz`, also when `None`:
+    /// not given) or [`MaskFormat::Seg`] (`<case_id>.dcm`, a DICOM SEG; DICOM inputs only).
+    pub mask_format: Option<MaskFormat>,
 }
 
 impl Case {
@@ -68,6 +73,10 @@ impl Case {
                 "adc",
                 opt(self.adc.as_ref().map(|p| p.display().to_string())),
             ),
+            (
+                "mask_format",
+                opt(self.mask_format.map(|f| mask_ext(Some(f)).to_string())),
+            ),
         ]
     }
 
@@ -86,6 +95,10 @@ impl Case {
             adc: self.adc.as_ref().map_or(String::new(), |p| {
                 format!("{} ({})", p.display(), input_stamp(p).unwrap_or_default())
             }),
+            mask_format: match self.mask_format {
+                Some(MaskFormat::Seg) => "dcm".into(),
+                _ => String::new(),
+            },
         }
     }
 }
@@ -132,6 +145,9 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
     Ok(Case {
         input,
         adc: get("adc").map(absolute),
+        mask_format: get("mask_format")
+            .map(|f| parse_mask_format(f).map_err(|e| format!("{id}: {e}")))
+            .transpose()?,
         key_slice,
         bbox: [num("x0")?, num("y0")?, num("x1")?, num("y1")?],
         model,
@@ -252,9 +268,33 @@ pub(crate) fn same_mask_file(a: &str, b: &str) -> Option<String> {
     }
 }
 
-/// Where a case's mask goes.
-pub fn mask_path(out_dir: &Path, id: &str) -> PathBuf {
-    out_dir.join(format!("{id}.nii.gz"))
+/// A cohort's mask format by name: `nii.gz` (or `nifti`) or `dcm` (or `seg`).
+pub fn parse_mask_format(s: &str) -> std::result::Result<MaskFormat, String> {
+    match s
+        .trim()
+        .trim_start_matches('.')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "nii.gz" | "nifti" => Ok(MaskFormat::Nifti),
+        "dcm" | "seg" => Ok(MaskFormat::Seg),
+        other => Err(format!(
+            "mask_format {other:?}: use nii.gz (NIfTI) or dcm (DICOM SEG)"
+        )),
+    }
+}
+
+/// The extension of a cohort's masks (`None`: the default, NIfTI).
+fn mask_ext(f: Option<MaskFormat>) -> &'static str {
+    match f {
+        Some(MaskFormat::Seg) => "dcm",
+        _ => "nii.gz",
+    }
+}
+
+/// Where a case's mask goes: `<id>.nii.gz`, or `<id>.dcm` for a DICOM SEG.
+pub fn mask_path(out_dir: &Path, id: &str, format: Option<MaskFormat>) -> PathBuf {
+    out_dir.join(format!("{id}.{}", mask_ext(format)))
 }
 
 #[cfg(test)]
@@ -267,12 +307,24 @@ mod tests {
         let csv = dir.path().join("cases.csv");
         std::fs::write(
             &csv,
-            "case_id,input,key_slice,x0,y0,x1,y1,model,window\n\
-             a1,scans/a.nii.gz,12,1,2,30,40,,\n\
-             b-2,/abs/b,,1.5,2,30,40,medsam,\"40,80\"\n",
+            "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format\n\
+             a1,scans/a.nii.gz,12,1,2,30,40,,,,\n\
+             b-2,/abs/b,,1.5,2,30,40,medsam,\"40,80\",adc/b,dcm\n",
         )
         .unwrap();
         let cases = read_cases(&csv).unwrap();
+        assert_eq!((cases[0].adc.as_ref(), cases[0].mask_format), (None, None));
+        assert_eq!(cases[1].adc, Some(dir.path().join("adc/b")));
+        assert_eq!(cases[1].mask_format, Some(MaskFormat::Seg));
+        let out = Path::new("/out");
+        assert_eq!(
+            mask_path(out, "b-2", cases[1].mask_format),
+            out.join("b-2.dcm")
+        );
+        assert_eq!(mask_path(out, "a1", None), out.join("a1.nii.gz"));
+        let back: Vec<(&str, String)> = cases[1].fields();
+        let back: Vec<(&str, &str)> = back.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(Case::parse(&back, dir.path()).unwrap(), cases[1]);
         assert_eq!(cases[0].input, dir.path().join("scans/a.nii.gz"));
         assert_eq!((cases[0].key_slice, cases[0].model), (Some(12), None));
         assert_eq!(cases[1].input, PathBuf::from("/abs/b"));
@@ -297,6 +349,10 @@ mod tests {
                 "8 values, but the header names 7",
             ),
             ("case_id,input,slice,x0,y0,x1,y1\n".into(), "unknown column"),
+            (
+                format!("{h},mask_format\na,a,1,1,2,3,4,png\n"),
+                "use nii.gz (NIfTI) or dcm",
+            ),
         ] {
             std::fs::write(&csv, &body).unwrap();
             let e = read_cases(&csv).unwrap_err().to_string();

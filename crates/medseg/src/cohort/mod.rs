@@ -1,5 +1,6 @@
 //! Cohorts: many volumes, each with a key slice and a box, segmented one after another into one
-//! output folder — one mask per case (`<case_id>.nii.gz`, written atomically) and one
+//! output folder — one mask per case (`<case_id>.nii.gz`, or `<case_id>.dcm` a DICOM SEG with
+//! `mask_format` `dcm`; written atomically) and one
 //! `results.csv` that keeps every run's cases ([`results`]). A case that fails (an unreadable
 //! file, a box outside its image) is recorded as failed with its error and the batch goes on.
 //!
@@ -9,7 +10,7 @@
 //! window, precision and weights (SHA-256) are the ones recorded; otherwise it is redone,
 //! with the reason.
 //!
-//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc]`.
+//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc,mask_format]`.
 //! `input` is a NIfTI file, a DICOM file or a DICOM series folder (relative paths are taken
 //! from the CSV's folder); `key_slice` may be empty (the middle slice); `model` is a model name
 //! (empty: the batch's model); `window` a CT window name or `L,W`.
@@ -29,7 +30,7 @@ mod case;
 pub mod results;
 
 pub use batch::{Batch, Settings, Todo};
-pub use case::{input_stamp, mask_path, read_cases, Case};
+pub use case::{input_stamp, mask_path, parse_mask_format, read_cases, Case};
 pub use results::{
     append_results, merge_results, read_results, write_results, CaseResult, RunKey, RESULTS,
 };
@@ -79,11 +80,12 @@ fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmente
             seg.family()
         )));
     }
-    let dest = mask_path(out_dir, &case.id);
+    let dest = mask_path(out_dir, &case.id, case.mask_format);
     let mut outputs = Outputs::new(&[&case.input]);
     outputs.plan(&dest)?;
     let vol = crate::io::read_volume(&case.input)?;
-    // The ADC map is checked before the model runs.
+    // A SEG needs DICOM source slices; the ADC map its grid: both checked before the model runs.
+    crate::io::mask::check_format(&dest, &vol)?;
     let adc = match &case.adc {
         Some(p) => {
             let map = crate::io::read_volume(p)?;
@@ -110,7 +112,13 @@ fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmente
         &res.mask,
         &vol,
         opts.key_slice,
-        &crate::io::mask::MaskInfo::default(),
+        &crate::io::mask::MaskInfo {
+            segment: crate::io::segment::Segment::by_model(
+                seg.family().name(),
+                seg.weights_sha256().unwrap_or_default(),
+            ),
+            all_frames: false,
+        },
     )?;
     outputs.commit()?;
     Ok((res.stats, dest, readout))
@@ -140,6 +148,7 @@ mod tests {
             model: None,
             window: None,
             adc: None,
+            mask_format: None,
         }
     }
 
@@ -187,11 +196,11 @@ mod tests {
         assert_eq!(b.plan().next().unwrap().1, &Todo::Run(None));
         // What run_case records for a finished case.
         let key = c.run_key(ModelFamily::LiteMedSam, Precision::F32, weights_sha());
-        std::fs::write(mask_path(&out, "a"), "mask").unwrap();
+        std::fs::write(mask_path(&out, "a", None), "mask").unwrap();
         let ok = CaseResult {
             ok: true,
             error: None,
-            mask: Some(mask_path(&out, "a")),
+            mask: Some(mask_path(&out, "a", None)),
             run: key,
             ..CaseResult::failed("a", String::new())
         };
@@ -222,7 +231,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&input, "a new scan").unwrap();
         assert!(why(todo(&c, &s)).starts_with("input_stamp changed"));
-        std::fs::remove_file(mask_path(&out, "a")).unwrap();
+        std::fs::remove_file(mask_path(&out, "a", None)).unwrap();
         assert_eq!(why(todo(&c, &s)), "its mask is gone");
     }
 

@@ -18,7 +18,7 @@ const JOURNAL: &str = ".results.csv.journal";
 const LOCK: &str = ".results.csv.lock";
 
 /// The columns of `results.csv`: the outcome, then what the case was run with ([`RunKey`]).
-pub const RESULT_HEADER: [&str; 20] = [
+pub const RESULT_HEADER: [&str; 21] = [
     "case_id",
     "status",
     "volume_ml",
@@ -39,6 +39,7 @@ pub const RESULT_HEADER: [&str; 20] = [
     "precision",
     "weights_sha256",
     "adc",
+    "mask_format",
 ];
 const KEY_START: usize = 11;
 
@@ -65,10 +66,12 @@ pub struct RunKey {
     pub weights_sha256: String,
     /// The ADC map's path and stamp (empty: none).
     pub adc: String,
+    /// `dcm` for a DICOM SEG (empty: NIfTI).
+    pub mask_format: String,
 }
 
 impl RunKey {
-    fn values(&self) -> [&str; 9] {
+    fn values(&self) -> [&str; 10] {
         [
             &self.input,
             &self.input_stamp,
@@ -79,11 +82,12 @@ impl RunKey {
             &self.precision,
             &self.weights_sha256,
             &self.adc,
+            &self.mask_format,
         ]
     }
 
-    fn from_values(v: [String; 9]) -> Self {
-        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256, adc] =
+    fn from_values(v: [String; 10]) -> Self {
+        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256, adc, mask_format] =
             v;
         Self {
             input,
@@ -95,6 +99,7 @@ impl RunKey {
             precision,
             weights_sha256,
             adc,
+            mask_format,
         }
     }
 
@@ -176,7 +181,7 @@ impl CaseResult {
             (Some(a), Some(b)) => Some((a.parse().ok()?, b.parse().ok()?)),
             _ => None,
         };
-        let key: [String; 9] =
+        let key: [String; 10] =
             std::array::from_fn(|i| get(RESULT_HEADER[KEY_START + i]).to_string());
         let mask = opt("mask").map(|m| match out_dir {
             Some(d) if Path::new(m).is_relative() => d.join(m),
