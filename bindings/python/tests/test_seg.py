@@ -191,11 +191,12 @@ def test_batch_reports_the_core_per_case(tmp_path):
     series, adc = TESTDATA / "series" / "shuffled", TESTDATA / "series" / "clean"
     cases = tmp_path / "cases.csv"
     cases.write_text(
-        "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format\n"
+        "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format,max_drift\n"
         f"s1,{series},6,15,15,45,45,,,{adc}\n"
         f"s2,{series},6,15,15,45,45,,,{TESTDATA / 'CT_small.dcm'}\n"
-        f"s3,{series},6,15,15,45,45,,,,dcm\n"
-        f"s4,{TESTDATA / 'anatomical.nii'},,10,10,30,30,,,,dcm\n")
+        f"s3,{series},6,15,15,45,45,,,,dcm,\n"
+        f"s4,{TESTDATA / 'anatomical.nii'},,10,10,30,30,,,,dcm,\n"
+        f"s5,{series},6,15,15,45,45,,,,,0\n")
     out = tmp_path / "out"
     r = subprocess.run([str(CLI), "batch", str(cases), "--output-dir", str(out)],
                        capture_output=True, text=True)
@@ -213,3 +214,6 @@ def test_batch_reports_the_core_per_case(tmp_path):
     assert rows["s3"]["mask_format"] == "dcm" and not (out / "s3.nii.gz").exists()
     check_with_highdicom(out / "s3.dcm", mask, series)
     assert rows["s4"]["status"] == "failed" and "not DICOM" in rows["s4"]["error"]
+    # A propagation option is part of what the case ran with.
+    assert rows["s5"]["status"] == "ok" and rows["s5"]["options"] == "max_drift=0"
+    assert rows["s1"]["options"] == ""

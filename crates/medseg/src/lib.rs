@@ -84,7 +84,7 @@ pub use precision::Precision;
 pub use preprocess::Image;
 pub use prompt::Prompt;
 #[cfg(feature = "model")]
-pub use propagate::{EmptySlice, VolumeOptions, VolumeRequest, VolumeSegmentation};
+pub use propagate::{EmptySlice, RequestOptions, VolumeOptions, VolumeRequest, VolumeSegmentation};
 #[cfg(feature = "model")]
 pub use segmenter::{cpu, ImageEmbedding, Prediction, Segmenter};
 pub use volume::{Intensity, LesionStats, Modality, Volume};

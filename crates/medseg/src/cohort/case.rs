@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::family::ModelFamily;
 use crate::io::mask::MaskFormat;
 use crate::precision::Precision;
+use crate::propagate::RequestOptions;
 use crate::volume::Intensity;
 
 const HEADER: [&str; 11] = [
@@ -46,6 +47,9 @@ pub struct Case {
     /// How the mask is written: [`MaskFormat::Nifti`] (`<case_id>.nii.gz`, also when `None`:
     /// not given) or [`MaskFormat::Seg`] (`<case_id>.dcm`, a DICOM SEG; DICOM inputs only).
     pub mask_format: Option<MaskFormat>,
+    /// Propagation options of its optional columns (`modality`, `max_drift`,
+    /// `official_fallback`, `largest_component`).
+    pub options: RequestOptions,
 }
 
 impl Case {
@@ -78,6 +82,9 @@ impl Case {
                 opt(self.mask_format.map(|f| mask_ext(Some(f)).to_string())),
             ),
         ]
+        .into_iter()
+        .chain(self.options.fields())
+        .collect()
     }
 
     /// What running this case with `model`, `precision` and weights of SHA-256 `weights`
@@ -99,6 +106,7 @@ impl Case {
                 Some(MaskFormat::Seg) => "dcm".into(),
                 _ => String::new(),
             },
+            options: self.options.summary(),
         }
     }
 }
@@ -145,6 +153,7 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
     Ok(Case {
         input,
         adc: get("adc").map(absolute),
+        options: RequestOptions::parse(fields).map_err(|e| format!("{id}: {e}"))?,
         mask_format: get("mask_format")
             .map(|f| parse_mask_format(f).map_err(|e| format!("{id}: {e}")))
             .transpose()?,
@@ -225,10 +234,12 @@ pub fn read_cases(csv_path: &Path) -> Result<Vec<Case>> {
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
         .collect();
-    if let Some(h) = header.iter().find(|h| !HEADER.contains(&h.as_str())) {
+    let known = |h: &str| HEADER.contains(&h) || RequestOptions::FIELDS.contains(&h);
+    if let Some(h) = header.iter().find(|h| !known(h)) {
         return Err(bad_case(format!(
-            "unknown column {h:?}; columns: {}",
-            HEADER.join(",")
+            "unknown column {h:?}; columns: {},{}",
+            HEADER.join(","),
+            RequestOptions::FIELDS.join(",")
         )));
     }
     let mut cases: Vec<Case> = Vec::new();
@@ -307,15 +318,22 @@ mod tests {
         let csv = dir.path().join("cases.csv");
         std::fs::write(
             &csv,
-            "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format\n\
-             a1,scans/a.nii.gz,12,1,2,30,40,,,,\n\
-             b-2,/abs/b,,1.5,2,30,40,medsam,\"40,80\",adc/b,dcm\n",
+            "case_id,input,key_slice,x0,y0,x1,y1,model,window,adc,mask_format,modality,max_drift\n\
+             a1,scans/a.nii.gz,12,1,2,30,40,,,,,,\n\
+             b-2,/abs/b,,1.5,2,30,40,medsam,\"40,80\",adc/b,dcm,ct,0\n",
         )
         .unwrap();
         let cases = read_cases(&csv).unwrap();
         assert_eq!((cases[0].adc.as_ref(), cases[0].mask_format), (None, None));
         assert_eq!(cases[1].adc, Some(dir.path().join("adc/b")));
         assert_eq!(cases[1].mask_format, Some(MaskFormat::Seg));
+        assert_eq!(cases[0].options, RequestOptions::default());
+        assert_eq!(cases[1].options.summary(), "modality=ct max_drift=0");
+        let key = cases[1].run_key(ModelFamily::MedSam, Precision::F32, "abc");
+        assert_eq!(
+            (key.mask_format.as_str(), key.options.as_str()),
+            ("dcm", "modality=ct max_drift=0")
+        );
         let out = Path::new("/out");
         assert_eq!(
             mask_path(out, "b-2", cases[1].mask_format),
@@ -352,6 +370,10 @@ mod tests {
             (
                 format!("{h},mask_format\na,a,1,1,2,3,4,png\n"),
                 "use nii.gz (NIfTI) or dcm",
+            ),
+            (
+                format!("{h},official_fallback\na,a,1,1,2,3,4,sometimes\n"),
+                "yes or no",
             ),
         ] {
             std::fs::write(&csv, &body).unwrap();

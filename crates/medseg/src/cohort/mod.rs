@@ -10,7 +10,8 @@
 //! window, precision and weights (SHA-256) are the ones recorded; otherwise it is redone,
 //! with the reason.
 //!
-//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc,mask_format]`.
+//! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc,mask_format]` and the propagation options
+//! `modality,max_drift,official_fallback,largest_component` ([`crate::propagate::RequestOptions`]).
 //! `input` is a NIfTI file, a DICOM file or a DICOM series folder (relative paths are taken
 //! from the CSV's folder); `key_slice` may be empty (the middle slice); `model` is a model name
 //! (empty: the batch's model); `window` a CT window name or `L,W`.
@@ -95,11 +96,12 @@ fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmente
         None => None,
     };
     // A case's box was reviewed into a file: one past the edge is refused, not clipped.
-    let request = VolumeRequest {
+    let mut request = VolumeRequest {
         window: case.window,
         box_policy: BoxPolicy::Refuse,
         ..VolumeRequest::new(case.key_slice, case.bbox)
     };
+    case.options.apply(&mut request);
     let (opts, _) = request.options(&vol)?;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
     let opts_adc = crate::stroke::AdcOptions::default();
@@ -149,6 +151,7 @@ mod tests {
             window: None,
             adc: None,
             mask_format: None,
+            options: Default::default(),
         }
     }
 

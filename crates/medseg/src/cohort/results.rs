@@ -18,7 +18,7 @@ const JOURNAL: &str = ".results.csv.journal";
 const LOCK: &str = ".results.csv.lock";
 
 /// The columns of `results.csv`: the outcome, then what the case was run with ([`RunKey`]).
-pub const RESULT_HEADER: [&str; 21] = [
+pub const RESULT_HEADER: [&str; 22] = [
     "case_id",
     "status",
     "volume_ml",
@@ -40,6 +40,7 @@ pub const RESULT_HEADER: [&str; 21] = [
     "weights_sha256",
     "adc",
     "mask_format",
+    "options",
 ];
 const KEY_START: usize = 11;
 
@@ -68,10 +69,12 @@ pub struct RunKey {
     pub adc: String,
     /// `dcm` for a DICOM SEG (empty: NIfTI).
     pub mask_format: String,
+    /// The propagation options given (`modality=ct max_drift=20 ...`; empty: the defaults).
+    pub options: String,
 }
 
 impl RunKey {
-    fn values(&self) -> [&str; 10] {
+    fn values(&self) -> [&str; 11] {
         [
             &self.input,
             &self.input_stamp,
@@ -83,11 +86,12 @@ impl RunKey {
             &self.weights_sha256,
             &self.adc,
             &self.mask_format,
+            &self.options,
         ]
     }
 
-    fn from_values(v: [String; 10]) -> Self {
-        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256, adc, mask_format] =
+    fn from_values(v: [String; 11]) -> Self {
+        let [input, input_stamp, key_slice, bbox, model, window, precision, weights_sha256, adc, mask_format, options] =
             v;
         Self {
             input,
@@ -100,6 +104,7 @@ impl RunKey {
             weights_sha256,
             adc,
             mask_format,
+            options,
         }
     }
 
@@ -181,7 +186,7 @@ impl CaseResult {
             (Some(a), Some(b)) => Some((a.parse().ok()?, b.parse().ok()?)),
             _ => None,
         };
-        let key: [String; 10] =
+        let key: [String; 11] =
             std::array::from_fn(|i| get(RESULT_HEADER[KEY_START + i]).to_string());
         let mask = opt("mask").map(|m| match out_dir {
             Some(d) if Path::new(m).is_relative() => d.join(m),

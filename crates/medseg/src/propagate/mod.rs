@@ -15,7 +15,7 @@ mod options;
 mod request;
 
 pub use options::{drift_limit, EmptySlice, VolumeOptions, VolumeSegmentation};
-pub use request::VolumeRequest;
+pub use request::{RequestOptions, VolumeRequest};
 
 impl Segmenter {
     /// Segment a 3D structure from one box on a key slice: the chain rule for MedSAM and

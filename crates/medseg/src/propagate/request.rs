@@ -3,9 +3,9 @@
 //! the box fitted by the front-end's [`BoxPolicy`], the drift rule, the empty-slice rule.
 
 use super::options::{drift_limit, EmptySlice, VolumeOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prompt::{fit_box, BoxPolicy};
-use crate::volume::{Intensity, Volume};
+use crate::volume::{Intensity, Modality, Volume};
 
 /// A 3D request: one box on a key slice and how to propagate it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,9 @@ pub struct VolumeRequest {
     pub bbox: [f64; 4],
     /// `None`: by modality.
     pub window: Option<Intensity>,
+    /// What the intensities are when the file does not say (or says wrong): sets the default
+    /// window (`None`: the reader's modality).
+    pub modality: Option<Modality>,
     /// Keep only the largest 3D component (the chain rule's option).
     pub largest_component: bool,
     /// After an empty slice, the key box again (the official LiteMedSAM 3D rule).
@@ -35,6 +38,7 @@ impl VolumeRequest {
             key_slice,
             bbox,
             window: None,
+            modality: None,
             largest_component: false,
             official_fallback: false,
             max_drift: 40.0,
@@ -49,7 +53,7 @@ impl VolumeRequest {
         let [nz, ny, nx] = vol.dims;
         let (bbox, note) = fit_box(self.bbox, (ny, nx), self.box_policy)?;
         let mut opts = VolumeOptions::new(self.key_slice.unwrap_or(nz / 2), bbox);
-        opts.intensity = self.window;
+        opts.intensity = self.window.or(self.modality.map(Intensity::default_for));
         opts.largest_component = self.largest_component;
         opts.max_intensity_drift = drift_limit(self.max_drift)?;
         opts.keep_pass_logits = self.keep_pass_logits;
@@ -57,6 +61,97 @@ impl VolumeRequest {
             opts.on_empty = EmptySlice::KeyBoxFallback;
         }
         Ok((opts, note))
+    }
+}
+
+/// A 3D request's options beyond the box and window, as text fields give them (a cohort's
+/// optional CSV columns, a Python dict, a JSON request): one parser for every front-end that
+/// takes text. An empty or missing field is the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestOptions {
+    /// `modality`: `ct` or `mr` (sets the default window).
+    pub modality: Option<Modality>,
+    /// `max_drift`: grey levels (0 disables; default 40).
+    pub max_drift: Option<f64>,
+    /// `official_fallback`: yes/no (the key box after an empty slice).
+    pub official_fallback: bool,
+    /// `largest_component`: yes/no.
+    pub largest_component: bool,
+}
+
+impl RequestOptions {
+    /// The field names.
+    pub const FIELDS: [&'static str; 4] = [
+        "modality",
+        "max_drift",
+        "official_fallback",
+        "largest_component",
+    ];
+
+    /// The options from text fields (others are ignored); errors name the field.
+    pub fn parse(fields: &[(&str, &str)]) -> Result<Self> {
+        let get = |k: &str| {
+            let v = fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.trim());
+            v.filter(|v| !v.is_empty())
+        };
+        let bad = |k: &str, v: &str, want: &str| {
+            Error::InvalidOption(format!("{k} {v:?}: give {want} (or leave it empty)"))
+        };
+        let flag = |k: &str| match get(k).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("0" | "false" | "no") => Ok(false),
+            Some("1" | "true" | "yes") => Ok(true),
+            Some(v) => Err(bad(k, v, "yes or no")),
+        };
+        let modality = get("modality")
+            .map(|v| Modality::parse(v).ok_or_else(|| bad("modality", v, "ct or mr")))
+            .transpose()?;
+        let max_drift = get("max_drift")
+            .map(|v| {
+                let d = v.parse().map_err(|_| bad("max_drift", v, "a number"))?;
+                drift_limit(d).map(|_| d)
+            })
+            .transpose()?;
+        Ok(Self {
+            modality,
+            max_drift,
+            official_fallback: flag("official_fallback")?,
+            largest_component: flag("largest_component")?,
+        })
+    }
+
+    /// The options as text fields, as [`RequestOptions::parse`] reads them back.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let yes = |b: bool| if b { "yes" } else { "" }.to_string();
+        let modality = self.modality.map(|m| m.to_string().to_ascii_lowercase());
+        vec![
+            ("modality", modality.unwrap_or_default()),
+            (
+                "max_drift",
+                self.max_drift.map(|d| d.to_string()).unwrap_or_default(),
+            ),
+            ("official_fallback", yes(self.official_fallback)),
+            ("largest_component", yes(self.largest_component)),
+        ]
+    }
+
+    /// The options given, as one line (`""` for the defaults): `modality=ct max_drift=20`.
+    pub fn summary(&self) -> String {
+        let fields = self.fields();
+        let given = fields.iter().filter(|(_, v)| !v.is_empty());
+        given
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Put the options into `r`.
+    pub fn apply(&self, r: &mut VolumeRequest) {
+        r.modality = self.modality.or(r.modality);
+        if let Some(d) = self.max_drift {
+            r.max_drift = d;
+        }
+        r.official_fallback |= self.official_fallback;
+        r.largest_component |= self.largest_component;
     }
 }
 
@@ -89,5 +184,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max drift"));
+    }
+
+    #[test]
+    fn text_options_parse_round_trip_and_name_bad_fields() {
+        let o = RequestOptions::parse(&[
+            ("modality", "CT"),
+            ("max_drift", "20"),
+            ("official_fallback", "yes"),
+            ("largest_component", ""),
+            ("case_id", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(o.modality, Some(Modality::Ct));
+        assert_eq!(
+            (o.max_drift, o.official_fallback, o.largest_component),
+            (Some(20.0), true, false)
+        );
+        assert_eq!(
+            o.summary(),
+            "modality=ct max_drift=20 official_fallback=yes"
+        );
+        let f = o.fields();
+        let back: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(RequestOptions::parse(&back).unwrap(), o);
+        assert_eq!(RequestOptions::parse(&[]).unwrap().summary(), "");
+        for (k, v, needle) in [
+            ("modality", "pet", "ct or mr"),
+            ("max_drift", "x", "a number"),
+            ("max_drift", "-3", "max drift"),
+            ("official_fallback", "maybe", "yes or no"),
+        ] {
+            let e = RequestOptions::parse(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{k}={v}: {e}");
+        }
+        // modality sets the default window; a window given wins.
+        let vol = Volume::new(vec![0.0; 5 * 8 * 10], [5, 8, 10], [1.0; 3], Modality::Mr).unwrap();
+        let mut r = VolumeRequest::new(None, [0.0, 1.0, 6.0, 7.0]);
+        o.apply(&mut r);
+        let (opts, _) = r.options(&vol).unwrap();
+        assert_eq!(opts.intensity, Some(Intensity::default_for(Modality::Ct)));
+        assert_eq!(
+            (opts.max_intensity_drift, opts.on_empty),
+            (Some(20.0), EmptySlice::KeyBoxFallback)
+        );
+        r.window = Some(Intensity::MinMax);
+        assert_eq!(
+            r.options(&vol).unwrap().0.intensity,
+            Some(Intensity::MinMax)
+        );
     }
 }
