@@ -54,8 +54,10 @@ impl ValueEnum for Model {
 enum Command {
     /// Segment the object inside a box.
     Segment(SegmentArgs),
-    /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc]`; one
-    /// mask per case and one results.csv in --output-dir; finished cases are skipped on a re-run.
+    /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1` (optional columns:
+    /// model, window, adc, mask_format, modality, max_drift, official_fallback,
+    /// largest_component); one mask per case and one results.csv in --output-dir; finished
+    /// cases are skipped on a re-run.
     Batch {
         /// The cases (CSV with a header; relative inputs are taken from the CSV's folder)
         cases: PathBuf,
