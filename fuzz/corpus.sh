@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 data=${MEDSEG_TESTDATA:-$root/target/testdata}
 out=$(mkdir -p "${1:-$here/corpus}" && cd "${1:-$here/corpus}" && pwd)
-[ -f "$data/.complete-3" ] || bash "$root/tests/data/fetch.sh"
+[ -f "$data/.complete-4" ] || bash "$root/tests/data/fetch.sh"
 for t in checkpoint dicom nifti png prompt seg; do
   mkdir -p "$out/$t"
   for d in "$here/seeds/$t" "$here/regressions/$t"; do

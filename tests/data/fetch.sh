@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${MEDSEG_TESTDATA:-$root/target/testdata}
-if [ -f "$out/.complete-3" ]; then echo "test data present in $out"; exit 0; fi
+if [ -f "$out/.complete-4" ]; then echo "test data present in $out"; exit 0; fi
 mkdir -p "$out/wheels"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$out/wheels" \
   pydicom==3.0.2 nibabel==5.4.2 nilearn==0.14.1
@@ -34,5 +34,5 @@ for pkg, members in want.items():
 PY
 # Crafted series (gaps, duplicates, uneven steps, tilt, ...) for the geometry tests.
 python3 -W ignore "$root/tests/data/make_series.py" "$out/py" "$out"
-touch "$out/.complete-3"
+touch "$out/.complete-4"
 echo "test data in $out"

@@ -19,6 +19,8 @@ OUT/series/ alters one thing the way real exports do:
   enhanced_gap/   the same without frame 6 (a step of 8 mm between frames 5 and 6)
   shuffled/       clean, with file names that sort in no slice order (z7_...): readers must
                   order by position, and a DICOM SEG must reference each slice's own instance
+  sagittal/       twelve sagittal slices (rows along -z, columns along y) stepping along x,
+                  InstanceNumber running against the position
 
 Usage: python3 make_series.py PYDICOM_DIR OUT
 """
@@ -151,6 +153,13 @@ def main():
     write("enhanced_gap", "mf.dcm", enhanced([k for k in range(N) if k != 6]))
     for k in range(N):  # names in an order unrelated to the slices': 7, 2, 9, 4, 11, 6, 1, ...
         write("shuffled", f"z{(7 * k + 5) % N:02d}_{k}.dcm", slice_ds(k, tag="shuffled"))
+    for k in range(N):
+        ds = slice_ds(k, tag="sagittal")
+        ds.SeriesInstanceUID = uid("sagittal-series")
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-STEP * k, Y0, 40.0]
+        ds.InstanceNumber = N - k
+        write("sagittal", f"s{k:02d}.dcm", ds)
 
 
 main()

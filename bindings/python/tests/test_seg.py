@@ -40,7 +40,10 @@ def source_slices(path):
                 out.append((ds.SOPInstanceUID, k + 1, pos))
         else:
             out.append((ds.SOPInstanceUID, None, [float(v) for v in ds.ImagePositionPatient]))
-    return sorted(out, key=lambda s: s[2][2]), pydicom.dcmread(files[0])
+    first = pydicom.dcmread(files[0])
+    iop = [float(v) for v in source_orientation(first)]
+    normal = np.cross(iop[:3], iop[3:])
+    return sorted(out, key=lambda s: float(np.dot(s[2], normal))), first
 
 
 def check_with_highdicom(path, mask, source):
@@ -89,7 +92,7 @@ def source_orientation(ds):
     return ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
 
 
-@pytest.mark.parametrize("case", ["shuffled", "tilt", "enhanced", "clean"])
+@pytest.mark.parametrize("case", ["shuffled", "tilt", "enhanced", "clean", "sagittal"])
 def test_highdicom_reads_the_seg_of_a_series(seg, tmp_path, case):
     series = TESTDATA / "series" / case
     assert series.exists(), "run tests/data/fetch.sh"
