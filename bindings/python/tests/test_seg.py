@@ -183,6 +183,10 @@ def test_adc_core_volume_cli_and_python(seg, tmp_path):
     assert got["voxels"] == int(mask.sum()) == stats["voxels"]
     assert got["adc"]["core_voxels"] == int((inside < 300).sum())
     assert f"core (ADC < 300) {got['adc']['core_ml']:.3f} mL" in res.stdout
+    # --json -: stdout is the JSON alone (the summary lines go to stderr).
+    res = subprocess.run(cmd[:-1] + ["-"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == json.loads(js.read_text()) and "ADC:" in res.stderr
     with pytest.raises(medseg.MedsegError, match="same grid"):
         medseg.adc_readout(np.zeros((1, 128, 128), bool), str(TESTDATA / "CT_small.dcm"),
                            str(adc))

@@ -536,32 +536,46 @@ struct Summary<'a> {
 }
 
 impl Summary<'_> {
+    /// The summary lines on stdout — or, with `--json -`, the JSON alone on stdout and the
+    /// lines on stderr, so that the output parses.
     fn print(&self) {
+        let json_out = self.job.json == Some(Path::new("-"));
+        for line in self.lines() {
+            if json_out {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        if let Some(note) = self.adc.and_then(|a| a.note.as_ref()) {
+            eprintln!("medseg: warning: {note}");
+        }
+        if json_out {
+            println!("{}", self.json());
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
         let (job, res, key) = (self.job, self.res, self.key);
-        println!(
+        let mut lines = vec![format!(
             "{}: {}, {} slices segmented from slice {key}: {}",
             job.input.display(),
             describe(self.vol),
             res.slices_run.len(),
             res.stats
-        );
-        match res.stats.volume_ml {
-            Some(ml) => println!("lesion volume: {ml:.3} mL -> {}", job.output.display()),
-            None => println!(
+        )];
+        lines.push(match res.stats.volume_ml {
+            Some(ml) => format!("lesion volume: {ml:.3} mL -> {}", job.output.display()),
+            None => format!(
                 "lesion volume: unknown (no voxel size in the input), {} voxels -> {}",
                 res.stats.voxels,
                 job.output.display()
             ),
-        }
+        });
         if let Some(a) = self.adc {
-            println!("ADC: {a}");
-            if let Some(note) = &a.note {
-                eprintln!("medseg: warning: {note}");
-            }
+            lines.push(format!("ADC: {a}"));
         }
-        if job.json == Some(Path::new("-")) {
-            println!("{}", self.json());
-        }
+        lines
     }
 
     /// One JSON object: the run and one entry per object (today one).

@@ -45,7 +45,14 @@ fn write(dest: &Path, mask: &[bool], vol: &Volume, all_frames: bool) {
 #[test]
 fn a_seg_round_trips_on_every_series_layout() {
     let dir = tempfile::tempdir().unwrap();
-    for case in ["clean", "shuffled", "tilt", "duplicate", "enhanced", "sagittal"] {
+    for case in [
+        "clean",
+        "shuffled",
+        "tilt",
+        "duplicate",
+        "enhanced",
+        "sagittal",
+    ] {
         let vol = io::read_volume(series(case)).unwrap();
         let mask = blob(&vol);
         let dest = dir.path().join(format!("{case}.dcm"));
