@@ -88,8 +88,17 @@ pub(super) fn floats(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<V
 }
 
 pub(super) fn open(path: &Path) -> Result<DefaultDicomObject> {
+    open_with(path, OpenFileOptions::new())
+}
+
+/// [`open`] up to the pixel data: the attributes alone, for what describes a file.
+pub(super) fn open_header(path: &Path) -> Result<DefaultDicomObject> {
+    open_with(path, OpenFileOptions::new().read_until(tags::PIXEL_DATA))
+}
+
+fn open_with(path: &Path, options: OpenFileOptions) -> Result<DefaultDicomObject> {
     check_value_lengths(path)?;
-    OpenFileOptions::new()
+    options
         .open_file(path)
         .map_err(|e| bad(path, e.to_string()))
 }

@@ -507,9 +507,8 @@ fn put_strs(obj: &mut InMemDicomObject, tag: Tag, vr: VR, values: &[&str]) {
 }
 
 fn put_ds(obj: &mut InMemDicomObject, tag: Tag, values: &[f64]) {
-    let v: Vec<String> = values.iter().map(|&x| ds(x)).collect();
-    let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-    put_strs(obj, tag, VR::DS, &refs);
+    let v: C<String> = values.iter().map(|&x| ds(x)).collect();
+    obj.put(DataElement::new(tag, VR::DS, PrimitiveValue::Strs(v)));
 }
 
 /// A decimal string of at most 16 characters, as precise as fits.

@@ -14,7 +14,7 @@ use std::path::Path;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::dicom::{bad, floats, item, items, open, text};
+use super::dicom::{bad, floats, item, items, open, open_header, text};
 use super::seg::SEG_SOP_CLASS_UID;
 use super::segment::{AlgorithmType, Code, Segment};
 use crate::error::Result;
@@ -54,7 +54,7 @@ pub fn is_seg(path: &Path) -> bool {
     super::check_input(path).is_ok()
         && super::input_kind(path) == super::InputKind::Dicom
         && super::guard_decoder(
-            || Ok(text(&*open(path)?, tags::SOP_CLASS_UID)),
+            || Ok(text(&*open_header(path)?, tags::SOP_CLASS_UID)),
             |m| bad(path, m),
         )
         .ok()
@@ -66,7 +66,10 @@ pub fn is_seg(path: &Path) -> bool {
 /// Describe a SEG (segments, frames, referenced series).
 pub fn describe_seg(path: impl AsRef<Path>) -> Result<SegInfo> {
     let path = path.as_ref();
-    super::guard_decoder(|| Ok(header(&*open(path)?, path)?.0), |m| bad(path, m))
+    super::guard_decoder(
+        || Ok(header(&*open_header(path)?, path)?.0),
+        |m| bad(path, m),
+    )
 }
 
 /// Read a SEG onto `source`, the DICOM volume it segments (read from the series it
