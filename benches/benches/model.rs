@@ -158,7 +158,7 @@ fn vit_b(c: &mut Criterion) {
 /// and a 16-slice volume by memory propagation (throughput in slices/s). `MEDSEG_BENCH_MEDSAM2=0`
 /// skips it.
 fn medsam2(c: &mut Criterion) {
-    use medseg::model::memory_bank::MemoryBank;
+    use medseg::model::memory_bank::{ObjectOutputs, TrackOutput};
     use medseg::propagate_memory::no_points;
     if std::env::var("MEDSEG_BENCH_MEDSAM2").as_deref() == Ok("0") {
         return;
@@ -195,17 +195,22 @@ fn medsam2(c: &mut Criterion) {
         }
         let f = model.encode_image(x());
         let heads = model
-            .sam_heads(model.condition(&f, None), &f, no_points(), true)
+            .sam_heads(model.condition(&f, None), &f, no_points(), None, true)
             .unwrap();
         let memory = model.encode_memory(&f, &heads, false).unwrap();
-        let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
+        let out = TrackOutput {
+            heads: heads.clone(),
+            features: Some(memory.features.clone()),
+        };
+        let mut bank = ObjectOutputs::default();
+        bank.cond.insert(0, out.clone());
         for z in 1..16 {
-            bank.insert(z, memory.clone());
+            bank.tracked.insert(z, out.clone());
         }
         g.bench_function("tracked_slice_after_encoder_full_bank", |b| {
             b.iter(|| {
-                let pix = model.condition(&f, Some(&bank.tokens(model, 16)));
-                let heads = model.sam_heads(pix, &f, no_points(), true).unwrap();
+                let pix = model.condition(&f, Some(&bank.tokens(model, 16, 64, false)));
+                let heads = model.sam_heads(pix, &f, no_points(), None, true).unwrap();
                 model.encode_memory(&f, &heads, false).unwrap()
             })
         });

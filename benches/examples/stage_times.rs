@@ -159,7 +159,7 @@ fn medsam2(
     precision: Precision,
     t0: Instant,
 ) -> medseg::Result<()> {
-    use medseg::model::memory_bank::MemoryBank;
+    use medseg::model::memory_bank::{ObjectOutputs, TrackOutput};
     use medseg::propagate_memory::no_points;
     let mut sd = random_weights(root, "medsam2_layout.txt")?;
     if let Some(b) = sd
@@ -183,11 +183,16 @@ fn medsam2(
         )
     };
     let f = model.encode_image(x());
-    let heads = model.sam_heads(model.condition(&f, None), &f, no_points(), true)?;
+    let heads = model.sam_heads(model.condition(&f, None), &f, no_points(), None, true)?;
     let memory = model.encode_memory(&f, &heads, false)?;
-    let mut bank = MemoryBank::new(0, memory.clone(), 64, false);
+    let out = TrackOutput {
+        heads: heads.clone(),
+        features: Some(memory.features.clone()),
+    };
+    let mut bank = ObjectOutputs::default();
+    bank.cond.insert(0, out.clone());
     for z in 1..16 {
-        bank.insert(z, memory.clone());
+        bank.tracked.insert(z, out.clone());
     }
     let (mut enc, mut att, mut slice, mut heads_t) = (vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
@@ -196,11 +201,11 @@ fn medsam2(
         let _ = to_vec(f.vision.clone())?;
         enc.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let pix = model.condition(&f, Some(&bank.tokens(model, 16)));
+        let pix = model.condition(&f, Some(&bank.tokens(model, 16, 64, false)));
         let _ = to_vec(pix.clone())?;
         att.push(t.elapsed().as_secs_f64());
         let th = Instant::now();
-        let heads = model.sam_heads(pix, &f, no_points(), true)?;
+        let heads = model.sam_heads(pix, &f, no_points(), None, true)?;
         heads_t.push(th.elapsed().as_secs_f64());
         let _ = model.encode_memory(&f, &heads, false)?;
         slice.push(t.elapsed().as_secs_f64());

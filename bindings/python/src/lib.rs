@@ -21,6 +21,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use medseg::{Error, ImageEmbedding, Intensity, ModelFamily, Prompt, Volume};
 
+mod session;
+
 pyo3::create_exception!(
     _medseg,
     MedsegError,
@@ -217,6 +219,11 @@ struct Segmenter {
 }
 
 impl Segmenter {
+    /// The loaded model.
+    fn loaded(&self) -> &medseg::Segmenter {
+        &self.inner
+    }
+
     /// The embedding `set_image` keeps.
     fn state(&self) -> PyResult<std::sync::MutexGuard<'_, Option<ImageEmbedding>>> {
         self.current
@@ -393,22 +400,7 @@ impl Segmenter {
         max_drift: f64,
         uneven_slices: &str,
     ) -> PyResult<(Bound<'py, PyArray3<bool>>, Bound<'py, PyDict>)> {
-        let modality = modality.map(parse_modality).transpose()?;
-        let vol = match source.extract::<PathBuf>() {
-            Ok(path) => {
-                let opts = read_options(uneven_slices)?;
-                let mut v = py
-                    .detach(|| medseg::io::read_volume_with(&path, &opts))
-                    .map_err(err)?;
-                if let Some(m) = modality {
-                    v.set_modality(m);
-                }
-                // Called through medseg.Segmenter.segment_volume: its caller.
-                warn_notes(py, &v.notes, 2)?;
-                v
-            }
-            Err(_) => array_volume(source, spacing, modality, window)?,
-        };
+        let vol = source_volume(py, source, spacing, modality, window, uneven_slices)?;
         medseg::propagate::drift_limit(max_drift)
             .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?;
         let dims = vol.dims;
@@ -433,6 +425,33 @@ impl Segmenter {
         let mask = Array3::from_shape_vec((dims[0], dims[1], dims[2]), res.mask)
             .map_err(|e| MedsegError::new_err(e.to_string()))?;
         Ok((mask.into_pyarray(py), stats))
+    }
+}
+
+/// A volume from a path (read natively, with its geometry; the reader's notes as warnings to
+/// the Python caller of the wrapper) or a (Z, Y, X) array with `spacing` and a modality.
+fn source_volume(
+    py: Python<'_>,
+    source: &Bound<'_, PyAny>,
+    spacing: Option<[f64; 3]>,
+    modality: Option<&str>,
+    window: Option<&str>,
+    uneven_slices: &str,
+) -> PyResult<Volume> {
+    let modality = modality.map(parse_modality).transpose()?;
+    match source.extract::<PathBuf>() {
+        Ok(path) => {
+            let opts = read_options(uneven_slices)?;
+            let mut v = py
+                .detach(|| medseg::io::read_volume_with(&path, &opts))
+                .map_err(err)?;
+            if let Some(m) = modality {
+                v.set_modality(m);
+            }
+            warn_notes(py, &v.notes, 2)?;
+            Ok(v)
+        }
+        Err(_) => array_volume(source, spacing, modality, window),
     }
 }
 
@@ -925,6 +944,7 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
         medseg::weights::lite_medsam::SHA256,
     )?;
     m.add_class::<Segmenter>()?;
+    m.add_class::<session::VolumeSession>()?;
     m.add_class::<Embedding>()?;
     m.add_function(wrap_pyfunction!(read_volume, m)?)?;
     m.add_function(wrap_pyfunction!(write_nifti_mask, m)?)?;

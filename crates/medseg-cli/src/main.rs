@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod batch;
 mod montage;
+mod serve;
+mod session;
 use medseg::io::output::Outputs;
 use medseg::io::segment::Segment;
 use medseg::io::{InputKind, UnevenSlices};
@@ -82,6 +84,34 @@ enum Command {
     FetchWeights,
     /// Describe a checkpoint, an image or a volume (with what its geometry checks found).
     Info { file: PathBuf },
+    /// A local web viewer: open volumes under PATHS, draw boxes, click to correct, propagate,
+    /// read the mL, save the label map beside the input (docs/viewer.md). Prints the address
+    /// with its access token; bound to 127.0.0.1 unless --host says otherwise.
+    Serve {
+        /// Folders (or volumes) the viewer may open; nothing outside them
+        #[arg(required_unless_present = "review")]
+        paths: Vec<PathBuf>,
+        /// Review a `medseg batch` output folder: its cases (mL, slices, status, outliers
+        /// flagged), each opened with its box for correction; accept / reject / corrected go
+        /// to review.csv there, corrected masks beside the originals
+        #[arg(long)]
+        review: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "lite-medsam")]
+        model: Model,
+        /// Checkpoint (LiteMedSAM defaults to the cached official weights)
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Address to bind (another machine can reach the viewer only if this allows it)
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0: any free one)
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// What the model sees: a window (brain, stroke, soft, bone, lung, abdomen, mr, minmax or
+        /// L,W; default by modality, as `segment`); the page's window menu changes only the view
+        #[arg(long)]
+        window: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -99,8 +129,18 @@ struct SegmentArgs {
     #[arg(long)]
     input: PathBuf,
     /// Box in pixels (of the key slice for a volume): X0,Y0,X1,Y1
-    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
-    bbox: String,
+    #[arg(
+        long = "box",
+        value_name = "X0,Y0,X1,Y1",
+        required_unless_present = "prompts"
+    )]
+    bbox: Option<String>,
+    /// Volumes: a 3D session script instead of --box/--slice (MedSAM2: SAM 2's video
+    /// predictor; MedSAM, LiteMedSAM: the chain rule from every prompted slice): a JSON list of
+    /// {"slice", "object", "box" | "points"+"labels" | "mask"}, {"propagate": "both"}, ...
+    /// applied in order (docs/sessions.md); several objects give a label map (values = ids)
+    #[arg(long, conflicts_with_all = ["bbox", "slice", "adc", "logits", "overlay"])]
+    prompts: Option<PathBuf>,
     /// Output mask: .png (255 inside; for a volume the key slice), .nii/.nii.gz (a volume's
     /// geometry), .npy (uint8, 0/1), or .dcm (a DICOM Segmentation object referencing the
     /// input's DICOM images; DICOM inputs only)
@@ -256,13 +296,37 @@ fn run(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Info { file } => info(&file),
+        Command::Serve {
+            paths,
+            model,
+            weights,
+            host,
+            port,
+            window,
+            review,
+        } => serve::serve(serve::ServeArgs {
+            review,
+            paths,
+            family: model.0,
+            weights,
+            host,
+            port,
+            window: window
+                .as_deref()
+                .map(Intensity::parse)
+                .transpose()
+                .context("--window")?,
+        }),
     }
 }
 
 /// `medseg segment`: every option checked before anything is read or computed; an 8-bit
 /// picture keeps the exact 2D contract, anything else is a volume.
 fn segment(a: &SegmentArgs) -> Result<()> {
-    let bbox = medseg::prompt::parse_box(&a.bbox).context("--box")?;
+    let bbox = match &a.bbox {
+        Some(b) => medseg::prompt::parse_box(b).context("--box")?,
+        None => [0.0; 4],
+    };
     let json_file = a.json.as_deref().filter(|p| *p != Path::new("-"));
     let outputs = plan_outputs(
         &a.input,
@@ -307,10 +371,18 @@ fn segment(a: &SegmentArgs) -> Result<()> {
     })?;
     let eight_bit =
         io::input_kind(&a.input) == InputKind::Image && io::image_bit_depth(&a.input)? == 8;
-    if eight_bit && a.slice.is_none() && intensity.is_none() && a.adc.is_none() {
+    if eight_bit
+        && a.slice.is_none()
+        && intensity.is_none()
+        && a.adc.is_none()
+        && a.prompts.is_none()
+    {
         return segment_2d(&job, outputs);
     }
     let vol = read_volume(&a.input, uneven, modality)?;
+    if let Some(p) = &a.prompts {
+        return session::segment_session(&job, &vol, p, intensity, outputs);
+    }
     let request = VolumeRequest {
         window: intensity,
         largest_component: a.largest_component,

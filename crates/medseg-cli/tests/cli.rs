@@ -1,11 +1,11 @@
 //! The `medseg segment` contract of issue #2, through the built binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+mod common;
+
+use common::{fixtures, golden};
 
 /// The CLI. `segment` without `--weights` reads the weights cache and never downloads, so the
 /// default weights are fetched once here (as `medseg fetch-weights` does), loudly on failure.
@@ -16,11 +16,6 @@ fn medseg() -> Command {
             .unwrap_or_else(|e| panic!("the CLI tests need the LiteMedSAM weights: {e}"));
     });
     Command::new(env!("CARGO_BIN_EXE_medseg"))
-}
-
-fn golden(name: &str) -> ndarray_npy::NpzReader<std::fs::File> {
-    let f = std::fs::File::open(fixtures().join("golden").join(name)).unwrap();
-    ndarray_npy::NpzReader::new(f).unwrap()
 }
 
 fn read_mask(path: &std::path::Path) -> (Vec<bool>, u32, u32) {
@@ -744,12 +739,10 @@ fn batch_records_each_case_and_skips_finished_ones_on_a_rerun() {
     );
 }
 
-/// MedSAM2 with the parity test's seeded weights (written to a file as a user's checkpoint)
-/// on the 14 template slices of `medsam2_volume.npz`, as NIfTI: the mask is the reference
-/// passes' union (largest component), the key logits are 128×128, the overlay is drawn.
-#[test]
-fn segment_a_volume_with_medsam2() {
-    let dir = tempfile::tempdir().unwrap();
+/// The parity tests' seeded MedSAM2 weights as a user's checkpoint in `dir`, and the 14
+/// template slices of `medsam2_volume.npz` as NIfTI there (values `v + 0.5`, so the window
+/// 127.5,255 gives back the bytes).
+fn medsam2_case(dir: &Path) -> (PathBuf, PathBuf, medseg::Volume) {
     let layout = std::fs::read_to_string(fixtures().join("golden/medsam2_layout.txt")).unwrap();
     let mut sd =
         medseg::testing::seeded_random_state_dict(&medseg::testing::parse_layout(&layout), 2024);
@@ -758,16 +751,112 @@ fn segment_a_volume_with_medsam2() {
         .get_mut("sam_mask_decoder.pred_obj_score_head.layers.2.bias")
         .unwrap();
     bias.data.iter_mut().for_each(|v| *v += 6.0); // the reference's OBJ_BIAS
-    let weights = dir.path().join("medsam2_random.safetensors");
+    let weights = dir.join("medsam2_random.safetensors");
     sd.save_safetensors(&weights).unwrap();
+    let (input, vol) = common::template(dir);
+    (weights, input, vol)
+}
 
+/// `--prompts`: a session script with two objects (boxes, a negative click, partial
+/// propagations) gives a label map equal to the library session's on the same script, one
+/// summary line and one JSON object per object; a bad entry is named.
+#[test]
+fn segment_a_volume_with_a_session_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, input, _) = medsam2_case(dir.path());
+    let script = r#"[
+        {"slice": 4, "object": 1, "box": [60, 80, 140, 150]},
+        {"slice": 7, "object": 2, "box": [20, 30, 90, 100]},
+        {"slice": 7, "object": 2, "points": [[60, 40]], "labels": [0]},
+        {"propagate": "forward", "start": 4, "max": 4},
+        {"propagate": "backward", "start": 4, "max": 1}
+    ]"#;
+    let prompts = dir.path().join("prompts.json");
+    std::fs::write(&prompts, script).unwrap();
+    let (labels, json) = (dir.path().join("labels.nii.gz"), dir.path().join("s.json"));
+    let args = |out: &Path, p: &Path| {
+        vec![
+            "segment".to_string(),
+            "--model".into(),
+            "medsam2".into(),
+            "--weights".into(),
+            weights.to_str().unwrap().into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--prompts".into(),
+            p.to_str().unwrap().into(),
+            "--window".into(),
+            "127.5,255".into(),
+            "--modality".into(),
+            "mr".into(),
+            "--output".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let mut a = args(&labels, &prompts);
+    a.extend(["--json".to_string(), json.to_str().unwrap().to_string()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (out, _) = succeeds(&a);
+    assert!(
+        out.contains("2 objects") && out.contains("object 1: ") && out.contains("object 2: "),
+        "{out}"
+    );
+    let ours: Vec<u8> = medseg::io::read_volume(&labels)
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| v as u8)
+        .collect();
+
+    let vol = medseg::io::read_volume(&input).unwrap();
+    let sd = medseg::weights::StateDict::load(&weights).unwrap();
+    let seg = medseg::Segmenter::from_state_dict(medseg::ModelFamily::MedSam2, &sd, &medseg::cpu())
+        .unwrap();
+    let opts = medseg::SessionOptions {
+        intensity: Some(medseg::Intensity::Window {
+            level: 127.5,
+            width: 255.0,
+        }),
+        ..Default::default()
+    };
+    let mut s = medseg::VolumeSession::new(&seg, &vol, &opts).unwrap();
+    for step in medseg::propagate::parse_steps(script).unwrap() {
+        s.apply(&step, &mut |_| unreachable!(), &mut |_| {})
+            .unwrap();
+    }
+    let theirs: Vec<u8> = s.label_map().into_iter().map(|v| v as u8).collect();
+    assert_eq!(ours, theirs, "the CLI's label map is the session's");
+    assert!(
+        ours.contains(&1) && ours.contains(&2),
+        "both objects in the label map"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let objects = j["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 2);
+    let voxels = ours.iter().filter(|&&v| v == 2).count() as u64;
+    assert_eq!(objects[1]["object"], 2);
+    assert_eq!(objects[1]["voxels"].as_u64(), Some(voxels));
+
+    std::fs::write(
+        &prompts,
+        r#"[{"slice": 4, "box": [60, 80, 140, 150]}, {"slice": 99, "box": [1, 1, 5, 5]}]"#,
+    )
+    .unwrap();
+    let bad = args(&dir.path().join("x.nii.gz"), &prompts);
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    fails_with(&bad, "entry 1");
+}
+
+/// MedSAM2 with the parity test's seeded weights (written to a file as a user's checkpoint)
+/// on the 14 template slices of `medsam2_volume.npz`, as NIfTI: the mask is the reference
+/// passes' union (largest component), the key logits are 128×128, the overlay is drawn.
+#[test]
+fn segment_a_volume_with_medsam2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, input, vol) = medsam2_case(dir.path());
+    let dims = vol.dims;
     let mut g = golden("medsam2_volume.npz");
-    let slices: ndarray::ArrayD<u8> = g.by_name("slices_u8").unwrap();
-    let dims = [slices.shape()[0], slices.shape()[1], slices.shape()[2]];
-    let data = slices.iter().map(|&v| f32::from(v) + 0.5).collect();
-    let vol = medseg::Volume::new(data, dims, [2.0, 1.0, 1.0], medseg::Modality::Mr).unwrap();
-    let input = dir.path().join("template.nii.gz");
-    medseg::io::nifti::write_volume(&input, &vol).unwrap();
 
     let (mask, logits, overlay) = (
         dir.path().join("mask.nii.gz"),

@@ -20,8 +20,8 @@
 use crate::error::{Error, Result};
 use crate::family::{Geometry, ModelFamily};
 use crate::preprocess::{
-    bilinear_resize, crop, normalise_into_frame, pil_bicubic_resize_u8, resize_area_u8, sigmoid,
-    skimage_resize_u8, Image, ModelInput,
+    antialias_resize, bilinear_resize, crop, normalise_into_frame, pil_bicubic_resize_u8,
+    resize_area_u8, sigmoid, skimage_resize_u8, Image, ModelInput,
 };
 
 /// Side of the SAM families' low-res masks (and of a mask prompt); MedSAM2's are 128
@@ -141,6 +141,32 @@ impl Frame {
                 let r = longest_side_scale(self.original);
                 [(p[0] * r) as f32, (p[1] * r) as f32]
             }
+        }
+    }
+
+    /// A binary mask at the image size → a mask prompt in the model frame (`add_new_mask`:
+    /// resized to `S × S` by anti-aliased bilinear, `>= 0.5`, unless already that size), `0.0`
+    /// or `1.0`. Only MedSAM2 takes whole masks as prompts.
+    pub fn mask_to_model(&self, mask: &[bool]) -> Result<Vec<f32>> {
+        let (h, w) = self.original;
+        if mask.len() != h * w {
+            return Err(Error::InvalidPrompt(format!(
+                "a mask of {} values on a {w}x{h} slice",
+                mask.len()
+            )));
+        }
+        let side = self.side();
+        let m: Vec<f32> = mask.iter().map(|&v| f32::from(u8::from(v))).collect();
+        match self.family.spec().geometry {
+            Geometry::Sam2 if (h, w) == (side, side) => Ok(m),
+            Geometry::Sam2 => Ok(antialias_resize(&m, h, w, side, side)
+                .into_iter()
+                .map(|v| f32::from(u8::from(v >= 0.5)))
+                .collect()),
+            _ => Err(Error::InvalidPrompt(format!(
+                "{} takes boxes and points; mask prompts need MedSAM2",
+                self.family.name()
+            ))),
         }
     }
 

@@ -25,8 +25,9 @@
 //! families apart, [`frame`] is each family's geometry and [`preprocess`] the official scripts'
 //! resamplers (no Burn), [`model`] is the network (no I/O; it reads tensors back with
 //! [`model::common::to_vec`]), [`segmenter`] joins them for one image, [`propagate`] for a
-//! volume (the chain rule and SAM 2's memory, one folder), [`cohort`] for many volumes into one
-//! folder. No two files import each other (`shared/tools/import_circles.py` checks it).
+//! volume (the chain rule and SAM 2's memory, one folder; [`VolumeSession`]: prompts on any
+//! slice for any object, corrections and re-propagation, SAM 2's video predictor for MedSAM2
+//! in [`model::sam2_video`]), [`cohort`] for many volumes into one folder. No two files import each other (`shared/tools/import_circles.py` checks it).
 //!
 //! ## Features
 //!
@@ -56,6 +57,7 @@ pub mod frame;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod objects;
 mod pickle_scan;
 pub mod precision;
 pub mod preprocess;
@@ -67,6 +69,7 @@ pub mod propagate;
 pub use propagate::memory as propagate_memory;
 #[cfg(feature = "model")]
 pub mod segmenter;
+pub mod slice_cache;
 pub mod source;
 pub mod stroke;
 pub mod testing;
@@ -84,7 +87,10 @@ pub use precision::Precision;
 pub use preprocess::Image;
 pub use prompt::Prompt;
 #[cfg(feature = "model")]
-pub use propagate::{EmptySlice, RequestOptions, VolumeOptions, VolumeRequest, VolumeSegmentation};
+pub use propagate::{
+    Direction, EmptySlice, RequestOptions, SessionOptions, SlicePrediction, VolumeOptions,
+    VolumeRequest, VolumeSegmentation, VolumeSession,
+};
 #[cfg(feature = "model")]
 pub use segmenter::{cpu, ImageEmbedding, Prediction, Segmenter};
 pub use volume::{Intensity, LesionStats, Modality, Volume};

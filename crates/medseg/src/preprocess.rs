@@ -632,6 +632,58 @@ pub fn bilinear_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) ->
     out
 }
 
+/// `F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)` on one
+/// `h × w` plane (PyTorch's separable triangle filter, its support widened by the scale when
+/// shrinking, weights renormalised at the borders): rows first, then columns. SAM 2 shrinks
+/// mask prompts with it.
+pub fn antialias_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let xs = antialias_weights(w, ow);
+    let ys = antialias_weights(h, oh);
+    let mut rows = vec![0.0f32; h * ow];
+    for y in 0..h {
+        for (ox, (x0, wts)) in xs.iter().enumerate() {
+            let line = &src[y * w + x0..];
+            rows[y * ow + ox] = wts.iter().zip(line).map(|(a, b)| a * b).sum();
+        }
+    }
+    let mut out = vec![0.0f32; oh * ow];
+    for (oy, (y0, wts)) in ys.iter().enumerate() {
+        for ox in 0..ow {
+            out[oy * ow + ox] = wts
+                .iter()
+                .enumerate()
+                .map(|(k, a)| a * rows[(y0 + k) * ow + ox])
+                .sum();
+        }
+    }
+    out
+}
+
+/// Per output index: the first input index and the normalised weights (`_compute_weights_aa`).
+fn antialias_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = input as f32 / output as f32;
+    let support = if scale >= 1.0 { scale } else { 1.0 };
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    (0..output)
+        .map(|i| {
+            let center = scale * (i as f32 + 0.5);
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+            let mut wts: Vec<f32> = (xmin..xmax)
+                .map(|j| {
+                    let x = (j as f32 - center + 0.5) * invscale;
+                    (1.0 - x.abs()).max(0.0)
+                })
+                .collect();
+            let total: f32 = wts.iter().sum();
+            if total != 0.0 {
+                wts.iter_mut().for_each(|v| *v /= total);
+            }
+            (xmin, wts)
+        })
+        .collect()
+}
+
 /// Logistic sigmoid in `f32`, as `torch.sigmoid`.
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())

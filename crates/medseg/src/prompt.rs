@@ -71,6 +71,29 @@ impl Prompt {
     }
 }
 
+/// Check a click `[x, y]` against an image of `size = (height, width)`: finite and inside
+/// (edges included), its label 1 (foreground) or 0 (background).
+pub fn validate_point(p: [f64; 2], label: i64, size: (usize, usize)) -> Result<()> {
+    let (h, w) = size;
+    if !p.iter().all(|v| v.is_finite())
+        || p[0] < 0.0
+        || p[1] < 0.0
+        || p[0] > w as f64
+        || p[1] > h as f64
+    {
+        return Err(Error::InvalidPrompt(format!(
+            "point ({}, {}) outside the {w}x{h} slice",
+            p[0], p[1]
+        )));
+    }
+    if label != 0 && label != 1 {
+        return Err(Error::InvalidPrompt(format!(
+            "point label {label}: expected 1 (foreground) or 0 (background)"
+        )));
+    }
+    Ok(())
+}
+
 /// Check a box `[x0, y0, x1, y1]` against an image of `size = (height, width)`: finite,
 /// inside the image, and not degenerate.
 pub fn validate_box(b: [f64; 4], size: (usize, usize)) -> Result<()> {

@@ -402,6 +402,26 @@ impl Segmenter {
         self.decode_batch(emb, &batch, false)
     }
 
+    /// One decoder run for a 3D session's slice: a box already in the model frame (the chain
+    /// rule's, or none), clicks in image pixels, and optionally earlier low-res logits as the
+    /// mask input (SAM's iterative refinement); single-mask output.
+    pub(crate) fn predict_refined(
+        &self,
+        emb: &ImageEmbedding,
+        model_box: Option<[f32; 4]>,
+        points: &[([f64; 2], i64)],
+        mask_input: Option<&[f32]>,
+    ) -> Result<Prediction> {
+        let prompt = Prompt {
+            points: points.to_vec(),
+            mask_input: mask_input.map(<[f32]>::to_vec),
+            ..Default::default()
+        };
+        let mut batch = self.prompt_batch(&emb.frame, &prompt);
+        batch.boxes = model_box.map(|b| vec![b]);
+        self.decode_batch(emb, &batch, false)
+    }
+
     /// Decode a prompt batch in the model frame; masks through the embedding's frame.
     fn decode_batch(
         &self,

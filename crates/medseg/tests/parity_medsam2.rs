@@ -17,7 +17,7 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use medseg::model::common::Loader;
-use medseg::model::memory_bank::MemoryBank;
+use medseg::model::memory_bank::{ObjectOutputs, TrackOutput};
 use medseg::model::prompt_encoder::PromptBatch;
 use medseg::model::sam2::{HeadsOut, Sam2};
 use medseg::model::sam2_image_encoder::Sam2ImageEncoder;
@@ -302,6 +302,7 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
             model.condition(&f, None),
             &f,
             box_points(case.model_box()),
+            None,
             false,
         )
         .unwrap();
@@ -326,10 +327,15 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
     }
 
     let key_memory = model.encode_memory(&f, &heads, true).unwrap();
-    let bank = MemoryBank::new(case.key, key_memory, case.dims[0], false);
+    let mut bank = ObjectOutputs::default();
+    let key_output = TrackOutput {
+        heads: heads.clone(),
+        features: Some(key_memory.features),
+    };
+    bank.cond.insert(case.key, key_output);
     let next = case.key + 1;
     let f = model.encode_image(input(next));
-    let tokens = bank.tokens(model, next);
+    let tokens = bank.tokens(model, next, case.dims[0], false);
     assert_eq!(
         tokens.num_obj_ptr_tokens, 4,
         "the key slice's pointer, as 4 tokens of 64"
@@ -342,7 +348,7 @@ fn key_slice_stages(model: &Sam2, case: &Case, g: &mut Golden, input: &dyn Fn(us
         &g.f32("next_conditioned").0,
         5e-3,
     );
-    let heads = model.sam_heads(pix, &f, no_points(), true).unwrap();
+    let heads = model.sam_heads(pix, &f, no_points(), None, true).unwrap();
     for (name, ours, golden, tol) in [
         ("next candidate masks", heads.candidates, "next_masks", 5e-3),
         ("next IoU", heads.iou, "next_iou", 1e-4),

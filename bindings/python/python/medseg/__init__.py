@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,7 +46,7 @@ __all__ = [
     "write_mask", "read_seg", "adc_readout",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
     "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
-    "batch",
+    "batch", "VolumeSession",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -291,12 +291,7 @@ class Segmenter:
         alone also does). Returns the (Z, Y, X) bool mask and statistics (``volume_ml``,
         ``voxels``, ``slice_range``, ``max_area_mm2``, ``extent_mm``, ...).
         """
-        if isinstance(volume, (str, bytes)) or hasattr(volume, "__fspath__"):
-            source = os.fsdecode(volume)
-        else:
-            source = np.asarray(volume)
-            if source.ndim != 3:
-                raise ValueError(f"volume: expected shape (Z, Y, X), got {source.shape}")
+        source = _volume_source(volume)
         b = np.asarray(box, dtype=np.float64)
         if b.shape != (4,):
             raise ValueError(f"box: expected shape (4,), got {b.shape}")
@@ -354,6 +349,103 @@ def segment(image: np.ndarray, box: ArrayLike, model: str = "lite-medsam", weigh
 def segment_volume(volume, key_slice, box, model: str = "lite-medsam", weights: Optional[str] = None, **kw):
     """One-shot 3D segmentation; see ``Segmenter.segment_volume``."""
     return Segmenter(model, weights).segment_volume(volume, key_slice, box, **kw)
+
+
+
+def _volume_source(volume):
+    """A path as text, or a (Z, Y, X) array."""
+    if isinstance(volume, (str, bytes)) or hasattr(volume, "__fspath__"):
+        return os.fsdecode(volume)
+    source = np.asarray(volume)
+    if source.ndim != 3:
+        raise ValueError(f"volume: expected shape (Z, Y, X), got {source.shape}")
+    return source
+
+
+class VolumeSession:
+    """Correct a 3D result where it is wrong: prompts on any slice for any object, propagation
+    and re-propagation, exactly SAM 2's video predictor (``sam2==1.1.0``) on MedSAM2, with its
+    method names (MedSAM and LiteMedSAM: the chain rule re-run from every prompted slice;
+    no mask prompts; docs/sessions.md). Slices are ``frame_idx``, objects ``obj_id`` (1..65535), coordinates image
+    pixels (x, y); clicks are labelled 1 (positive) or 0 (negative)::
+
+        s = medseg.VolumeSession(seg, "dwi.nii.gz")
+        s.add_new_points_or_box(24, 1, box=[60, 80, 140, 150])
+        s.propagate_in_video(); s.propagate_in_video(reverse=True)
+        s.add_new_points_or_box(30, 1, points=[[101, 96]], labels=[0], clear_old_points=False)
+        s.propagate_in_video(); s.propagate_in_video(reverse=True)
+        s.volumes_ml()          # {1: 4.21}
+
+    ``source`` is a path or a (Z, Y, X) array with ``spacing`` and ``modality`` (as
+    ``Segmenter.segment_volume``). With ``corrections_as_conditioning`` (default) a prompt on
+    an already tracked slice holds through later propagations (SAM 2's
+    ``add_all_frames_to_correct_as_cond=True``); False is upstream's default. Image features
+    are computed once per slice and kept up to ``feature_cache_mib`` MiB (about 5 MiB a slice).
+    ``max_drift`` (grey levels, 0 disables) is the chain rule's stop rule (MedSAM, LiteMedSAM).
+    """
+
+    def __init__(self, segmenter: Segmenter, source, spacing: Optional[Sequence[float]] = None,
+                 modality: Optional[str] = None, window: Optional[str] = None,
+                 corrections_as_conditioning: bool = True, feature_cache_mib: int = 1024,
+                 uneven_slices: str = "error", max_drift: float = 40.0):
+        source = _volume_source(source)
+        sp = None if spacing is None else tuple(float(v) for v in spacing)
+        self._inner = _medseg.VolumeSession(
+            segmenter._inner, source, sp, modality, window, bool(corrections_as_conditioning),
+            int(feature_cache_mib), uneven_slices, float(max_drift))
+
+    def add_new_points_or_box(self, frame_idx: int, obj_id: int, points=None, labels=None,
+                              clear_old_points: bool = True, box=None) -> np.ndarray:
+        """Clicks and/or a box on a slice; returns the object's (Y, X) mask there. A box
+        needs ``clear_old_points=True`` (it comes first on a slice, as in SAM 2)."""
+        if points is not None:
+            points = np.asarray(points, dtype=np.float64).reshape(-1, 2).tolist()
+        if labels is not None:
+            labels = [int(v) for v in np.asarray(labels).reshape(-1)]
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64).reshape(4).tolist()
+        return self._inner.add_new_points_or_box(int(frame_idx), int(obj_id), points, labels,
+                                                 bool(clear_old_points), box)
+
+    def add_new_mask(self, frame_idx: int, obj_id: int, mask) -> np.ndarray:
+        """A (Y, X) mask as the object on a slice."""
+        m = np.ascontiguousarray(np.asarray(mask).astype(bool))
+        return self._inner.add_new_mask(int(frame_idx), int(obj_id), m)
+
+    def propagate_in_video(self, start_frame_idx: Optional[int] = None,
+                           max_frame_num_to_track: Optional[int] = None,
+                           reverse: bool = False) -> List[int]:
+        """Propagate (default from the earliest prompted slice); returns the slices visited."""
+        return self._inner.propagate_in_video(start_frame_idx, max_frame_num_to_track, reverse)
+
+    def clear_all_prompts_in_frame(self, frame_idx: int, obj_id: int) -> None:
+        self._inner.clear_all_prompts_in_frame(int(frame_idx), int(obj_id))
+
+    def remove_object(self, obj_id: int) -> None:
+        self._inner.remove_object(int(obj_id))
+
+    def reset_state(self) -> None:
+        self._inner.reset_state()
+
+    @property
+    def obj_ids(self) -> List[int]:
+        return self._inner.obj_ids
+
+    def masks(self) -> dict:
+        """``{obj_id: (Z, Y, X) bool}``: each slice's current result."""
+        return self._inner.masks()
+
+    def label_map(self) -> np.ndarray:
+        """(Z, Y, X) uint16: per voxel the object with the highest logit there, 0 for none."""
+        return self._inner.label_map()
+
+    def volumes_ml(self) -> dict:
+        """``{obj_id: mL}`` (None without a voxel size)."""
+        return self._inner.volumes_ml()
+
+    def logits(self, obj_id: int, frame_idx: int) -> Optional[np.ndarray]:
+        """The object's (128, 128) low-res logits on a slice, None where it has none."""
+        return self._inner.logits(int(obj_id), int(frame_idx))
 
 
 from ._cohort import batch  # noqa: E402  (a cohort of volumes; see medseg/_cohort.py)

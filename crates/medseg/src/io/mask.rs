@@ -107,6 +107,69 @@ pub fn stage_mask(
     }
 }
 
+/// Stage a label volume (`0` background, object `k` of `objects` has value `objects[k]`,
+/// 1..=255) at `dest`: NIfTI and `.npy` hold the values, a DICOM SEG one segment per object
+/// (`info`'s segment, its label numbered), a PNG the key slice's union.
+pub fn stage_labels(
+    outputs: &mut Outputs,
+    dest: &Path,
+    labels: &[u8],
+    objects: &[u8],
+    vol: &Volume,
+    key: usize,
+    info: &MaskInfo,
+) -> Result<()> {
+    let [nz, ny, nx] = vol.dims;
+    if labels.len() != nz * ny * nx {
+        return Err(Error::InvalidImage(format!(
+            "a label volume of {} values for a {nx}x{ny}x{nz} volume",
+            labels.len()
+        )));
+    }
+    match MaskFormat::from_path(dest)? {
+        #[cfg(feature = "nifti")]
+        MaskFormat::Nifti => outputs.stage(dest, |p| super::nifti::write_labels(p, labels, vol)),
+        MaskFormat::Npy => outputs.stage(dest, |p| write_npy_labels(p, labels, [nz, ny, nx])),
+        #[cfg(feature = "dicom")]
+        MaskFormat::Seg => {
+            super::seg::referenceable(vol, dest)?;
+            let masks: Vec<Vec<bool>> = objects
+                .iter()
+                .map(|&o| labels.iter().map(|&l| l == o).collect())
+                .collect();
+            let segments: Vec<crate::io::segment::Segment> = objects
+                .iter()
+                .map(|o| crate::io::segment::Segment {
+                    label: format!("{} {o}", info.segment.label),
+                    ..info.segment.clone()
+                })
+                .collect();
+            let pairs: Vec<(&crate::io::segment::Segment, &[bool])> = segments
+                .iter()
+                .zip(&masks)
+                .map(|(s, m)| (s, m.as_slice()))
+                .collect();
+            outputs.stage(dest, |p| {
+                super::seg::write_seg(p, &pairs, vol, info.all_frames)
+            })
+        }
+        _ => {
+            let _ = objects;
+            let union: Vec<bool> = labels.iter().map(|&l| l > 0).collect();
+            stage_mask(outputs, dest, &union, vol, key, info)
+        }
+    }
+}
+
+fn write_npy_labels(path: &Path, labels: &[u8], dims: [usize; 3]) -> Result<()> {
+    let arr = ndarray::Array3::from_shape_vec(dims, labels.to_vec())
+        .map_err(|e| Error::InvalidImage(e.to_string()))?;
+    ndarray_npy::write_npy(path, &arr).map_err(|e| Error::ImageCodec {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 /// Write `mask` at `dest` alone, atomically, never over `vol`'s input files (`inputs`).
 pub fn write_mask<P: AsRef<Path>>(
     dest: &Path,
@@ -124,12 +187,7 @@ pub fn write_mask<P: AsRef<Path>>(
 
 fn write_npy_u8(path: &Path, mask: &[bool], dims: [usize; 3]) -> Result<()> {
     let data: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
-    let arr = ndarray::Array3::from_shape_vec(dims, data)
-        .map_err(|e| Error::InvalidImage(e.to_string()))?;
-    ndarray_npy::write_npy(path, &arr).map_err(|e| Error::ImageCodec {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    write_npy_labels(path, &data, dims)
 }
 
 #[cfg(test)]

@@ -357,21 +357,26 @@ fn header_for(vol: &Volume) -> nifti::NiftiHeader {
 /// Write a `nz × ny × nx` mask (1 inside) as NIfTI (`.nii` or `.nii.gz`), with the
 /// volume's NIfTI header when it came from NIfTI, else with its affine.
 pub fn write_mask(path: impl AsRef<Path>, mask: &[bool], vol: &Volume) -> Result<()> {
+    let labels: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
+    write_labels(path, &labels, vol)
+}
+
+/// Write a label volume (0 background, 1..=255 the objects) on `vol`'s grid as `uint8` NIfTI-1
+/// with the volume's geometry.
+pub fn write_labels(path: impl AsRef<Path>, labels: &[u8], vol: &Volume) -> Result<()> {
     let path = path.as_ref();
     super::output::check_extension(path, NIFTI_EXTENSIONS)?;
     let [nz, ny, nx] = vol.dims;
-    if mask.len() != nz * ny * nx {
+    if labels.len() != nz * ny * nx {
         return Err(bad(
             path,
-            format!("mask of {} values for {:?}", mask.len(), vol.dims),
+            format!("mask of {} values for {:?}", labels.len(), vol.dims),
         ));
     }
-    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| {
-        u8::from(mask[(z * ny + y) * nx + x])
-    });
+    let arr = Array3::from_shape_fn((nx, ny, nz), |(x, y, z)| labels[(z * ny + y) * nx + x]);
     let mut header = header_for(vol);
     header.cal_min = 0.0;
-    header.cal_max = 1.0;
+    header.cal_max = f32::from(labels.iter().copied().max().unwrap_or(0).max(1));
     header.intent_code = 0;
     nifti::writer::WriterOptions::new(path)
         .reference_header(&header)

@@ -19,6 +19,7 @@ pub mod sam2;
 pub mod sam2_image_encoder;
 pub mod sam2_mask_decoder;
 pub mod sam2_prompts;
+pub mod sam2_video;
 pub mod tiny_vit;
 pub mod transformer;
 

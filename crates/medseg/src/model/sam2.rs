@@ -13,6 +13,7 @@ use super::memory_encoder::MemoryEncoder;
 use super::prompt_encoder::{Points, PromptBatch, PromptEncoder};
 use super::sam2_image_encoder::Sam2ImageEncoder;
 use super::sam2_mask_decoder::{HighRes, Sam2MaskDecoder};
+use super::sam2_prompts::no_points;
 use crate::error::Result;
 use crate::preprocess::{bilinear_resize, sigmoid};
 use crate::weights::StateDict;
@@ -89,6 +90,8 @@ pub struct Sam2 {
     no_obj_embed_spatial: Tensor<4>,
     /// The memory's positional encoding, `[1, g·g, 64]` (the same on every slice).
     maskmem_pos: Tensor<3>,
+    /// `mask_downsample` (a 4 × 4 stride-4 convolution, 1 → 1 channel): 16 weights, the bias.
+    mask_downsample: Vec<f32>,
     /// Model input size (MedSAM2: 512; Meta's SAM 2.1: 1024).
     pub image_size: usize,
     device: Device,
@@ -115,9 +118,9 @@ impl Sam2 {
         let memory_attention = MemoryAttention::load(l, "memory_attention", g);
         // `directly_add_no_mem_embed`: the positional twin of `no_mem_embed` is never used.
         l.skip("no_mem_pos_enc");
-        // `mask_downsample` serves mask prompts only, which MedSAM2's 3D path never sends.
-        l.values("mask_downsample.weight", &[1, 1, 4, 4]);
-        l.values("mask_downsample.bias", &[1]);
+        // `mask_downsample` turns a mask prompt (`add_new_mask`) into the decoder's mask input.
+        let mut mask_downsample = l.values("mask_downsample.weight", &[1, 1, 4, 4]);
+        mask_downsample.extend(l.values("mask_downsample.bias", &[1]));
         let pos = super::position_encoding::sine(MEM, g, g);
         let maskmem_pos = super::host::transpose(&pos, 1, MEM, g * g);
         Self {
@@ -137,6 +140,7 @@ impl Sam2 {
                 .tensor("no_obj_embed_spatial", [1, MEM])
                 .reshape([1, MEM, 1, 1]),
             maskmem_pos: l.from_vec(maskmem_pos, [1, g * g, MEM]),
+            mask_downsample,
             image_size,
             device: l.device.clone(),
         }
@@ -174,17 +178,20 @@ impl Sam2 {
     }
 
     /// `_forward_sam_heads` on conditioned features `pix` with point prompts in the model
-    /// frame (a box is two points labelled 2 and 3; none: one padding point).
+    /// frame (a box is two points labelled 2 and 3; none: one padding point) and optionally a
+    /// mask input (`[1, 1, 4g, 4g]` logits: a refined slice's previous ones, clamped to ±32).
     pub fn sam_heads(
         &self,
         pix: Tensor<4>,
         f: &FrameFeatures,
         points: Points,
+        mask: Option<Tensor<4>>,
         multimask: bool,
     ) -> Result<HeadsOut> {
         let prompts = PromptBatch {
             points: Some(points),
-            ..Default::default()
+            boxes: None,
+            masks: mask,
         };
         let (sparse, dense) = self.prompt_encoder.forward(&prompts);
         let pe = self.prompt_encoder.dense_pe();
@@ -222,6 +229,31 @@ impl Sam2 {
             iou: cand_iou,
             obj_ptr,
             object_score,
+        })
+    }
+
+    /// `_use_mask_as_output`: a binary mask prompt at the model input size (`S × S`, 0 or 1)
+    /// taken as the slice's output (logits ±10, shrunk to `4g` anti-aliased; IoU 1); its
+    /// object pointer from the heads on the raw features with the mask downsampled as input,
+    /// `no_obj_ptr` when the mask is empty.
+    pub fn mask_as_output(&self, f: &FrameFeatures, mask: &[f32]) -> Result<HeadsOut> {
+        let s = self.image_size;
+        let high: Vec<f32> = mask.iter().map(|&v| v * 20.0 - 10.0).collect();
+        let low_res = crate::preprocess::antialias_resize(&high, s, s, s / 4, s / 4);
+        let down = conv4x4_stride4(mask, s, &self.mask_downsample);
+        let down = Tensor::from_data(TensorData::new(down, [1, 1, s / 4, s / 4]), &self.device);
+        let heads = self.sam_heads(f.vision.clone(), f, no_points(), Some(down), false)?;
+        let present = mask.iter().any(|&v| v > 0.0);
+        Ok(HeadsOut {
+            candidates: low_res.clone(),
+            low_res,
+            iou: vec![1.0],
+            obj_ptr: if present {
+                heads.obj_ptr
+            } else {
+                self.no_obj_ptr.clone()
+            },
+            object_score: if present { 10.0 } else { -10.0 },
         })
     }
 
@@ -311,7 +343,7 @@ impl Sam2 {
     /// 0 = the conditioning slice), then the object pointers with their signed distance.
     pub fn memory_tokens(
         &self,
-        spatial: &[(usize, &SliceMemory)],
+        spatial: &[(usize, &Tensor<3>)],
         pointers: &[(i64, &Tensor<2>)],
         max_ptrs: usize,
     ) -> MemoryTokens {
@@ -321,7 +353,7 @@ impl Sam2 {
             let slot = NUM_MASKMEM - t_pos - 1;
             let tpos = &self.maskmem_tpos_enc[slot * MEM..(slot + 1) * MEM];
             let tpos = Tensor::<1>::from_data(TensorData::new(tpos.to_vec(), [MEM]), &self.device);
-            tokens.push(m.features.clone());
+            tokens.push((*m).clone());
             pos.push(self.maskmem_pos.clone() + tpos.reshape([1, 1, MEM]));
         }
         let n_ptr = pointers.len() * (HIDDEN / MEM);
@@ -348,6 +380,21 @@ impl Sam2 {
             num_obj_ptr_tokens: n_ptr,
         }
     }
+}
+
+/// A 4 × 4, stride-4 convolution of one `s × s` plane (`w`: 16 weights then the bias).
+fn conv4x4_stride4(x: &[f32], s: usize, w: &[f32]) -> Vec<f32> {
+    let o = s / 4;
+    let mut out = vec![w[16]; o * o];
+    for (i, row) in out.chunks_mut(o).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            for a in 0..4 {
+                let line = &x[(4 * i + a) * s + 4 * j..];
+                *v += (0..4).map(|b| w[a * 4 + b] * line[b]).sum::<f32>();
+            }
+        }
+    }
+    out
 }
 
 /// The decoder outputs one prompt keeps: the three multimask ones, or one by

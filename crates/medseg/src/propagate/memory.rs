@@ -1,9 +1,10 @@
 //! 3D segmentation from one box on a key slice by SAM 2's memory, as MedSAM2's 3D script
 //! (`medsam2_infer_3D_CT.py`) runs the official video predictor: the box on the key slice,
 //! propagate towards higher slice indices; reset; the same box, propagate towards lower ones.
-//! Each tracked slice attends to the key slice's memory, the memories of the 6 slices just
-//! behind it and up to 15 object pointers ([`crate::model::memory_bank`]); nothing else is
-//! held, so memory does not grow with the slice count.
+//! It runs on the same video predictor as the interactive session ([`Sam2Tracker`], see
+//! [`super::session`]). Each tracked slice attends to the key slice's memory, the memories of
+//! the 6 slices just behind it and up to 15 object pointers ([`crate::model::memory_bank`]);
+//! nothing else is held, so memory does not grow with the slice count.
 //!
 //! What the official predictor does and this does too: the key slice's mask is decided by the
 //! single-mask output unless it is unstable (then the best multimask one), tracked slices take
@@ -20,10 +21,10 @@ use super::options::{
 };
 use crate::error::Result;
 use crate::frame::Frame;
-use crate::model::memory_bank::MemoryBank;
-use crate::model::sam2::{HeadsOut, Sam2, SliceMemory};
+use crate::model::sam2::{HeadsOut, Sam2};
 /// SAM 2's prompt packing (kept here under their earlier path).
 pub use crate::model::sam2_prompts::{box_points, no_points};
+use crate::model::sam2_video::Sam2Tracker;
 use crate::preprocess::Image;
 use crate::segmenter::Prediction;
 use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
@@ -79,7 +80,7 @@ pub(super) fn segment_volume(
             slices_run.push(z);
         }
         visits += 1;
-        progress(visits, frames + 1);
+        progress(visits, frames + usize::from(key > 0));
         Ok(())
     })?;
     largest_component_with(&mut mask, vol.dims, Connectivity::Full);
@@ -109,10 +110,10 @@ fn key_result(frame: &Frame, heads: &HeadsOut, mask: Vec<bool>) -> Prediction {
 }
 
 /// The two passes of MedSAM2's 3D script over `num_frames` slices with the box
-/// `[x0, y0, x1, y1]` (model frame, `S`-pixel scale) on `key`. `input(z)` gives slice `z`'s
-/// normalised `[1, 3, S, S]` model input; `visit(pass, z, heads)` receives every slice's
-/// result in order (pass 0: `key..num_frames`, pass 1: `key` down to 0; the key slice is
-/// visited in both).
+/// `[x0, y0, x1, y1]` (model frame, `S`-pixel scale) on `key`, on SAM 2's video predictor
+/// ([`Sam2Tracker`]). `input(z)` gives slice `z`'s normalised `[1, 3, S, S]` model input;
+/// `visit(pass, z, heads)` receives every slice's result in order (pass 0: `key..num_frames`,
+/// pass 1: `key` down to 0; the key slice is visited in both).
 pub fn two_passes(
     model: &Sam2,
     num_frames: usize,
@@ -121,41 +122,20 @@ pub fn two_passes(
     mut input: impl FnMut(usize) -> Result<Tensor<4>>,
     mut visit: impl FnMut(usize, usize, &HeadsOut) -> Result<()>,
 ) -> Result<()> {
-    // The key slice gives the same result in both passes (the official predictor computes it
-    // again after `reset_state`; medseg once).
-    let f = model.encode_image(input(key)?);
-    let pix = model.condition(&f, None);
-    let key_heads = model.sam_heads(pix, &f, box_points(bbox), false)?;
-    let key_memory = model.encode_memory(&f, &key_heads, true)?;
-    drop(f);
+    // No slice but the key is seen twice, so only the key's features are worth keeping.
+    let mut tracker = Sam2Tracker::new(model.clone(), num_frames, 1);
+    tracker.single_pass = true;
+    tracker.add_points_or_box(&mut input, key, 1, &[], Some(bbox), true)?;
     for (pass, reverse) in [(0, false), (1, true)] {
-        visit(pass, key, &key_heads)?;
-        let mut bank = MemoryBank::new(key, key_memory.clone(), num_frames, reverse);
-        let order: Vec<usize> = if reverse {
-            (0..key).rev().collect()
-        } else {
-            (key + 1..num_frames).collect()
-        };
-        for z in order {
-            let (heads, memory) = track(model, &bank, z, input(z)?)?;
-            visit(pass, z, &heads)?;
-            bank.insert(z, memory);
+        // The script resets and adds the same box again: the box's output does not depend on
+        // tracking, so forgetting the tracked slices is the same and saves running it again.
+        tracker.clear_tracking();
+        let mut each = |z: usize, outs: &[(u32, &HeadsOut)]| visit(pass, z, outs[0].1);
+        if reverse && key == 0 {
+            // Upstream skips reverse tracking from slice 0 (the key is then visited once).
+            continue;
         }
+        tracker.propagate(&mut input, reverse, Some(key), None, &mut each)?;
     }
     Ok(())
-}
-
-/// One tracked slice: features, conditioning on the bank, multimask heads, its memory.
-fn track(
-    model: &Sam2,
-    bank: &MemoryBank,
-    z: usize,
-    x: Tensor<4>,
-) -> Result<(HeadsOut, SliceMemory)> {
-    let f = model.encode_image(x);
-    let tokens = bank.tokens(model, z);
-    let pix = model.condition(&f, Some(&tokens));
-    let heads = model.sam_heads(pix, &f, no_points(), true)?;
-    let memory = model.encode_memory(&f, &heads, false)?;
-    Ok((heads, memory))
 }

@@ -10,12 +10,17 @@ use crate::segmenter::Segmenter;
 use crate::volume::Volume;
 
 pub mod chain;
+pub mod chain_tracker;
 pub mod memory;
 mod options;
 mod request;
+pub mod session;
+pub mod steps;
 
 pub use options::{drift_limit, EmptySlice, VolumeOptions, VolumeSegmentation};
 pub use request::{RequestOptions, VolumeRequest};
+pub use session::{Direction, SessionOptions, SlicePrediction, VolumeSession};
+pub use steps::{parse_steps, SessionStep};
 
 impl Segmenter {
     /// Segment a 3D structure from one box on a key slice: the chain rule for MedSAM and

@@ -146,15 +146,28 @@ pub(crate) fn to_u8_checked(vol: &Volume, opts: &VolumeOptions) -> Result<Vec<u8
         .intensity
         .unwrap_or(Intensity::default_for(vol.modality));
     let u8vol = to_u8(&vol.data, rule);
+    let z = opts.key_slice;
+    check_not_flat(
+        &u8vol,
+        vol,
+        z,
+        &format!("{rule} maps the whole key slice {z}"),
+    )?;
+    Ok(u8vol)
+}
+
+/// Slice `z` of `u8vol` (`vol` in 8 bits) refused when it is one flat grey level: `what`
+/// says which rule made it so, the error gives the slice's values.
+pub(crate) fn check_not_flat(u8vol: &[u8], vol: &Volume, z: usize, what: &str) -> Result<()> {
     let n = vol.slice_len();
-    let key = &u8vol[opts.key_slice * n..(opts.key_slice + 1) * n];
-    if key.iter().all(|&v| v == key[0]) {
-        let (lo, hi) = value_range(vol.slice(opts.key_slice));
+    let s = &u8vol[z * n..(z + 1) * n];
+    if s.iter().all(|&v| v == s[0]) {
+        let (lo, hi) = value_range(vol.slice(z));
         return Err(Error::InvalidWindow(format!(
-            "{rule} maps the whole key slice {} (values {lo}..{hi}) to grey level {}: nothing \
-             is left to segment; choose a window inside the data",
-            opts.key_slice, key[0]
+            "{what} (values {lo}..{hi}) to grey level {}: nothing is left to segment; choose a \
+             window inside the data",
+            s[0]
         )));
     }
-    Ok(u8vol)
+    Ok(())
 }

@@ -82,6 +82,14 @@ impl Golden {
         (a.iter().copied().collect(), shape)
     }
 
+    pub fn i32(&mut self, name: &str) -> Vec<i32> {
+        let a: ArrayD<i32> = self
+            .reader
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        a.iter().copied().collect()
+    }
+
     pub fn u8(&mut self, name: &str) -> (Vec<u8>, Vec<usize>) {
         let a: ArrayD<u8> = self
             .reader
