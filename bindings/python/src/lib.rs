@@ -76,6 +76,8 @@ fn err(e: Error) -> PyErr {
         | Error::Checksum { .. } => WeightsError::new_err(msg),
         Error::InvalidImage(_) | Error::NonFiniteImage(_) => ImageError::new_err(msg),
         Error::InvalidBox { .. } | Error::InvalidPrompt(_) => PromptError::new_err(msg),
+        Error::InvalidField { field: "box" | "key_slice", .. } => PromptError::new_err(msg),
+        Error::InvalidField { .. } => PyValueError::new_err(msg),
         Error::InvalidWindow(_) | Error::InvalidOption(_) | Error::InvalidEmbedding(_) => {
             PyValueError::new_err(msg)
         }
@@ -155,12 +157,26 @@ fn to_image(obj: &Bound<'_, PyAny>) -> PyResult<medseg::Image> {
 }
 
 fn parse_family(model: &str) -> PyResult<ModelFamily> {
-    ModelFamily::parse(model).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "model {model:?}: expected one of {}",
-            ModelFamily::names()
-        ))
+    let r = request(&[("model", Some(model.to_string()))])?;
+    r.model.ok_or_else(|| {
+        PyValueError::new_err(format!("model: give one of {}", ModelFamily::names()))
     })
+}
+
+/// Keyword arguments as text fields (`None`: not given), through the library's one parser
+/// ([`medseg::SegmentRequest::parse`], as the CLI's flags and a cohort's columns): the same
+/// values accepted, the same mistakes refused in the same words.
+pub(crate) fn request(fields: &[(&str, Option<String>)]) -> PyResult<medseg::SegmentRequest> {
+    let text: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (*k, v.as_deref().unwrap_or_default()))
+        .collect();
+    medseg::SegmentRequest::parse(&text).map_err(err)
+}
+
+/// `yes` / `no` as a request's flag fields read them.
+pub(crate) fn yes_no(b: bool) -> Option<String> {
+    Some(if b { "yes" } else { "no" }.to_string())
 }
 
 fn device(name: &str) -> PyResult<medseg::Device> {
@@ -245,9 +261,9 @@ impl Segmenter {
     ) -> PyResult<Self> {
         let family = parse_family(model)?;
         let dev = self::device(device)?;
-        let precision: medseg::Precision = precision
-            .parse()
-            .map_err(|e: medseg::Error| PyValueError::new_err(e.to_string()))?;
+        let precision = request(&[("precision", Some(precision.to_string()))])?
+            .precision
+            .unwrap_or_default();
         let seg = py
             .detach(|| medseg::Segmenter::new(family, weights.as_deref(), &dev))
             .map_err(err)?
@@ -400,18 +416,18 @@ impl Segmenter {
         max_drift: f64,
         uneven_slices: &str,
     ) -> PyResult<(Bound<'py, PyArray3<bool>>, Bound<'py, PyDict>)> {
-        let vol = source_volume(py, source, spacing, modality, window, uneven_slices)?;
-        medseg::propagate::drift_limit(max_drift)
-            .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?;
+        let req = request(&[
+            ("key_slice", key_slice.map(|k| k.to_string())),
+            ("box", Some(box_.map(|v| v.to_string()).join(","))),
+            ("window", window.map(str::to_string)),
+            ("modality", modality.map(str::to_string)),
+            ("max_drift", Some(max_drift.to_string())),
+            ("official_fallback", yes_no(official_fallback)),
+            ("largest_component", yes_no(largest_component)),
+        ])?;
+        let vol = source_volume(py, source, spacing, &req, uneven_slices)?;
         let dims = vol.dims;
-        let request = medseg::VolumeRequest {
-            window: window.map(Intensity::parse).transpose().map_err(err)?,
-            largest_component,
-            official_fallback,
-            max_drift,
-            ..medseg::VolumeRequest::new(key_slice, box_)
-        };
-        let (opts, note) = request.options(&vol).map_err(err)?;
+        let (opts, note) = req.volume().map_err(err)?.options(&vol).map_err(err)?;
         if let Some(note) = note {
             let category = py.import("medseg")?.getattr("PromptWarning")?;
             let msg = std::ffi::CString::new(note).unwrap_or_default();
@@ -434,11 +450,10 @@ fn source_volume(
     py: Python<'_>,
     source: &Bound<'_, PyAny>,
     spacing: Option<[f64; 3]>,
-    modality: Option<&str>,
-    window: Option<&str>,
+    req: &medseg::SegmentRequest,
     uneven_slices: &str,
 ) -> PyResult<Volume> {
-    let modality = modality.map(parse_modality).transpose()?;
+    let modality = req.options.modality;
     match source.extract::<PathBuf>() {
         Ok(path) => {
             let opts = read_options(uneven_slices)?;
@@ -451,16 +466,8 @@ fn source_volume(
             warn_notes(py, &v.notes, 2)?;
             Ok(v)
         }
-        Err(_) => array_volume(source, spacing, modality, window),
+        Err(_) => array_volume(source, spacing, modality, req.window),
     }
-}
-
-fn parse_modality(m: &str) -> PyResult<medseg::Modality> {
-    medseg::Modality::parse(m).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "modality {m:?}: expected \"ct\", \"mr\" or \"other\""
-        ))
-    })
 }
 
 fn read_options(uneven_slices: &str) -> PyResult<medseg::io::ReadOptions> {
@@ -489,7 +496,7 @@ fn array_volume(
     data: &Bound<'_, PyAny>,
     spacing: Option<[f64; 3]>,
     modality: Option<medseg::Modality>,
-    window: Option<&str>,
+    window: Option<Intensity>,
 ) -> PyResult<Volume> {
     let spacing = spacing.ok_or_else(|| {
         PyValueError::new_err("spacing (z, y, x) in mm is needed for an array volume")
@@ -876,9 +883,9 @@ impl Cohort {
         let settings = medseg::cohort::Settings {
             model: parse_family(model)?,
             weights,
-            precision: precision
-                .parse()
-                .map_err(|e: medseg::Error| PyValueError::new_err(e.to_string()))?,
+            precision: request(&[("precision", Some(precision.to_string()))])?
+                .precision
+                .unwrap_or_default(),
         };
         let batch = py
             .detach(|| {

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::{err, source_volume, MedsegError, Segmenter};
+use crate::{err, request, source_volume, MedsegError, Segmenter};
 
 /// Prompts on any slice for any object of a volume, propagation and re-propagation: SAM 2's
 /// video predictor (`sam2==1.1.0`) on MedSAM2; the chain rule from every prompted slice on
@@ -61,16 +61,17 @@ impl VolumeSession {
         uneven_slices: &str,
         max_drift: f64,
     ) -> PyResult<Self> {
-        let vol = source_volume(py, source, spacing, modality, window, uneven_slices)?;
+        let req = request(&[
+            ("modality", modality.map(str::to_string)),
+            ("window", window.map(str::to_string)),
+            ("max_drift", Some(max_drift.to_string())),
+        ])?;
+        let vol = source_volume(py, source, spacing, &req, uneven_slices)?;
         let opts = medseg::SessionOptions {
-            intensity: window
-                .map(medseg::Intensity::parse)
-                .transpose()
-                .map_err(err)?,
+            intensity: req.window,
             corrections_as_conditioning,
             feature_cache_mib,
-            max_intensity_drift: medseg::propagate::drift_limit(max_drift)
-                .map_err(|e| PyValueError::new_err(format!("max_drift: {e}")))?,
+            max_intensity_drift: medseg::propagate::drift_limit(max_drift).map_err(err)?,
             ..Default::default()
         };
         let dims = vol.dims;

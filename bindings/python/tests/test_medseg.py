@@ -91,6 +91,31 @@ def test_a_box_past_the_edge_gets_the_same_answer_from_the_cli(seg, tmp_path):
     assert np.array_equal(medseg.read_volume(str(nii))[0] > 0, mask)
 
 
+def test_the_cli_python_and_a_cohort_refuse_a_bad_value_in_the_same_words(seg, tmp_path):
+    """One parser (medseg::SegmentRequest) for flags, keywords and CSV columns: the reason after
+    the field's name is the same text, each front-end spelling the field its own way."""
+    vol = tmp_path / "v.nii"
+    data, spacing, _, _ = medseg.read_volume(str(TESTDATA / "series" / "clean"))
+    _write_nifti(vol, data[2:5], spacing)
+    for flag, kw, value in [("--max-drift", "max_drift", "-1"), ("--window", "window", "40,0"),
+                            ("--modality", "modality", "pet")]:
+        run = subprocess.run([str(CLI), "segment", "--model", "lite-medsam", "--input", str(vol),
+                              "--box", "20,4,44,44", f"{flag}={value}", "--output",
+                              str(tmp_path / "m.nii.gz")], capture_output=True, text=True)
+        assert run.returncode == 1, run.stderr
+        cli = run.stderr.strip().split(f"{flag} ", 1)[1]
+        with pytest.raises(ValueError) as e:
+            arg = float(value) if kw == "max_drift" else value
+            seg.segment_volume(str(vol), 1, [20, 4, 44, 44], **{kw: arg})
+        assert str(e.value) == f"{kw} {cli}", (str(e.value), cli)
+        csv = tmp_path / "cases.csv"
+        csv.write_text(f'case_id,input,x0,y0,x1,y1,{kw}\na,{vol},20,4,44,44,"{value}"\n')
+        with pytest.raises(ValueError) as e:
+            medseg.batch(str(csv), str(tmp_path / "out"))
+        assert str(e.value).endswith(f"a: {kw} {cli}"), (str(e.value), cli)
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
 def test_batched_boxes_points_and_embedding_reuse(seg):
     image = png("images/demo_ct.png")
     emb = seg.embed(image)
@@ -261,7 +286,7 @@ def test_data_integrity(seg, tmp_path):
         seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing)
     with pytest.raises(ValueError, match="modality"):
         seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, modality="xyz")
-    with pytest.raises(ValueError, match="invalid window"):
+    with pytest.raises(ValueError, match='window "40,1e-30": use brain'):
         seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, window="40,1e-30")
     with pytest.raises(ValueError, match="maps the whole key slice"):
         seg.segment_volume(data, 0, [30, 40, 90, 100], spacing=spacing, window="40,1e30")
@@ -418,7 +443,7 @@ def test_precision_bf16_runs_pickles_and_falls_back_with_a_warning(seg):
     again = pickle_roundtrip(bf)
     assert again.precision == bf.precision and "precision='bf16'" in repr(again)
     assert np.array_equal(again.segment(image, box), bf.segment(image, box))
-    with pytest.raises(ValueError, match="expected f32 or bf16"):
+    with pytest.raises(ValueError, match="precision \"fp16\": use f32 or bf16"):
         medseg.Segmenter("lite-medsam", precision="fp16")
 
 

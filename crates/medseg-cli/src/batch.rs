@@ -98,7 +98,7 @@ pub fn run(
 }
 
 fn run_one(models: &mut Models, case: &Case, out_dir: &Path) -> CaseResult {
-    match models.get(case.model.unwrap_or(models.default)) {
+    match models.get(case.request.model.unwrap_or(models.default)) {
         Ok(seg) => cohort::run_case(seg, case, out_dir),
         Err(e) => CaseResult::failed(&case.id, e),
     }

@@ -14,7 +14,9 @@ use medseg::io::output::Outputs;
 use medseg::io::segment::Segment;
 use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::StateDict;
-use medseg::{io, Intensity, Modality, ModelFamily, Precision, Segmenter, Volume, VolumeRequest};
+use medseg::{
+    io, Intensity, Modality, ModelFamily, Precision, SegmentRequest, Segmenter, Volume, VolumeRequest,
+};
 
 /// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
 /// the kernel for every op (see docs/benchmarks.md).
@@ -323,26 +325,20 @@ fn run(cmd: Command) -> Result<()> {
 /// `medseg segment`: every option checked before anything is read or computed; an 8-bit
 /// picture keeps the exact 2D contract, anything else is a volume.
 fn segment(a: &SegmentArgs) -> Result<()> {
-    let bbox = match &a.bbox {
-        Some(b) => medseg::prompt::parse_box(b).context("--box")?,
-        None => [0.0; 4],
-    };
+    let req = segment_request(a)?;
     let json_file = a.json.as_deref().filter(|p| *p != Path::new("-"));
     let outputs = plan_outputs(
         &a.input,
         &a.output,
         [a.logits.as_deref(), a.overlay.as_deref(), json_file],
     )?;
-    let family = a.model.0;
     let seg_type = medseg::io::segment::Code::parse_type(&a.seg_type).context("--seg-type")?;
-    let intensity = a.window.as_deref().map(Intensity::parse).transpose();
-    let intensity = intensity.context("--window")?;
     let job = Job {
-        family,
+        family: a.model.0,
         weights: a.weights.as_deref(),
-        precision: parse_precision(&a.precision)?,
+        precision: req.precision.unwrap_or_default(),
         input: &a.input,
-        bbox,
+        bbox: req.bbox.unwrap_or_default(),
         output: &a.output,
         logits: a.logits.as_deref(),
         overlay: a.overlay.as_deref(),
@@ -357,12 +353,6 @@ fn segment(a: &SegmentArgs) -> Result<()> {
             .context("--adc-threshold/--adc-units")?,
         json: a.json.as_deref(),
     };
-    medseg::propagate::drift_limit(a.max_drift).context("--max-drift")?;
-    let modality = a
-        .modality
-        .as_deref()
-        .map(|m| Modality::parse(m).ok_or_else(|| anyhow!("--modality {m:?}: use ct or mr")));
-    let modality = modality.transpose()?;
     let uneven = UnevenSlices::parse(&a.uneven_slices).ok_or_else(|| {
         anyhow!(
             "--uneven-slices {:?}: use error, resample or as-is",
@@ -373,25 +363,58 @@ fn segment(a: &SegmentArgs) -> Result<()> {
         io::input_kind(&a.input) == InputKind::Image && io::image_bit_depth(&a.input)? == 8;
     if eight_bit
         && a.slice.is_none()
-        && intensity.is_none()
+        && req.window.is_none()
         && a.adc.is_none()
         && a.prompts.is_none()
     {
         return segment_2d(&job, outputs);
     }
-    let vol = read_volume(&a.input, uneven, modality)?;
+    let vol = read_volume(&a.input, uneven, req.options.modality)?;
     if let Some(p) = &a.prompts {
-        return session::segment_session(&job, &vol, p, intensity, outputs);
+        return session::segment_session(&job, &vol, p, req.window, outputs);
     }
     let request = VolumeRequest {
-        window: intensity,
-        largest_component: a.largest_component,
-        official_fallback: a.official_fallback,
-        max_drift: a.max_drift,
         keep_pass_logits: a.logits.is_some(),
-        ..VolumeRequest::new(a.slice, bbox)
+        ..req.volume().map_err(flag_error)?
     };
     segment_3d(&job, &vol, &request, outputs)
+}
+
+/// `segment`'s request flags through the library's one parser ([`SegmentRequest::parse`], as
+/// Python's keywords and a cohort's columns): every value checked before anything is read.
+fn segment_request(a: &SegmentArgs) -> Result<SegmentRequest> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let yes = |b: bool| if b { "yes" } else { "" }.to_string();
+    let fields = [
+        ("model", a.model.0.name().to_string()),
+        ("precision", a.precision.clone()),
+        ("key_slice", text(&a.slice.map(|k| k.to_string()))),
+        ("box", text(&a.bbox)),
+        ("window", text(&a.window)),
+        ("modality", text(&a.modality)),
+        ("max_drift", a.max_drift.to_string()),
+        ("official_fallback", yes(a.official_fallback)),
+        ("largest_component", yes(a.largest_component)),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut req = SegmentRequest::parse(&fields).map_err(flag_error)?;
+    req.input = Some(a.input.clone());
+    req.weights.clone_from(&a.weights);
+    Ok(req)
+}
+
+/// A request field's error, named as the flag that gave it (`--max-drift "x": give a number`).
+fn flag_error(e: medseg::Error) -> anyhow::Error {
+    match e {
+        medseg::Error::InvalidField { field, reason } => {
+            let flag = match field {
+                "key_slice" => "slice".to_string(),
+                f => f.replace('_', "-"),
+            };
+            anyhow!("--{flag} {reason}")
+        }
+        e => e.into(),
+    }
 }
 
 /// `--precision`: `f32` or `bf16` (as `medseg::Precision` parses them).

@@ -307,7 +307,7 @@ fn a_batch_folder_under_review() {
     let i = input.display();
     std::fs::write(
         &cases,
-        format!("case_id,input,key_slice,x0,y0,x1,y1,window\na,{i},4,60,80,140,150,\"127.5,255\"\nb,{i},6,20,30,90,100,\"127.5,255\"\n"),
+        format!("case_id,input,key_slice,x0,y0,x1,y1,window,max_drift\na,{i},4,60,80,140,150,\"127.5,255\",30\nb,{i},6,20,30,90,100,\"127.5,255\",\n"),
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -336,6 +336,22 @@ fn a_batch_folder_under_review() {
     assert_eq!(listed[0]["status"], "ok");
     assert!(listed[0]["ml"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(listed[0]["box"], json!([60.0, 80.0, 140.0, 150.0]));
+    // the options the case ran with, as request fields the page opens it with
+    assert_eq!(listed[0]["options"], json!({ "max_drift": "30" }));
+    assert_eq!(listed[1]["options"], json!({}));
+
+    // A bad request field is refused in the library's words (the CLI's and Python's).
+    for (field, value, reason) in [
+        ("window", json!("40,0"), "window \"40,0\": use brain"),
+        ("max_drift", json!(-1), "max_drift \"-1\": a number of grey levels"),
+        ("modality", json!("pet"), "modality \"pet\": give ct or mr"),
+    ] {
+        let mut body = json!({ "path": input });
+        body[field] = value;
+        let (status, v) = api(&srv, "POST", "/api/open", Some(body));
+        assert_eq!(status, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().starts_with(reason), "{v}");
+    }
 
     // The case's input opens (it is listed in results.csv), with the case's window.
     let (status, v) = api(

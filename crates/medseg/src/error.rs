@@ -83,6 +83,16 @@ pub enum Error {
     /// An option value is out of its range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A field of a request given as text ([`crate::SegmentRequest`]: a CLI flag, a Python
+    /// keyword, a cohort column, a JSON key) is malformed or out of range. Displayed as
+    /// `field "value": what to give`; front-ends spell the field their own way.
+    #[error("{field} {reason}")]
+    InvalidField {
+        /// The field's name (`max_drift`, `key_slice`, ...).
+        field: &'static str,
+        /// The value, quoted, and what to give instead.
+        reason: String,
+    },
     /// An output cannot be written where it was asked for (missing directory, the input's own
     /// path, two outputs on one path, a wrong extension).
     #[error("output {path}: {reason}")]
@@ -149,5 +159,30 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// `v` parsed by `parse`, its error an [`Error::InvalidField`] quoting the value.
+pub(crate) fn field<T>(
+    v: Option<&str>,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    v.map(|v| {
+        parse(v).map_err(|why| Error::InvalidField {
+            field: name,
+            reason: format!("{v:?}: {why}"),
+        })
+    })
+    .transpose()
+}
+
+/// What a library error says, without its kind's prefix (the field names the kind).
+pub(crate) fn reason(e: Error) -> String {
+    match e {
+        Error::InvalidPrompt(s) | Error::InvalidWindow(s) | Error::InvalidOption(s) => {
+            s.rsplit_once(": ").map_or(s.clone(), |(_, why)| why.to_string())
+        }
+        e => e.to_string(),
     }
 }

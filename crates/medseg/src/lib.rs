@@ -27,7 +27,8 @@
 //! [`model::common::to_vec`]), [`segmenter`] joins them for one image, [`propagate`] for a
 //! volume (the chain rule and SAM 2's memory, one folder; [`VolumeSession`]: prompts on any
 //! slice for any object, corrections and re-propagation, SAM 2's video predictor for MedSAM2
-//! in [`model::sam2_video`]), [`cohort`] for many volumes into one folder. No two files import each other (`shared/tools/import_circles.py` checks it).
+//! in [`model::sam2_video`]), [`cohort`] for many volumes into one folder; [`request`] parses what every front-end asks
+//! (CLI flags, Python keywords, cohort columns, the viewer's JSON) into one [`SegmentRequest`]. No two files import each other (`shared/tools/import_circles.py` checks it).
 //!
 //! ## Features
 //!
@@ -64,6 +65,8 @@ pub mod preprocess;
 pub mod prompt;
 #[cfg(feature = "model")]
 pub mod propagate;
+#[cfg(feature = "model")]
+pub mod request;
 /// MedSAM2's memory propagation, under its earlier name ([`propagate::memory`]).
 #[cfg(feature = "model")]
 pub use propagate::memory as propagate_memory;
@@ -91,6 +94,8 @@ pub use propagate::{
     Direction, EmptySlice, RequestOptions, SessionOptions, SlicePrediction, VolumeOptions,
     VolumeRequest, VolumeSegmentation, VolumeSession,
 };
+#[cfg(feature = "model")]
+pub use request::SegmentRequest;
 #[cfg(feature = "model")]
 pub use segmenter::{cpu, ImageEmbedding, Prediction, Segmenter};
 pub use volume::{Intensity, LesionStats, Modality, Volume};

@@ -204,6 +204,15 @@ impl Intensity {
         }
     }
 
+    /// The rule as text that [`Intensity::parse`] reads back: `LEVEL,WIDTH`, `mr` or `minmax`.
+    pub fn as_text(self) -> String {
+        match self {
+            Intensity::Window { level, width } => format!("{level},{width}"),
+            Intensity::Percentile => "mr".into(),
+            Intensity::MinMax => "minmax".into(),
+        }
+    }
+
     /// The default for a modality: brain window for CT (the stroke use case), percentile
     /// for MR, min-max otherwise.
     pub fn default_for(m: Modality) -> Self {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use medseg::io::output::Outputs;
 use medseg::propagate::{parse_steps, SessionStep};
-use medseg::{io, Intensity, Segmenter, SessionOptions, Volume, VolumeSession};
+use medseg::{
+    io, Intensity, SegmentRequest, Segmenter, SessionOptions, Volume, VolumeSession,
+};
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response};
 
@@ -252,20 +254,22 @@ impl State {
                 format!("{requested}: not under the folders this server was started on"),
             );
         };
-        let vol = match io::read_volume(&path) {
+        let req = match request_of(body) {
+            Ok(r) => r,
+            Err(e) => return error(400, e),
+        };
+        let mut vol = match io::read_volume(&path) {
             Ok(v) => v,
             Err(e) => return error(400, format!("{}: {e}", path.display())),
         };
-        let options = match body["window"].as_str().filter(|w| !w.is_empty()) {
-            None => self.options(),
-            Some(w) => match Intensity::parse(w) {
-                Ok(rule) => SessionOptions {
-                    intensity: Some(rule),
-                    ..Default::default()
-                },
-                Err(e) => return error(400, e),
-            },
-        };
+        if let Some(m) = req.options.modality {
+            vol.set_modality(m);
+        }
+        let mut options = self.options();
+        options.intensity = req.window.or(options.intensity);
+        if let Some(d) = req.options.max_drift {
+            options.max_intensity_drift = (d > 0.0).then_some(d);
+        }
         let session = match VolumeSession::new(&self.seg, &vol, &options) {
             Ok(s) => s,
             Err(e) => return error(400, e),
@@ -391,6 +395,25 @@ fn png(data: Vec<u8>, w: usize, h: usize, channels: usize) -> Reply {
 }
 
 /// A slice in 8 bits under the query's window (default: the model's).
+/// A JSON body's request fields (`window`, `modality`, `max_drift`; strings, numbers, booleans
+/// and lists as text) through the library's one parser, as the CLI's flags and Python's
+/// keywords.
+fn request_of(body: &Value) -> medseg::Result<SegmentRequest> {
+    fn text(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+            Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+    let given = SegmentRequest::FIELDS.iter().filter_map(|k| Some((*k, text(body.get(*k)?))));
+    let fields: Vec<(&str, String)> = given.collect();
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    SegmentRequest::parse(&fields)
+}
+
 fn slice_png(o: &mut Opened, query: &HashMap<String, String>, model: Option<Intensity>) -> Reply {
     let z = match slice_of(o, query) {
         Ok(z) => z,

@@ -188,8 +188,14 @@ fn case_json(c: &CaseResult, fence: Option<(f64, f64)>, d: Option<&Decision>) ->
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
         .collect();
+    // The case's propagation options as results.csv recorded them (`modality=ct max_drift=20`),
+    // as request fields: the page opens the case with them.
+    let options: serde_json::Map<String, Value> = (c.run.options.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     json!({
-        "id": c.id, "status": if c.ok { "ok" } else { "failed" }, "ml": c.volume_ml,
+        "id": c.id, "status": if c.ok { "ok" } else { "failed" }, "ml": c.volume_ml, "options": options,
         "voxels": c.voxels, "slices": c.slice_range, "error": c.error, "mask": c.mask,
         "input": c.run.input, "key_slice": c.run.key_slice.parse::<usize>().ok(),
         "box": (bbox.len() == 4).then_some(bbox), "window": c.run.window, "model": c.run.model,

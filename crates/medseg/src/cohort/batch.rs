@@ -67,7 +67,7 @@ impl Batch {
             .iter()
             .zip(refused)
             .map(|(case, refusal)| {
-                let family = case.model.unwrap_or(settings.model);
+                let family = case.request.model.unwrap_or(settings.model);
                 let key = case.run_key(family, precision, &hashes.get(family));
                 match refusal {
                     Some(why) => Todo::Refused(CaseResult {

@@ -9,6 +9,7 @@ use crate::family::ModelFamily;
 use crate::io::mask::MaskFormat;
 use crate::precision::Precision;
 use crate::propagate::RequestOptions;
+use crate::request::SegmentRequest;
 use crate::volume::Intensity;
 
 const HEADER: [&str; 11] = [
@@ -34,22 +35,16 @@ pub struct Case {
     pub id: String,
     /// NIfTI file, DICOM file or DICOM series folder (absolute).
     pub input: PathBuf,
-    /// `None`: the middle slice.
-    pub key_slice: Option<usize>,
-    /// Box `[x0, y0, x1, y1]` in pixels of the key slice.
-    pub bbox: [f64; 4],
-    /// `None`: the batch's model.
-    pub model: Option<ModelFamily>,
-    /// `None`: by modality.
-    pub window: Option<Intensity>,
+    /// Key slice, box (always given), model (`None`: the batch's), window and propagation
+    /// options of its optional columns (`modality`, `max_drift`, `official_fallback`,
+    /// `largest_component`), as [`SegmentRequest::parse`] reads them; `input` is the field
+    /// above.
+    pub request: SegmentRequest,
     /// An ADC map on the input's grid (absolute): the stroke readout ([`crate::stroke`]).
     pub adc: Option<PathBuf>,
     /// How the mask is written: [`MaskFormat::Nifti`] (`<case_id>.nii.gz`, also when `None`:
     /// not given) or [`MaskFormat::Seg`] (`<case_id>.dcm`, a DICOM SEG; DICOM inputs only).
     pub mask_format: Option<MaskFormat>,
-    /// Propagation options of its optional columns (`modality`, `max_drift`,
-    /// `official_fallback`, `largest_component`).
-    pub options: RequestOptions,
 }
 
 impl Case {
@@ -61,18 +56,19 @@ impl Case {
 
     /// The case as text fields, as [`Case::parse`] reads them back (`input` absolute).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let [x0, y0, x1, y1] = self.bbox.map(|v| v.to_string());
+        let [x0, y0, x1, y1] = self.bbox().map(|v| v.to_string());
         let opt = |v: Option<String>| v.unwrap_or_default();
+        let r = &self.request;
         vec![
             ("case_id", self.id.clone()),
             ("input", self.input.display().to_string()),
-            ("key_slice", opt(self.key_slice.map(|k| k.to_string()))),
+            ("key_slice", opt(r.key_slice.map(|k| k.to_string()))),
             ("x0", x0),
             ("y0", y0),
             ("x1", x1),
             ("y1", y1),
-            ("model", opt(self.model.map(|m| m.name().to_string()))),
-            ("window", opt(self.window.map(window_text))),
+            ("model", opt(r.model.map(|m| m.name().to_string()))),
+            ("window", opt(r.window.map(Intensity::as_text))),
             (
                 "adc",
                 opt(self.adc.as_ref().map(|p| p.display().to_string())),
@@ -83,8 +79,13 @@ impl Case {
             ),
         ]
         .into_iter()
-        .chain(self.options.fields())
+        .chain(r.options.fields())
         .collect()
+    }
+
+    /// The box `[x0, y0, x1, y1]` in pixels of the key slice.
+    pub fn bbox(&self) -> [f64; 4] {
+        self.request.bbox.unwrap_or_default()
     }
 
     /// What running this case with `model`, `precision` and weights of SHA-256 `weights`
@@ -93,10 +94,10 @@ impl Case {
         RunKey {
             input: self.input.display().to_string(),
             input_stamp: input_stamp(&self.input).unwrap_or_default(),
-            key_slice: self.key_slice.map(|k| k.to_string()).unwrap_or_default(),
-            bbox: self.bbox.map(|v| v.to_string()).join(" "),
+            key_slice: (self.request.key_slice.map(|k| k.to_string())).unwrap_or_default(),
+            bbox: self.bbox().map(|v| v.to_string()).join(" "),
             model: model.name().to_string(),
-            window: self.window.map(window_text).unwrap_or_default(),
+            window: (self.request.window.map(Intensity::as_text)).unwrap_or_default(),
             precision: precision.name().to_string(),
             weights_sha256: weights.to_string(),
             adc: self.adc.as_ref().map_or(String::new(), |p| {
@@ -106,16 +107,8 @@ impl Case {
                 Some(MaskFormat::Seg) => "dcm".into(),
                 _ => String::new(),
             },
-            options: self.options.summary(),
+            options: self.request.options.summary(),
         }
-    }
-}
-
-fn window_text(w: Intensity) -> String {
-    match w {
-        Intensity::Window { level, width } => format!("{level},{width}"),
-        Intensity::Percentile => "mr".into(),
-        Intensity::MinMax => "minmax".into(),
     }
 }
 
@@ -127,40 +120,27 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
     let need = |k: &str| get(k).ok_or_else(|| format!("no {k}"));
     let id = need("case_id")?.to_string();
     check_id(&id)?;
-    let num = |k: &str| -> std::result::Result<f64, String> {
-        let v = need(k)?;
-        v.parse()
-            .map_err(|_| format!("{id}: {k} {v:?} is not a number"))
-    };
-    let key_slice = get("key_slice")
-        .map(|v| v.parse().map_err(|_| format!("{id}: key_slice {v:?}")))
-        .transpose()?;
-    let model = get("model")
-        .map(|m| {
-            ModelFamily::parse(m)
-                .ok_or_else(|| format!("{id}: model {m:?}: use one of {}", ModelFamily::names()))
-        })
-        .transpose()?;
-    let window = get("window")
-        .map(Intensity::parse)
-        .transpose()
-        .map_err(|e| format!("{id}: {e}"))?;
+    let corners = ["x0", "y0", "x1", "y1"].map(need);
+    let bbox = corners.into_iter().collect::<std::result::Result<Vec<_>, _>>()?;
+    // The request's own fields; `box` from the four columns (the CSV's `input` is resolved
+    // against `base` below).
+    let shared = ["key_slice", "model", "window"].map(|k| (k, get(k).unwrap_or_default()));
+    let box_text = bbox.join(",");
+    let mut own: Vec<(&str, &str)> = shared.into_iter().chain([("box", box_text.as_str())]).collect();
+    own.extend(RequestOptions::FIELDS.map(|k| (k, get(k).unwrap_or_default())));
+    let mut request = SegmentRequest::parse(&own).map_err(|e| format!("{id}: {e}"))?;
+    request.box_policy = None;
     let absolute = |p: &str| {
         let p = base.join(p);
         std::path::absolute(&p).unwrap_or(p)
     };
-    let input = absolute(need("input")?);
     Ok(Case {
-        input,
+        input: absolute(need("input")?),
         adc: get("adc").map(absolute),
-        options: RequestOptions::parse(fields).map_err(|e| format!("{id}: {e}"))?,
         mask_format: get("mask_format")
             .map(|f| parse_mask_format(f).map_err(|e| format!("{id}: {e}")))
             .transpose()?,
-        key_slice,
-        bbox: [num("x0")?, num("y0")?, num("x1")?, num("y1")?],
-        model,
-        window,
+        request,
         id,
     })
 }
@@ -327,8 +307,8 @@ mod tests {
         assert_eq!((cases[0].adc.as_ref(), cases[0].mask_format), (None, None));
         assert_eq!(cases[1].adc, Some(dir.path().join("adc/b")));
         assert_eq!(cases[1].mask_format, Some(MaskFormat::Seg));
-        assert_eq!(cases[0].options, RequestOptions::default());
-        assert_eq!(cases[1].options.summary(), "modality=ct max_drift=0");
+        assert_eq!(cases[0].request.options, RequestOptions::default());
+        assert_eq!(cases[1].request.options.summary(), "modality=ct max_drift=0");
         let key = cases[1].run_key(ModelFamily::MedSam, Precision::F32, "abc");
         assert_eq!(
             (key.mask_format.as_str(), key.options.as_str()),
@@ -344,11 +324,11 @@ mod tests {
         let back: Vec<(&str, &str)> = back.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(Case::parse(&back, dir.path()).unwrap(), cases[1]);
         assert_eq!(cases[0].input, dir.path().join("scans/a.nii.gz"));
-        assert_eq!((cases[0].key_slice, cases[0].model), (Some(12), None));
+        assert_eq!((cases[0].request.key_slice, cases[0].request.model), (Some(12), None));
         assert_eq!(cases[1].input, PathBuf::from("/abs/b"));
-        assert_eq!(cases[1].bbox, [1.5, 2.0, 30.0, 40.0]);
-        assert_eq!(cases[1].model, Some(ModelFamily::MedSam));
-        assert!(cases[1].window.is_some());
+        assert_eq!(cases[1].bbox(), [1.5, 2.0, 30.0, 40.0]);
+        assert_eq!(cases[1].request.model, Some(ModelFamily::MedSam));
+        assert!(cases[1].request.window.is_some());
         let long = "a".repeat(MAX_ID + 1);
         let h = "case_id,input,key_slice,x0,y0,x1,y1";
         for (body, needle) in [

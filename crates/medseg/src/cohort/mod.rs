@@ -23,7 +23,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::io::output::Outputs;
 use crate::prompt::BoxPolicy;
-use crate::propagate::VolumeRequest;
+use crate::request::SegmentRequest;
 use crate::segmenter::Segmenter;
 
 mod batch;
@@ -74,7 +74,7 @@ type Segmented = (
 );
 
 fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmented> {
-    if let Some(m) = case.model.filter(|m| *m != seg.family()) {
+    if let Some(m) = case.request.model.filter(|m| *m != seg.family()) {
         return Err(Error::InvalidOption(format!(
             "case {} asks for {m}, this segmenter is {}",
             case.id,
@@ -96,13 +96,11 @@ fn segment_case(seg: &Segmenter, case: &Case, out_dir: &Path) -> Result<Segmente
         None => None,
     };
     // A case's box was reviewed into a file: one past the edge is refused, not clipped.
-    let mut request = VolumeRequest {
-        window: case.window,
-        box_policy: BoxPolicy::Refuse,
-        ..VolumeRequest::new(case.key_slice, case.bbox)
+    let request = SegmentRequest {
+        box_policy: Some(BoxPolicy::Refuse),
+        ..case.request.clone()
     };
-    case.options.apply(&mut request);
-    let (opts, _) = request.options(&vol)?;
+    let (opts, _) = request.volume()?.options(&vol)?;
     let res = seg.segment_volume(&vol, &opts, &mut |_, _| {})?;
     let opts_adc = crate::stroke::AdcOptions::default();
     let readout = adc
@@ -145,13 +143,12 @@ mod tests {
         Case {
             id: id.into(),
             input: input.to_path_buf(),
-            key_slice: None,
-            bbox: [1.0, 2.0, 30.0, 40.0],
-            model: None,
-            window: None,
+            request: SegmentRequest {
+                bbox: Some([1.0, 2.0, 30.0, 40.0]),
+                ..SegmentRequest::default()
+            },
             adc: None,
             mask_format: None,
-            options: Default::default(),
         }
     }
 
@@ -215,14 +212,14 @@ mod tests {
         };
         assert_eq!(todo(&c, &s), Todo::Done(ok));
         let mut moved = c.clone();
-        moved.bbox[0] = 5.0;
+        moved.request.bbox = Some([5.0, 2.0, 30.0, 40.0]);
         let why = |t: Todo| match t {
             Todo::Run(Some(w)) => w,
             other => panic!("expected a redo: {other:?}"),
         };
         assert!(why(todo(&moved, &s)).starts_with("box changed (1 2 30 40 -> 5 2 30 40)"));
         let mut windowed = c.clone();
-        windowed.window = Some(Intensity::MinMax);
+        windowed.request.window = Some(Intensity::MinMax);
         assert!(why(todo(&windowed, &s)).starts_with("window changed"));
         let weights = d.join("w.pth");
         std::fs::write(&weights, "other weights").unwrap();

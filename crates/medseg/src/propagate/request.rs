@@ -3,7 +3,7 @@
 //! the box fitted by the front-end's [`BoxPolicy`], the drift rule, the empty-slice rule.
 
 use super::options::{drift_limit, EmptySlice, VolumeOptions};
-use crate::error::{Error, Result};
+use crate::error::{field, reason, Result};
 use crate::prompt::{fit_box, BoxPolicy};
 use crate::volume::{Intensity, Modality, Volume};
 
@@ -88,29 +88,28 @@ impl RequestOptions {
         "largest_component",
     ];
 
-    /// The options from text fields (others are ignored); errors name the field.
+    /// The options from text fields (others are ignored); a bad one is an
+    /// [`Error::InvalidField`].
     pub fn parse(fields: &[(&str, &str)]) -> Result<Self> {
         let get = |k: &str| {
             let v = fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.trim());
             v.filter(|v| !v.is_empty())
         };
-        let bad = |k: &str, v: &str, want: &str| {
-            Error::InvalidOption(format!("{k} {v:?}: give {want} (or leave it empty)"))
+        let flag = |k: &'static str| {
+            let yes_no = |v: &str| match v.to_ascii_lowercase().as_str() {
+                "0" | "false" | "no" => Ok(false),
+                "1" | "true" | "yes" => Ok(true),
+                _ => Err("give yes or no".to_string()),
+            };
+            field(get(k), k, yes_no).map(|v| v.unwrap_or(false))
         };
-        let flag = |k: &str| match get(k).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("0" | "false" | "no") => Ok(false),
-            Some("1" | "true" | "yes") => Ok(true),
-            Some(v) => Err(bad(k, v, "yes or no")),
-        };
-        let modality = get("modality")
-            .map(|v| Modality::parse(v).ok_or_else(|| bad("modality", v, "ct or mr")))
-            .transpose()?;
-        let max_drift = get("max_drift")
-            .map(|v| {
-                let d = v.parse().map_err(|_| bad("max_drift", v, "a number"))?;
-                drift_limit(d).map(|_| d)
-            })
-            .transpose()?;
+        let modality = field(get("modality"), "modality", |v| {
+            Modality::parse(v).ok_or_else(|| "give ct or mr".to_string())
+        })?;
+        let max_drift = field(get("max_drift"), "max_drift", |v| {
+            let d = v.parse().map_err(|_| "give a number".to_string())?;
+            drift_limit(d).map(|_| d).map_err(reason)
+        })?;
         Ok(Self {
             modality,
             max_drift,
@@ -212,7 +211,7 @@ mod tests {
         for (k, v, needle) in [
             ("modality", "pet", "ct or mr"),
             ("max_drift", "x", "a number"),
-            ("max_drift", "-3", "max drift"),
+            ("max_drift", "-3", "grey levels"),
             ("official_fallback", "maybe", "yes or no"),
         ] {
             let e = RequestOptions::parse(&[(k, v)]).unwrap_err().to_string();
