@@ -400,7 +400,7 @@ impl Segmenter {
 
     /// 3D segmentation from a box on a key slice. `source` is a path (read natively, with its
     /// geometry) or a (Z, Y, X) array with `spacing` and a `modality` ("ct", "mr", "other").
-    #[pyo3(signature = (source, spacing, key_slice, box_, window=None, modality=None, largest_component=false, official_fallback=false, max_drift=40.0, uneven_slices="error"))]
+    #[pyo3(signature = (source, spacing, key_slice, box_, window=None, modality=None, largest_component=false, official_fallback=false, max_drift=40.0, uneven_slices="error", stop_after_empty=None))]
     #[allow(clippy::too_many_arguments)]
     fn segment_volume<'py>(
         &self,
@@ -415,6 +415,7 @@ impl Segmenter {
         official_fallback: bool,
         max_drift: f64,
         uneven_slices: &str,
+        stop_after_empty: Option<usize>,
     ) -> PyResult<(Bound<'py, PyArray3<bool>>, Bound<'py, PyDict>)> {
         let req = request(&[
             ("key_slice", key_slice.map(|k| k.to_string())),
@@ -424,6 +425,7 @@ impl Segmenter {
             ("max_drift", Some(max_drift.to_string())),
             ("official_fallback", yes_no(official_fallback)),
             ("largest_component", yes_no(largest_component)),
+            ("stop_after_empty", stop_after_empty.map(|n| n.to_string())),
         ])?;
         let vol = source_volume(py, source, spacing, &req, uneven_slices)?;
         let dims = vol.dims;

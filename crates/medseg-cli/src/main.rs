@@ -60,8 +60,8 @@ enum Command {
     Segment(SegmentArgs),
     /// Segment a cohort: CSV rows `case_id,input,key_slice,x0,y0,x1,y1` (optional columns:
     /// model, window, adc, mask_format, modality, max_drift, official_fallback,
-    /// largest_component); one mask per case and one results.csv in --output-dir; finished
-    /// cases are skipped on a re-run.
+    /// largest_component, stop_after_empty); one mask per case and one results.csv in
+    /// --output-dir; finished cases are skipped on a re-run.
     Batch {
         /// The cases (CSV with a header; relative inputs are taken from the CSV's folder)
         cases: PathBuf,
@@ -194,6 +194,11 @@ struct SegmentArgs {
     /// Volumes: keep only the largest 3D connected component
     #[arg(long)]
     largest_component: bool,
+    /// Volumes: end each direction after N slices in a row with an empty mask (the object is
+    /// gone); MedSAM2 otherwise visits every slice both ways, as its 3D script
+    /// (docs/volumes.md: when it is safe)
+    #[arg(long, value_name = "N")]
+    stop_after_empty: Option<usize>,
     /// Volumes: stop propagating at a slice whose mean intensity inside the mask differs
     /// from the key slice's by more than this many grey levels (0 disables)
     #[arg(long, default_value_t = 40.0)]
@@ -395,6 +400,7 @@ fn segment_request(a: &SegmentArgs) -> Result<SegmentRequest> {
         ("max_drift", a.max_drift.to_string()),
         ("official_fallback", yes(a.official_fallback)),
         ("largest_component", yes(a.largest_component)),
+        ("stop_after_empty", text(&a.stop_after_empty.map(|n| n.to_string()))),
     ];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut req = SegmentRequest::parse(&fields).map_err(flag_error)?;

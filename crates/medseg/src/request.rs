@@ -43,14 +43,14 @@ pub struct SegmentRequest {
     pub window: Option<Intensity>,
     /// `box_policy`: `clip` (a box past the edge is clipped, with a warning) or `refuse`.
     pub box_policy: Option<BoxPolicy>,
-    /// `modality`, `max_drift`, `official_fallback`, `largest_component`.
+    /// `modality`, `max_drift`, `official_fallback`, `largest_component`, `stop_after_empty`.
     pub options: RequestOptions,
 }
 
 impl SegmentRequest {
     /// The field names, as every front-end's keys (the CLI's flags are these with `-` for `_`,
     /// `--slice` for `key_slice`).
-    pub const FIELDS: [&'static str; 12] = [
+    pub const FIELDS: [&'static str; 13] = [
         "input",
         "model",
         "weights",
@@ -63,6 +63,7 @@ impl SegmentRequest {
         "max_drift",
         "official_fallback",
         "largest_component",
+        "stop_after_empty",
     ];
 
     /// The request from text fields; a missing or empty field is not given, fields of other
@@ -159,6 +160,7 @@ mod tests {
             ("max_drift", "20"),
             ("official_fallback", "yes"),
             ("largest_component", "no"),
+            ("stop_after_empty", "3"),
             ("case_id", "other fields are the caller's"),
         ];
         let r = SegmentRequest::parse(&given).unwrap();
@@ -219,9 +221,11 @@ mod tests {
             ("official_fallback", "yes"),
             ("largest_component", "yes"),
             ("modality", "mr"),
+            ("stop_after_empty", "2"),
         ])
         .unwrap();
         let v = r.volume().unwrap();
+        assert_eq!(v.stop_after_empty, Some(2));
         assert_eq!((v.key_slice, v.bbox), (Some(3), [1.0, 2.0, 6.0, 7.0]));
         assert_eq!(
             (v.window, v.box_policy, v.modality),

@@ -228,7 +228,7 @@ fn pass_logits(
     let mut ours = vec![f32::NAN; 2 * z * plane];
     two_passes(model, z, key, bbox, input, |p, s, heads: &HeadsOut| {
         ours[(p * z + s) * plane..(p * z + s + 1) * plane].copy_from_slice(&heads.low_res);
-        Ok(())
+        Ok(std::ops::ControlFlow::Continue(()))
     })
     .unwrap();
     ours
@@ -403,6 +403,8 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
         5e-3,
     );
 
+    stop_after_empty_ends_each_pass_where_the_object_is_gone(&seg, &vol, &opts, &res.mask);
+
     // 2D: the key slice alone through predict (the image predictor's single-mask rule).
     let key = case.slices[case.key * h * w..(case.key + 1) * h * w].to_vec();
     let image = Image::new(w, h, 1, key).unwrap();
@@ -450,6 +452,67 @@ fn segmenter_runs_medsam2_in_3d_and_2d_as_the_reference() {
     match seg.embedding_from_tensor(emb.tensor().clone(), *emb.frame()) {
         Err(Error::InvalidEmbedding(m)) => assert!(m.contains("high-resolution"), "{m}"),
         other => panic!("expected InvalidEmbedding, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// `stop_after_empty`: each pass ends after that many empty slices in a row, and every slice
+/// it did visit is what the full run gave there (tracking is causal). The slices a full run's
+/// masks predict are the ones visited; the seeded model has empty slices on the golden volume
+/// (asserted, so the check cannot pass vacuously).
+fn stop_after_empty_ends_each_pass_where_the_object_is_gone(
+    seg: &Segmenter,
+    vol: &medseg::Volume,
+    opts: &medseg::VolumeOptions,
+    full_mask: &[bool],
+) {
+    let [z, h, w] = vol.dims;
+    let plane = h * w;
+    let keep = |stop| medseg::VolumeOptions {
+        keep_pass_logits: true,
+        stop_after_empty: stop,
+        ..opts.clone()
+    };
+    let full = seg.segment_volume(vol, &keep(None), &mut |_, _| {}).unwrap();
+    assert_eq!(full.mask, full_mask, "keeping the logits changes nothing");
+    let logits = full.pass_logits.as_ref().unwrap();
+    let empty = |p: usize, s: usize| !logits[(p * z + s) * plane..][..plane].iter().any(|&v| v > 0.0);
+    let key = opts.key_slice;
+    let orders: [Vec<usize>; 2] = [(key..z).collect(), (0..=key).rev().collect()];
+    let empties = orders.iter().enumerate().map(|(p, o)| o.iter().filter(|&&s| empty(p, s)).count());
+    assert!(empties.sum::<usize>() > 0, "no empty slice: the check would prove nothing");
+    for n in [1, 2] {
+        let mut expect = Vec::new();
+        for (p, order) in orders.iter().enumerate() {
+            let mut run = 0;
+            for &s in order {
+                if !(p == 1 && s == key) {
+                    expect.push(s);
+                }
+                run = if empty(p, s) { run + 1 } else { 0 };
+                if run >= n {
+                    break;
+                }
+            }
+        }
+        let cut = seg.segment_volume(vol, &keep(Some(n)), &mut |_, _| {}).unwrap();
+        assert_eq!(cut.slices_run, expect, "stop_after_empty {n}");
+        let ours = cut.pass_logits.as_ref().unwrap();
+        for (p, s) in (0..2).flat_map(|p| (0..z).map(move |s| (p, s))) {
+            let at = (p * z + s) * plane;
+            let (a, b) = (&ours[at..at + plane], &logits[at..at + plane]);
+            if a[0].is_nan() {
+                continue;
+            }
+            assert_eq!(a, b, "stop_after_empty {n}: pass {p} slice {s} differs from the full run");
+        }
+        let inter = cut.mask.iter().zip(full_mask).filter(|(a, b)| **a && **b).count();
+        let sum = cut.mask.iter().chain(full_mask).filter(|&&v| v).count();
+        let dice = 2.0 * inter as f64 / sum.max(1) as f64;
+        println!(
+            "stop_after_empty {n}: {} of {} slice visits, Dice {dice:.4} vs the full run",
+            cut.slices_run.len(),
+            full.slices_run.len()
+        );
     }
 }
 

@@ -279,6 +279,7 @@ class Segmenter:
         official_fallback: bool = False,
         max_drift: float = 40.0,
         uneven_slices: str = "error",
+        stop_after_empty: Optional[int] = None,
     ) -> Tuple[np.ndarray, dict]:
         """3D segmentation from one box on a key slice, propagated slice by slice (MedSAM2:
         by its memory, both directions, always the largest component; ``official_fallback``
@@ -290,6 +291,8 @@ class Segmenter:
         with ``spacing`` (z, y, x) in mm and ``modality`` ("ct", "mr" or "other"; a ``window``
         alone also does). Returns the (Z, Y, X) bool mask and statistics (``volume_ml``,
         ``voxels``, ``slice_range``, ``max_area_mm2``, ``extent_mm``, ...).
+        ``stop_after_empty=N`` ends each direction after N slices in a row with an empty mask
+        (MedSAM2 otherwise visits every slice both ways, as its 3D script; docs/volumes.md).
         """
         source = _volume_source(volume)
         b = np.asarray(box, dtype=np.float64)
@@ -302,7 +305,8 @@ class Segmenter:
                 raise ValueError("spacing: expected three values (z, y, x)")
         return self._inner.segment_volume(
             source, sp, None if key_slice is None else int(key_slice), b.tolist(), window,
-            modality, largest_component, official_fallback, float(max_drift), uneven_slices)
+            modality, largest_component, official_fallback, float(max_drift), uneven_slices,
+            None if stop_after_empty is None else int(stop_after_empty))
 
 
 def _file_sha256(path: str) -> Optional[str]:

@@ -49,7 +49,7 @@ class Segmenter:
         self, source: Union[str, npt.NDArray], spacing: Optional[Tuple[float, float, float]],
         key_slice: Optional[int], box_: Sequence[float], window: Optional[str] = ...,
         modality: Optional[str] = ..., largest_component: bool = ..., official_fallback: bool = ...,
-        max_drift: float = ..., uneven_slices: str = ...,
+        max_drift: float = ..., uneven_slices: str = ..., stop_after_empty: Optional[int] = ...,
     ) -> Tuple[npt.NDArray[np.bool_], dict]: ...
 
 def read_volume(path: Union[str, Path], uneven_slices: str = ...) -> Tuple[npt.NDArray[np.float32], Tuple[float, float, float], npt.NDArray[np.float64], str]: ...

@@ -11,7 +11,8 @@
 //! with the reason.
 //!
 //! The cases file is CSV with a header: `case_id,input,key_slice,x0,y0,x1,y1[,model,window,adc,mask_format]` and the propagation options
-//! `modality,max_drift,official_fallback,largest_component` ([`crate::propagate::RequestOptions`]).
+//! `modality,max_drift,official_fallback,largest_component,stop_after_empty`
+//! ([`crate::propagate::RequestOptions`]), all through [`crate::SegmentRequest::parse`].
 //! `input` is a NIfTI file, a DICOM file or a DICOM series folder (relative paths are taken
 //! from the CSV's folder); `key_slice` may be empty (the middle slice); `model` is a model name
 //! (empty: the batch's model); `window` a CT window name or `L,W`.

@@ -15,6 +15,7 @@
 //! `fill_holes_in_mask_scores` (SAM 2's CUDA extension; on the CPU upstream skips it too).
 //! `corrections_as_conditioning` is upstream's `add_all_frames_to_correct_as_cond`.
 
+use std::ops::ControlFlow;
 use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, TensorData};
@@ -30,8 +31,9 @@ use crate::slice_cache::SliceCache;
 /// Gives slice `z`'s normalised `[1, 3, S, S]` model input.
 pub type SliceInput<'a> = dyn FnMut(usize) -> Result<Tensor<4>> + 'a;
 
-/// Receives a propagated slice and each object's `(id, output)` there.
-pub type SliceVisit<'a> = dyn FnMut(usize, &[(u32, &HeadsOut)]) -> Result<()> + 'a;
+/// Receives a propagated slice and each object's `(id, output)` there; `Break` ends the
+/// propagation after that slice.
+pub type SliceVisit<'a> = dyn FnMut(usize, &[(u32, &HeadsOut)]) -> Result<ControlFlow<()>> + 'a;
 
 /// One object's state (`*_per_obj[obj_idx]` upstream).
 #[derive(Debug, Clone)]
@@ -325,7 +327,7 @@ impl Sam2Tracker {
     /// `propagate_in_video`: from `start` (default: the earliest prompted slice of any
     /// object) over at most `max_frames` slices, forward or in reverse (nothing in reverse
     /// from slice 0). `visit(z, outputs)` receives each slice's `(object id, output)` in
-    /// object order. Returns the slices visited.
+    /// object order, and may end the propagation there. Returns the slices visited.
     pub fn propagate(
         &mut self,
         input: &mut SliceInput,
@@ -348,7 +350,8 @@ impl Sam2Tracker {
             self.num_frames,
             reverse,
         );
-        for &t in &order {
+        let mut visited = Vec::with_capacity(order.len());
+        for t in order {
             for i in 0..self.objects.len() {
                 self.track(input, i, t, reverse)?;
             }
@@ -357,9 +360,12 @@ impl Sam2Tracker {
                 .iter()
                 .map(|(id, o)| (id, &o.outputs.output(t).expect("just tracked").heads))
                 .collect();
-            visit(t, &outs)?;
+            visited.push(t);
+            if visit(t, &outs)?.is_break() {
+                break;
+            }
         }
-        Ok(order)
+        Ok(visited)
     }
 
     fn earliest_prompt(&self) -> usize {

@@ -104,8 +104,10 @@ impl Propagation<'_> {
     }
 
     /// Slices `zs` in order away from the key slice (`step` = +1 up, -1 down), each with the
-    /// box the previous slice's mask gives, until the stop rule ends it.
+    /// box the previous slice's mask gives, until the stop rule ends it (or
+/// `stop_after_empty` empty slices in a row).
     fn direction(&mut self, zs: impl Iterator<Item = usize>, step: i64) -> Result<()> {
+        let mut empty_run = 0;
         for z in zs {
             let prev = (z as i64 - step) as usize;
             let Some(next) = self.next_box(prev) else {
@@ -117,6 +119,10 @@ impl Propagation<'_> {
             }
             self.record(usize::from(step < 0), z, &pred);
             self.keep(z, pred.mask(0, 0), next.pixels);
+            empty_run = if mean.is_some() { 0 } else { empty_run + 1 };
+            if self.opts.stop_after_empty.is_some_and(|n| empty_run >= n) {
+                break;
+            }
         }
         Ok(())
     }

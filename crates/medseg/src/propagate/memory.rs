@@ -14,6 +14,8 @@
 //! the low-res logits) needs SAM 2's CUDA extension; on the CPU the official code skips it
 //! with a warning, and so does medseg.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Tensor, TensorData};
 
 use super::options::{
@@ -32,7 +34,8 @@ use crate::volume::{largest_component_with, Connectivity, LesionStats, Volume};
 /// [`crate::Segmenter::segment_volume`] for MedSAM2: the volume (or `z_range`) in 8 bits by
 /// the options' rule, both passes over it, the union of `logits > 0` at the input resolution,
 /// the largest 3D connected component, 26-connected (as the script always keeps, by
-/// `skimage.measure.label`). The chain rule's options
+/// `skimage.measure.label`); a pass ends early after `stop_after_empty` empty slices in a
+/// row. The chain rule's options
 /// (`on_empty`, `margin`, `max_intensity_drift`) do not apply; `progress(done, total)` counts
 /// slice visits (the key slice twice).
 pub(super) fn segment_volume(
@@ -63,6 +66,7 @@ pub(super) fn segment_volume(
     let mut pass_logits = empty_pass_logits(opts, vol.dims);
     let mut visits = 0;
     let bbox = frame.box_to_model(opts.bbox);
+    let mut gone = EmptyRun::new(opts.stop_after_empty);
     two_passes(model, frames, key, bbox, input, |pass, s, heads| {
         let z = zlo + s;
         if pass_logits.is_some() {
@@ -70,6 +74,7 @@ pub(super) fn segment_volume(
             record_pass(&mut pass_logits, pass, z, vol.dims, logits);
         }
         let m = frame.mask(&heads.low_res);
+        let empty = !m.contains(&true);
         for (o, &v) in mask[z * n..(z + 1) * n].iter_mut().zip(&m) {
             *o |= v;
         }
@@ -81,7 +86,7 @@ pub(super) fn segment_volume(
         }
         visits += 1;
         progress(visits, frames + usize::from(key > 0));
-        Ok(())
+        Ok(gone.after(pass, empty))
     })?;
     largest_component_with(&mut mask, vol.dims, Connectivity::Full);
     let stats = LesionStats::compute(&mask, vol);
@@ -94,6 +99,35 @@ pub(super) fn segment_volume(
             .ok_or_else(|| crate::Error::Backend("the key slice was not visited".into()))?,
         pass_logits,
     })
+}
+
+/// [`VolumeOptions::stop_after_empty`]: the empty slices in a row in the current pass.
+struct EmptyRun {
+    limit: Option<usize>,
+    pass: usize,
+    run: usize,
+}
+
+impl EmptyRun {
+    fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            pass: 0,
+            run: 0,
+        }
+    }
+
+    /// After a slice of `pass` whose mask is `empty` or not: go on, or end the pass.
+    fn after(&mut self, pass: usize, empty: bool) -> ControlFlow<()> {
+        if pass != self.pass {
+            (self.pass, self.run) = (pass, 0);
+        }
+        self.run = if empty { self.run + 1 } else { 0 };
+        match self.limit {
+            Some(n) if self.run >= n => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
 }
 
 /// The key slice's result as a [`Prediction`] (one mask, its low-res logits and IoU).
@@ -113,14 +147,14 @@ fn key_result(frame: &Frame, heads: &HeadsOut, mask: Vec<bool>) -> Prediction {
 /// `[x0, y0, x1, y1]` (model frame, `S`-pixel scale) on `key`, on SAM 2's video predictor
 /// ([`Sam2Tracker`]). `input(z)` gives slice `z`'s normalised `[1, 3, S, S]` model input;
 /// `visit(pass, z, heads)` receives every slice's result in order (pass 0: `key..num_frames`,
-/// pass 1: `key` down to 0; the key slice is visited in both).
+/// pass 1: `key` down to 0; the key slice is visited in both) and may end its pass there.
 pub fn two_passes(
     model: &Sam2,
     num_frames: usize,
     key: usize,
     bbox: [f32; 4],
     mut input: impl FnMut(usize) -> Result<Tensor<4>>,
-    mut visit: impl FnMut(usize, usize, &HeadsOut) -> Result<()>,
+    mut visit: impl FnMut(usize, usize, &HeadsOut) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     // No slice but the key is seen twice, so only the key's features are worth keeping.
     let mut tracker = Sam2Tracker::new(model.clone(), num_frames, 1);

@@ -38,6 +38,11 @@ pub struct VolumeOptions {
     /// Keep every visited slice's logits at the input resolution
     /// ([`VolumeSegmentation::pass_logits`]); `2 × Z × H × W` floats.
     pub keep_pass_logits: bool,
+    /// End a direction after this many consecutive slices with an empty mask (the object is
+    /// gone; SAM 2's no-object score empties a mask too). `None` (default): MedSAM2 visits
+    /// every slice both ways, as its 3D script; the chain rule stops at the first empty slice
+    /// anyway unless [`EmptySlice::KeyBoxFallback`]. See docs/volumes.md for when it is safe.
+    pub stop_after_empty: Option<usize>,
 }
 
 impl VolumeOptions {
@@ -53,6 +58,7 @@ impl VolumeOptions {
             largest_component: false,
             max_intensity_drift: Some(40.0),
             keep_pass_logits: false,
+            stop_after_empty: None,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct VolumeRequest {
     pub keep_pass_logits: bool,
     /// What a box past the slice's edge gets (default: clipped, with a warning).
     pub box_policy: BoxPolicy,
+    /// End a direction after this many empty slices in a row (`None`: every slice).
+    pub stop_after_empty: Option<usize>,
 }
 
 impl VolumeRequest {
@@ -44,6 +46,7 @@ impl VolumeRequest {
             max_drift: 40.0,
             keep_pass_logits: false,
             box_policy: BoxPolicy::Clip,
+            stop_after_empty: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl VolumeRequest {
         opts.largest_component = self.largest_component;
         opts.max_intensity_drift = drift_limit(self.max_drift)?;
         opts.keep_pass_logits = self.keep_pass_logits;
+        opts.stop_after_empty = self.stop_after_empty;
         if self.official_fallback {
             opts.on_empty = EmptySlice::KeyBoxFallback;
         }
@@ -77,15 +81,19 @@ pub struct RequestOptions {
     pub official_fallback: bool,
     /// `largest_component`: yes/no.
     pub largest_component: bool,
+    /// `stop_after_empty`: end a direction after this many empty slices in a row (0 or
+    /// empty: never).
+    pub stop_after_empty: Option<usize>,
 }
 
 impl RequestOptions {
     /// The field names.
-    pub const FIELDS: [&'static str; 4] = [
+    pub const FIELDS: [&'static str; 5] = [
         "modality",
         "max_drift",
         "official_fallback",
         "largest_component",
+        "stop_after_empty",
     ];
 
     /// The options from text fields (others are ignored); a bad one is an
@@ -110,11 +118,16 @@ impl RequestOptions {
             let d = v.parse().map_err(|_| "give a number".to_string())?;
             drift_limit(d).map(|_| d).map_err(reason)
         })?;
+        let stop_after_empty = field(get("stop_after_empty"), "stop_after_empty", |v| {
+            v.parse::<usize>()
+                .map_err(|_| "give a number of slices (0: never stop early)".to_string())
+        })?;
         Ok(Self {
             modality,
             max_drift,
             official_fallback: flag("official_fallback")?,
             largest_component: flag("largest_component")?,
+            stop_after_empty: stop_after_empty.filter(|&n| n > 0),
         })
     }
 
@@ -130,6 +143,10 @@ impl RequestOptions {
             ),
             ("official_fallback", yes(self.official_fallback)),
             ("largest_component", yes(self.largest_component)),
+            (
+                "stop_after_empty",
+                (self.stop_after_empty.map(|n| n.to_string())).unwrap_or_default(),
+            ),
         ]
     }
 
@@ -151,6 +168,7 @@ impl RequestOptions {
         }
         r.official_fallback |= self.official_fallback;
         r.largest_component |= self.largest_component;
+        r.stop_after_empty = self.stop_after_empty.or(r.stop_after_empty);
     }
 }
 
@@ -192,9 +210,11 @@ mod tests {
             ("max_drift", "20"),
             ("official_fallback", "yes"),
             ("largest_component", ""),
+            ("stop_after_empty", "2"),
             ("case_id", "ignored"),
         ])
         .unwrap();
+        assert_eq!(o.stop_after_empty, Some(2));
         assert_eq!(o.modality, Some(Modality::Ct));
         assert_eq!(
             (o.max_drift, o.official_fallback, o.largest_component),
@@ -202,8 +222,10 @@ mod tests {
         );
         assert_eq!(
             o.summary(),
-            "modality=ct max_drift=20 official_fallback=yes"
+            "modality=ct max_drift=20 official_fallback=yes stop_after_empty=2"
         );
+        let never = RequestOptions::parse(&[("stop_after_empty", "0")]).unwrap();
+        assert_eq!(never.stop_after_empty, None);
         let f = o.fields();
         let back: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(RequestOptions::parse(&back).unwrap(), o);
@@ -213,6 +235,7 @@ mod tests {
             ("max_drift", "x", "a number"),
             ("max_drift", "-3", "grey levels"),
             ("official_fallback", "maybe", "yes or no"),
+            ("stop_after_empty", "-1", "a number of slices"),
         ] {
             let e = RequestOptions::parse(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(needle), "{k}={v}: {e}");
@@ -227,6 +250,7 @@ mod tests {
             (opts.max_intensity_drift, opts.on_empty),
             (Some(20.0), EmptySlice::KeyBoxFallback)
         );
+        assert_eq!(opts.stop_after_empty, Some(2));
         r.window = Some(Intensity::MinMax);
         assert_eq!(
             r.options(&vol).unwrap().0.intensity,

@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Tensor, TensorData};
 
 use super::chain_tracker::ChainTracker;
@@ -265,7 +267,7 @@ impl VolumeSession {
                 for &reverse in passes {
                     let mut visit = |z: usize, _: &[(u32, &HeadsOut)]| {
                         progress(z);
-                        Ok(())
+                        Ok(ControlFlow::Continue(()))
                     };
                     visited
                         .extend(t.propagate(&mut input, reverse, start, max_slices, &mut visit)?);
