@@ -155,7 +155,7 @@ mod tests {
     use burn::tensor::Tensor;
 
     fn output() -> TrackOutput {
-        let device = burn::tensor::Device::default();
+        let device = burn::tensor::Device::flex();
         TrackOutput {
             heads: HeadsOut {
                 low_res: Vec::new(),
