@@ -173,3 +173,24 @@ pub fn two_passes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_runs_end_a_pass_and_restart_with_the_next() {
+        let run = |limit, slices: &[(usize, bool)]| {
+            let mut e = EmptyRun::new(limit);
+            let flow = slices.iter().map(|&(p, empty)| e.after(p, empty).is_break());
+            flow.collect::<Vec<bool>>()
+        };
+        let pass0 = [(0, false), (0, true), (0, false), (0, true), (0, true)];
+        assert_eq!(run(Some(2), &pass0), [false, false, false, false, true]);
+        assert_eq!(run(Some(1), &pass0[..2]), [false, true]);
+        assert_eq!(run(None, &pass0), [false; 5]);
+        // the count starts again with the next pass
+        let both = [(0, true), (1, true), (1, true)];
+        assert_eq!(run(Some(2), &both), [false, false, true]);
+    }
+}
