@@ -76,7 +76,10 @@ fn err(e: Error) -> PyErr {
         | Error::Checksum { .. } => WeightsError::new_err(msg),
         Error::InvalidImage(_) | Error::NonFiniteImage(_) => ImageError::new_err(msg),
         Error::InvalidBox { .. } | Error::InvalidPrompt(_) => PromptError::new_err(msg),
-        Error::InvalidField { field: "box" | "key_slice", .. } => PromptError::new_err(msg),
+        Error::InvalidField {
+            field: "box" | "key_slice",
+            ..
+        } => PromptError::new_err(msg),
         Error::InvalidField { .. } => PyValueError::new_err(msg),
         Error::InvalidWindow(_) | Error::InvalidOption(_) | Error::InvalidEmbedding(_) => {
             PyValueError::new_err(msg)

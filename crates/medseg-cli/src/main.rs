@@ -15,7 +15,8 @@ use medseg::io::segment::Segment;
 use medseg::io::{InputKind, UnevenSlices};
 use medseg::weights::StateDict;
 use medseg::{
-    io, Intensity, Modality, ModelFamily, Precision, SegmentRequest, Segmenter, Volume, VolumeRequest,
+    io, Intensity, Modality, ModelFamily, Precision, SegmentRequest, Segmenter, Volume,
+    VolumeRequest,
 };
 
 /// medseg's large activations are reused from mimalloc's heap instead of fresh zeroed pages from
@@ -400,7 +401,10 @@ fn segment_request(a: &SegmentArgs) -> Result<SegmentRequest> {
         ("max_drift", a.max_drift.to_string()),
         ("official_fallback", yes(a.official_fallback)),
         ("largest_component", yes(a.largest_component)),
-        ("stop_after_empty", text(&a.stop_after_empty.map(|n| n.to_string()))),
+        (
+            "stop_after_empty",
+            text(&a.stop_after_empty.map(|n| n.to_string())),
+        ),
     ];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut req = SegmentRequest::parse(&fields).map_err(flag_error)?;

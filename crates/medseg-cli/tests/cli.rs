@@ -131,10 +131,7 @@ fn segment_with_precision_bf16() {
     let out = dir.path().join("x.png");
     let mut args = segment_lite(demo, "95,255,190,350", out.to_str().unwrap()).to_vec();
     args.extend(["--precision", "fp16"]);
-    fails_with(
-        &args,
-        "--precision \"fp16\": use f32 or bf16",
-    );
+    fails_with(&args, "--precision \"fp16\": use f32 or bf16");
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -649,7 +646,10 @@ fn windows_drift_and_modality_are_validated() {
         fails_with(&args, needle)
     };
     for w in ["40,1e-30", "40,0", "NaN,40", "40,-5"] {
-        fails_with(&with(&["--window", w]), &format!("--window {w:?}: use brain"));
+        fails_with(
+            &with(&["--window", w]),
+            &format!("--window {w:?}: use brain"),
+        );
     }
     // Accepted by the parser, but the key slice comes out one flat grey level.
     fails_with(&with(&["--window", "40,1e30"]), "maps the whole key slice");

@@ -343,7 +343,11 @@ fn a_batch_folder_under_review() {
     // A bad request field is refused in the library's words (the CLI's and Python's).
     for (field, value, reason) in [
         ("window", json!("40,0"), "window \"40,0\": use brain"),
-        ("max_drift", json!(-1), "max_drift \"-1\": a number of grey levels"),
+        (
+            "max_drift",
+            json!(-1),
+            "max_drift \"-1\": a number of grey levels",
+        ),
         ("modality", json!("pet"), "modality \"pet\": give ct or mr"),
     ] {
         let mut body = json!({ "path": input });

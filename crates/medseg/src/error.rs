@@ -163,6 +163,7 @@ impl Error {
 }
 
 /// `v` parsed by `parse`, its error an [`Error::InvalidField`] quoting the value.
+#[cfg(feature = "model")]
 pub(crate) fn field<T>(
     v: Option<&str>,
     name: &'static str,
@@ -178,11 +179,12 @@ pub(crate) fn field<T>(
 }
 
 /// What a library error says, without its kind's prefix (the field names the kind).
+#[cfg(feature = "model")]
 pub(crate) fn reason(e: Error) -> String {
     match e {
-        Error::InvalidPrompt(s) | Error::InvalidWindow(s) | Error::InvalidOption(s) => {
-            s.rsplit_once(": ").map_or(s.clone(), |(_, why)| why.to_string())
-        }
+        Error::InvalidPrompt(s) | Error::InvalidWindow(s) | Error::InvalidOption(s) => s
+            .rsplit_once(": ")
+            .map_or(s.clone(), |(_, why)| why.to_string()),
         e => e.to_string(),
     }
 }

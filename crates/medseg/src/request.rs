@@ -84,7 +84,8 @@ impl SegmentRequest {
                 Precision::parse(v).ok_or_else(|| "use f32 or bf16".to_string())
             })?,
             key_slice: field(get("key_slice"), "key_slice", |v| {
-                v.parse().map_err(|_| "give a slice number (0, 1, ...)".into())
+                v.parse()
+                    .map_err(|_| "give a slice number (0, 1, ...)".into())
             })?,
             bbox: field(get("box"), "box", |v| parse_box(v).map_err(reason))?,
             window: field(get("window"), "window", |v| {
@@ -110,7 +111,10 @@ impl SegmentRequest {
             ("weights", path(&self.weights)),
             ("precision", text(self.precision.map(|p| p.name().into()))),
             ("key_slice", text(self.key_slice.map(|k| k.to_string()))),
-            ("box", text(self.bbox.map(|b| b.map(|v| v.to_string()).join(",")))),
+            (
+                "box",
+                text(self.bbox.map(|b| b.map(|v| v.to_string()).join(","))),
+            ),
             ("window", text(self.window.map(Intensity::as_text))),
             ("box_policy", text(policy)),
         ];
@@ -196,10 +200,18 @@ mod tests {
             ("key_slice", "2.5", "key_slice \"2.5\": give a slice number"),
             ("box", "1,2,3", "box \"1,2,3\": expected four numbers"),
             ("window", "40", "window \"40\": use brain"),
-            ("box_policy", "grow", "box_policy \"grow\": use clip or refuse"),
+            (
+                "box_policy",
+                "grow",
+                "box_policy \"grow\": use clip or refuse",
+            ),
             ("modality", "pet", "modality \"pet\": give ct or mr"),
             ("max_drift", "-1", "max_drift \"-1\":"),
-            ("largest_component", "2", "largest_component \"2\": give yes or no"),
+            (
+                "largest_component",
+                "2",
+                "largest_component \"2\": give yes or no",
+            ),
         ] {
             let e = SegmentRequest::parse(&[(k, v)]).unwrap_err();
             assert!(
@@ -229,11 +241,17 @@ mod tests {
         assert_eq!((v.key_slice, v.bbox), (Some(3), [1.0, 2.0, 6.0, 7.0]));
         assert_eq!(
             (v.window, v.box_policy, v.modality),
-            (Some(Intensity::MinMax), BoxPolicy::Refuse, Some(Modality::Mr))
+            (
+                Some(Intensity::MinMax),
+                BoxPolicy::Refuse,
+                Some(Modality::Mr)
+            )
         );
         assert_eq!(v.max_drift, 0.0);
         assert!(v.official_fallback && v.largest_component);
-        let d = SegmentRequest::parse(&[("box", "1,2,6,7")]).unwrap().volume();
+        let d = SegmentRequest::parse(&[("box", "1,2,6,7")])
+            .unwrap()
+            .volume();
         assert_eq!(d.unwrap(), VolumeRequest::new(None, [1.0, 2.0, 6.0, 7.0]));
         let e = SegmentRequest::default().volume().unwrap_err();
         assert_eq!(e.to_string(), "box missing: give X0,Y0,X1,Y1");

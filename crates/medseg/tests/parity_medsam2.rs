@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use medseg::model::common::Loader;
@@ -28,6 +27,7 @@ use medseg::segmenter::to_vec;
 use medseg::testing::{parse_layout, seeded_random_state_dict};
 use medseg::weights::StateDict;
 use medseg::{Error, Image, ModelFamily, Prompt, Segmenter};
+use std::ops::ControlFlow;
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -217,17 +217,36 @@ fn whole_volume_matches(device: &burn::tensor::Device) {
     // A visit may end its pass (what `stop_after_empty` does): the tracker stops there, and
     // every slice it did visit is what the full run gave.
     let key = case.key;
-    assert!(key >= 1 && key + 1 < z, "the golden key slice has neighbours both ways");
+    assert!(
+        key >= 1 && key + 1 < z,
+        "the golden key slice has neighbours both ways"
+    );
     let plane = 128 * 128;
     let mut seen = Vec::new();
     let bbox = case.model_box();
-    two_passes(&model, z, key, bbox, |s| Ok(input(s)), |p, s, heads: &HeadsOut| {
-        let full = &ours[(p * z + s) * plane..(p * z + s + 1) * plane];
-        close(&format!("stopped pass {p} slice {s}"), &heads.low_res, full, 1e-4);
-        seen.push((p, s));
-        let end = (p == 0 && s == key + 1) || (p == 1 && s == key - 1);
-        Ok(if end { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
-    })
+    two_passes(
+        &model,
+        z,
+        key,
+        bbox,
+        |s| Ok(input(s)),
+        |p, s, heads: &HeadsOut| {
+            let full = &ours[(p * z + s) * plane..(p * z + s + 1) * plane];
+            close(
+                &format!("stopped pass {p} slice {s}"),
+                &heads.low_res,
+                full,
+                1e-4,
+            );
+            seen.push((p, s));
+            let end = (p == 0 && s == key + 1) || (p == 1 && s == key - 1);
+            Ok(if end {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        },
+    )
     .unwrap();
     assert_eq!(seen, [(0, key), (0, key + 1), (1, key), (1, key - 1)]);
 }
@@ -492,13 +511,22 @@ fn stop_after_empty_ends_each_pass_where_the_object_is_gone(
         stop_after_empty: stop,
         ..opts.clone()
     };
-    let full = seg.segment_volume(vol, &keep(None), &mut |_, _| {}).unwrap();
+    let full = seg
+        .segment_volume(vol, &keep(None), &mut |_, _| {})
+        .unwrap();
     assert_eq!(full.mask, full_mask, "keeping the logits changes nothing");
     let logits = full.pass_logits.as_ref().unwrap();
-    let empty = |p: usize, s: usize| !logits[(p * z + s) * plane..][..plane].iter().any(|&v| v > 0.0);
+    let empty = |p: usize, s: usize| {
+        !logits[(p * z + s) * plane..][..plane]
+            .iter()
+            .any(|&v| v > 0.0)
+    };
     let key = opts.key_slice;
     let orders: [Vec<usize>; 2] = [(key..z).collect(), (0..=key).rev().collect()];
-    let empties = orders.iter().enumerate().map(|(p, o)| o.iter().filter(|&&s| empty(p, s)).count());
+    let empties = orders
+        .iter()
+        .enumerate()
+        .map(|(p, o)| o.iter().filter(|&&s| empty(p, s)).count());
     let empties = empties.sum::<usize>();
     println!("stop_after_empty: the full run has {empties} empty slice visits");
     for n in [1, 2] {
@@ -515,7 +543,9 @@ fn stop_after_empty_ends_each_pass_where_the_object_is_gone(
                 }
             }
         }
-        let cut = seg.segment_volume(vol, &keep(Some(n)), &mut |_, _| {}).unwrap();
+        let cut = seg
+            .segment_volume(vol, &keep(Some(n)), &mut |_, _| {})
+            .unwrap();
         assert_eq!(cut.slices_run, expect, "stop_after_empty {n}");
         let ours = cut.pass_logits.as_ref().unwrap();
         for (p, s) in (0..2).flat_map(|p| (0..z).map(move |s| (p, s))) {
@@ -524,9 +554,17 @@ fn stop_after_empty_ends_each_pass_where_the_object_is_gone(
             if a[0].is_nan() {
                 continue;
             }
-            assert_eq!(a, b, "stop_after_empty {n}: pass {p} slice {s} differs from the full run");
+            assert_eq!(
+                a, b,
+                "stop_after_empty {n}: pass {p} slice {s} differs from the full run"
+            );
         }
-        let inter = cut.mask.iter().zip(full_mask).filter(|(a, b)| **a && **b).count();
+        let inter = cut
+            .mask
+            .iter()
+            .zip(full_mask)
+            .filter(|(a, b)| **a && **b)
+            .count();
         let sum = cut.mask.iter().chain(full_mask).filter(|&&v| v).count();
         let dice = 2.0 * inter as f64 / sum.max(1) as f64;
         println!(

@@ -196,13 +196,20 @@ fn stop_after_empty_leaves_a_run_without_empty_slices_whole() {
     opts.max_intensity_drift = None;
     opts.z_range = Some((84, 116));
     let full = seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
-    assert_eq!(full.slices_run.len(), 33, "the official rule visits the whole z-range");
+    assert_eq!(
+        full.slices_run.len(),
+        33,
+        "the official rule visits the whole z-range"
+    );
     let empty = |z: &usize| !full.mask[z * n..(z + 1) * n].contains(&true);
     assert_eq!(full.slices_run.iter().filter(|z| empty(z)).count(), 0);
     opts.stop_after_empty = Some(1);
     let cut = seg.segment_volume(&vol, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(cut.slices_run, full.slices_run);
-    assert!(cut.mask == full.mask, "stop_after_empty changed a run with no empty slice");
+    assert!(
+        cut.mask == full.mask,
+        "stop_after_empty changed a run with no empty slice"
+    );
 }
 
 #[test]

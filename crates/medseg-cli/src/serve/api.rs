@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use medseg::io::output::Outputs;
 use medseg::propagate::{parse_steps, SessionStep};
-use medseg::{
-    io, Intensity, SegmentRequest, Segmenter, SessionOptions, Volume, VolumeSession,
-};
+use medseg::{io, Intensity, SegmentRequest, Segmenter, SessionOptions, Volume, VolumeSession};
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response};
 
@@ -408,7 +406,9 @@ fn request_of(body: &Value) -> medseg::Result<SegmentRequest> {
             other => other.to_string(),
         }
     }
-    let given = SegmentRequest::FIELDS.iter().filter_map(|k| Some((*k, text(body.get(*k)?))));
+    let given = SegmentRequest::FIELDS
+        .iter()
+        .filter_map(|k| Some((*k, text(body.get(*k)?))));
     let fields: Vec<(&str, String)> = given.collect();
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     SegmentRequest::parse(&fields)

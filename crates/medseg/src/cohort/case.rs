@@ -121,12 +121,17 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
     let id = need("case_id")?.to_string();
     check_id(&id)?;
     let corners = ["x0", "y0", "x1", "y1"].map(need);
-    let bbox = corners.into_iter().collect::<std::result::Result<Vec<_>, _>>()?;
+    let bbox = corners
+        .into_iter()
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     // The request's own fields; `box` from the four columns (the CSV's `input` is resolved
     // against `base` below).
     let shared = ["key_slice", "model", "window"].map(|k| (k, get(k).unwrap_or_default()));
     let box_text = bbox.join(",");
-    let mut own: Vec<(&str, &str)> = shared.into_iter().chain([("box", box_text.as_str())]).collect();
+    let mut own: Vec<(&str, &str)> = shared
+        .into_iter()
+        .chain([("box", box_text.as_str())])
+        .collect();
     own.extend(RequestOptions::FIELDS.map(|k| (k, get(k).unwrap_or_default())));
     let mut request = SegmentRequest::parse(&own).map_err(|e| format!("{id}: {e}"))?;
     request.box_policy = None;
@@ -308,7 +313,10 @@ mod tests {
         assert_eq!(cases[1].adc, Some(dir.path().join("adc/b")));
         assert_eq!(cases[1].mask_format, Some(MaskFormat::Seg));
         assert_eq!(cases[0].request.options, RequestOptions::default());
-        assert_eq!(cases[1].request.options.summary(), "modality=ct max_drift=0");
+        assert_eq!(
+            cases[1].request.options.summary(),
+            "modality=ct max_drift=0"
+        );
         let key = cases[1].run_key(ModelFamily::MedSam, Precision::F32, "abc");
         assert_eq!(
             (key.mask_format.as_str(), key.options.as_str()),
@@ -324,7 +332,10 @@ mod tests {
         let back: Vec<(&str, &str)> = back.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(Case::parse(&back, dir.path()).unwrap(), cases[1]);
         assert_eq!(cases[0].input, dir.path().join("scans/a.nii.gz"));
-        assert_eq!((cases[0].request.key_slice, cases[0].request.model), (Some(12), None));
+        assert_eq!(
+            (cases[0].request.key_slice, cases[0].request.model),
+            (Some(12), None)
+        );
         assert_eq!(cases[1].input, PathBuf::from("/abs/b"));
         assert_eq!(cases[1].bbox(), [1.5, 2.0, 30.0, 40.0]);
         assert_eq!(cases[1].request.model, Some(ModelFamily::MedSam));

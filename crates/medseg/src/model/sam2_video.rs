@@ -15,8 +15,8 @@
 //! `fill_holes_in_mask_scores` (SAM 2's CUDA extension; on the CPU upstream skips it too).
 //! `corrections_as_conditioning` is upstream's `add_all_frames_to_correct_as_cond`.
 
-use std::ops::ControlFlow;
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData};
 

@@ -105,7 +105,7 @@ impl Propagation<'_> {
 
     /// Slices `zs` in order away from the key slice (`step` = +1 up, -1 down), each with the
     /// box the previous slice's mask gives, until the stop rule ends it (or
-/// `stop_after_empty` empty slices in a row).
+    /// `stop_after_empty` empty slices in a row).
     fn direction(&mut self, zs: impl Iterator<Item = usize>, step: i64) -> Result<()> {
         let mut empty_run = 0;
         for z in zs {

@@ -182,7 +182,9 @@ mod tests {
     fn empty_runs_end_a_pass_and_restart_with_the_next() {
         let run = |limit, slices: &[(usize, bool)]| {
             let mut e = EmptyRun::new(limit);
-            let flow = slices.iter().map(|&(p, empty)| e.after(p, empty).is_break());
+            let flow = slices
+                .iter()
+                .map(|&(p, empty)| e.after(p, empty).is_break());
             flow.collect::<Vec<bool>>()
         };
         let pass0 = [(0, false), (0, true), (0, false), (0, true), (0, true)];
