@@ -162,6 +162,16 @@ impl Error {
     }
 }
 
+/// Field `name`'s value among text `fields`, trimmed; `None` when missing or empty.
+#[cfg(feature = "model")]
+pub(crate) fn given<'a>(fields: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    let v = fields
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim());
+    v.filter(|v| !v.is_empty())
+}
+
 /// `v` parsed by `parse`, its error an [`Error::InvalidField`] quoting the value.
 #[cfg(feature = "model")]
 pub(crate) fn field<T>(

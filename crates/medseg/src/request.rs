@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{field, reason, Error, Result};
+use crate::error::{field, given, reason, Error, Result};
 use crate::family::ModelFamily;
 use crate::precision::Precision;
 use crate::prompt::{parse_box, BoxPolicy};
@@ -48,9 +48,9 @@ pub struct SegmentRequest {
 }
 
 impl SegmentRequest {
-    /// The field names, as every front-end's keys (the CLI's flags are these with `-` for `_`,
-    /// `--slice` for `key_slice`).
-    pub const FIELDS: [&'static str; 13] = [
+    /// The request's own field names; with [`RequestOptions::FIELDS`] the keys of every
+    /// front-end ([`SegmentRequest::names`]).
+    pub const FIELDS: [&'static str; 8] = [
         "input",
         "model",
         "weights",
@@ -59,20 +59,18 @@ impl SegmentRequest {
         "box",
         "window",
         "box_policy",
-        "modality",
-        "max_drift",
-        "official_fallback",
-        "largest_component",
-        "stop_after_empty",
     ];
+
+    /// Every field name, as every front-end's keys (the CLI's flags are these with `-` for
+    /// `_`, `--slice` for `key_slice`).
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::FIELDS.into_iter().chain(RequestOptions::FIELDS)
+    }
 
     /// The request from text fields; a missing or empty field is not given, fields of other
     /// names are left to the caller. The first bad field is an [`Error::InvalidField`].
     pub fn parse(fields: &[(&str, &str)]) -> Result<Self> {
-        let get = |k: &str| {
-            let v = fields.iter().find(|(n, _)| *n == k);
-            v.map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| given(fields, k);
         let path = |k: &str| get(k).map(PathBuf::from);
         Ok(Self {
             input: path("input"),
@@ -184,7 +182,7 @@ mod tests {
         assert_eq!(r.box_policy, Some(BoxPolicy::Refuse));
         assert_eq!(r.options.modality, Some(Modality::Ct));
         let names: Vec<&str> = r.fields().iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, SegmentRequest::FIELDS);
+        assert_eq!(names, SegmentRequest::names().collect::<Vec<_>>());
         let back = r.fields();
         let back: Vec<(&str, &str)> = back.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(SegmentRequest::parse(&back).unwrap(), r);

@@ -406,9 +406,7 @@ fn request_of(body: &Value) -> medseg::Result<SegmentRequest> {
             other => other.to_string(),
         }
     }
-    let given = SegmentRequest::FIELDS
-        .iter()
-        .filter_map(|k| Some((*k, text(body.get(*k)?))));
+    let given = SegmentRequest::names().filter_map(|k| Some((k, text(body.get(k)?))));
     let fields: Vec<(&str, String)> = given.collect();
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     SegmentRequest::parse(&fields)

@@ -3,7 +3,7 @@
 //! the box fitted by the front-end's [`BoxPolicy`], the drift rule, the empty-slice rule.
 
 use super::options::{drift_limit, EmptySlice, VolumeOptions};
-use crate::error::{field, reason, Result};
+use crate::error::{field, given, reason, Result};
 use crate::prompt::{fit_box, BoxPolicy};
 use crate::volume::{Intensity, Modality, Volume};
 
@@ -99,10 +99,7 @@ impl RequestOptions {
     /// The options from text fields (others are ignored); a bad one is an
     /// [`Error::InvalidField`].
     pub fn parse(fields: &[(&str, &str)]) -> Result<Self> {
-        let get = |k: &str| {
-            let v = fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v.trim());
-            v.filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| given(fields, k);
         let flag = |k: &'static str| {
             let yes_no = |v: &str| match v.to_ascii_lowercase().as_str() {
                 "0" | "false" | "no" => Ok(false),
