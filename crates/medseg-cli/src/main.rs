@@ -291,7 +291,9 @@ fn run(cmd: Command) -> Result<()> {
             &output_dir,
             model.0,
             weights.as_deref(),
-            parse_precision(&precision)?,
+            flags(&[("precision", &precision)])?
+                .precision
+                .unwrap_or_default(),
             mask_format
                 .as_deref()
                 .map(medseg::cohort::parse_mask_format)
@@ -319,11 +321,7 @@ fn run(cmd: Command) -> Result<()> {
             weights,
             host,
             port,
-            window: window
-                .as_deref()
-                .map(Intensity::parse)
-                .transpose()
-                .context("--window")?,
+            window: flags(&[("window", window.as_deref().unwrap_or_default())])?.window,
         }),
     }
 }
@@ -392,7 +390,6 @@ fn segment_request(a: &SegmentArgs) -> Result<SegmentRequest> {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     let yes = |b: bool| if b { "yes" } else { "" }.to_string();
     let fields = [
-        ("model", a.model.0.name().to_string()),
         ("precision", a.precision.clone()),
         ("key_slice", text(&a.slice.map(|k| k.to_string()))),
         ("box", text(&a.bbox)),
@@ -407,10 +404,12 @@ fn segment_request(a: &SegmentArgs) -> Result<SegmentRequest> {
         ),
     ];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut req = SegmentRequest::parse(&fields).map_err(flag_error)?;
-    req.input = Some(a.input.clone());
-    req.weights.clone_from(&a.weights);
-    Ok(req)
+    flags(&fields)
+}
+
+/// Flags as request fields through the library's one parser, an error naming the flag.
+fn flags(fields: &[(&str, &str)]) -> Result<SegmentRequest> {
+    SegmentRequest::parse(fields).map_err(flag_error)
 }
 
 /// A request field's error, named as the flag that gave it (`--max-drift "x": give a number`).
@@ -425,11 +424,6 @@ fn flag_error(e: medseg::Error) -> anyhow::Error {
         }
         e => e.into(),
     }
-}
-
-/// `--precision`: `f32` or `bf16` (as `medseg::Precision` parses them).
-fn parse_precision(s: &str) -> Result<Precision> {
-    s.parse::<Precision>().context("--precision")
 }
 
 /// A volume as `segment` reads it, its notes printed on stderr.

@@ -37,8 +37,8 @@ pub struct Case {
     pub input: PathBuf,
     /// Key slice, box (always given), model (`None`: the batch's), window and propagation
     /// options of its optional columns (`modality`, `max_drift`, `official_fallback`,
-    /// `largest_component`), as [`SegmentRequest::parse`] reads them; `input` is the field
-    /// above.
+    /// `largest_component`, `stop_after_empty`), as [`SegmentRequest::parse`] reads them;
+    /// `input` is the field above.
     pub request: SegmentRequest,
     /// An ADC map on the input's grid (absolute): the stroke readout ([`crate::stroke`]).
     pub adc: Option<PathBuf>,
@@ -133,8 +133,7 @@ fn parse_case(fields: &[(&str, &str)], base: &Path) -> std::result::Result<Case,
         .chain([("box", box_text.as_str())])
         .collect();
     own.extend(RequestOptions::FIELDS.map(|k| (k, get(k).unwrap_or_default())));
-    let mut request = SegmentRequest::parse(&own).map_err(|e| format!("{id}: {e}"))?;
-    request.box_policy = None;
+    let request = SegmentRequest::parse(&own).map_err(|e| format!("{id}: {e}"))?;
     let absolute = |p: &str| {
         let p = base.join(p);
         std::path::absolute(&p).unwrap_or(p)
