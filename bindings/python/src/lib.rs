@@ -834,6 +834,30 @@ fn size_note(model: &str, weights: Option<PathBuf>) -> PyResult<Option<String>> 
     Ok(parse_family(model)?.size_note(weights.as_deref()))
 }
 
+/// Why `precision="bf16"` runs in f32 on `device`, or None where it runs bf16.
+#[pyfunction]
+fn precision_note(device: &str) -> PyResult<Option<String>> {
+    Ok(medseg::segmenter::bf16_fallback(&self::device(device)?))
+}
+
+/// This CPU as medseg's kernels see it: the features they choose between, the bf16 kernel,
+/// and whether `precision="bf16"` runs bf16 here and why (the one-time check's numbers).
+#[pyfunction]
+fn cpu_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = PyDict::new(py);
+    let features = PyDict::new(py);
+    for (name, on) in medseg::model::cpu::features() {
+        features.set_item(name, on)?;
+    }
+    info.set_item("features", features)?;
+    let choice = py.detach(medseg::model::cpu::bf16_choice);
+    info.set_item("bf16_kernel", choice.kernel.map(|k| k.name()))?;
+    info.set_item("bf16_runs", choice.runs_bf16)?;
+    info.set_item("bf16_reason", &choice.reason)?;
+    info.set_item("bf16_timing_ms", choice.timing)?;
+    Ok(info)
+}
+
 /// The result fields of a case that failed before it could run (no segmenter for it).
 #[pyfunction]
 fn failed_result(case_id: &str, error: String) -> Vec<(&'static str, String)> {
@@ -970,6 +994,8 @@ fn _medseg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(failed_result, m)?)?;
     m.add_class::<Cohort>()?;
     m.add_function(wrap_pyfunction!(size_note, m)?)?;
+    m.add_function(wrap_pyfunction!(precision_note, m)?)?;
+    m.add_function(wrap_pyfunction!(cpu_info, m)?)?;
     m.add_function(wrap_pyfunction!(fit_box, m)?)?;
     m.add("MedsegError", py.get_type::<MedsegError>())?;
     m.add("WeightsError", py.get_type::<WeightsError>())?;

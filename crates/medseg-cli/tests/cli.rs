@@ -81,9 +81,10 @@ fn segment_lite_medsam_with_default_weights() {
     }
 }
 
-/// `--precision bf16`: the mask within 2 % IoU of the official one, and either the bf16 kernel
-/// ran (logits differ from f32's) or, on a CPU without AVX-512 BF16, the note says f32 ran and
-/// the logits are f32's. A wrong value is one clear line.
+/// `--precision bf16` with the speed check off (`MEDSEG_BF16_CHECK=off`, so that the kernel runs
+/// on every CPU that has one): the mask within 2 % IoU of the official one, and either the bf16
+/// kernel ran (logits differ from f32's) or, on a CPU without AVX-512 BF16, the note says f32
+/// ran and the logits are f32's. A wrong value is one clear line.
 #[test]
 fn segment_with_precision_bf16() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,21 +93,24 @@ fn segment_with_precision_bf16() {
     let run = |precision: &str| {
         let out = dir.path().join(format!("{precision}.png"));
         let logits = dir.path().join(format!("{precision}.npy"));
-        let (_, err) = succeeds(&[
-            "segment",
-            "--model",
-            "lite-medsam",
-            "--input",
-            demo,
-            "--box",
-            "95,255,190,350",
-            "--precision",
-            precision,
-            "--output",
-            out.to_str().unwrap(),
-            "--logits",
-            logits.to_str().unwrap(),
-        ]);
+        let (_, err) = succeeds_with_env(
+            &[("MEDSEG_BF16_CHECK", "off")],
+            &[
+                "segment",
+                "--model",
+                "lite-medsam",
+                "--input",
+                demo,
+                "--box",
+                "95,255,190,350",
+                "--precision",
+                precision,
+                "--output",
+                out.to_str().unwrap(),
+                "--logits",
+                logits.to_str().unwrap(),
+            ],
+        );
         let l: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
         (read_mask(&out).0, l, err)
     };
@@ -132,6 +136,50 @@ fn segment_with_precision_bf16() {
     let mut args = segment_lite(demo, "95,255,190,350", out.to_str().unwrap()).to_vec();
     args.extend(["--precision", "fp16"]);
     fails_with(&args, "--precision \"fp16\": use f32 or bf16");
+}
+
+/// `medseg info --cpu`: the features, the bf16 kernel, and what `--precision bf16` runs with
+/// the reason, agreeing with the library's detection; with the check off, bf16 runs wherever
+/// a kernel exists. `info` without a file or `--cpu` is refused.
+#[test]
+fn info_cpu_says_what_bf16_runs_and_why() {
+    let (out, _) = succeeds(&["info", "--cpu"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("cpu: ") && lines[0].contains("avx512_bf16 "),
+        "{out}"
+    );
+    let kernel = medseg::model::bf16::kernel();
+    assert!(
+        lines[1].starts_with(&format!(
+            "bf16 kernel: {}",
+            kernel.map_or("none", |k| k.name())
+        )),
+        "{out}"
+    );
+    let runs = lines[2].strip_prefix("--precision bf16 runs ").expect(&out);
+    match kernel {
+        None => assert!(
+            runs.starts_with("f32: this CPU has no AVX-512 BF16"),
+            "{out}"
+        ),
+        Some(k) => assert!(
+            runs.starts_with(&format!("bf16: bf16 on {}: ", k.name()))
+                || (runs.starts_with("f32: ") && runs.contains("not faster than f32")),
+            "{out}"
+        ),
+    }
+    let (off, _) = succeeds_with_env(&[("MEDSEG_BF16_CHECK", "off")], &["info", "--cpu"]);
+    let want = if kernel.is_some() {
+        "runs bf16"
+    } else {
+        "runs f32"
+    };
+    assert!(off.contains(want), "{off}");
+    let bare = medseg().arg("info").output().unwrap();
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(!bare.status.success() && err.contains("<FILE>"), "{err}");
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -538,7 +586,16 @@ fn every_bad_input_in_the_corpus_is_one_line_and_a_failure() {
 
 /// Run to success; (stdout, stderr).
 fn succeeds(args: &[&str]) -> (String, String) {
-    let run = medseg().args(args).output().unwrap();
+    succeeds_with_env(&[], args)
+}
+
+/// [`succeeds`] with extra environment variables.
+fn succeeds_with_env(env: &[(&str, &str)], args: &[&str]) -> (String, String) {
+    let run = medseg()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
     let (out, err) = (
         String::from_utf8_lossy(&run.stdout).into_owned(),
         String::from_utf8_lossy(&run.stderr).into_owned(),

@@ -14,9 +14,10 @@ use crate::frame::{Frame, LOW_RES, LOW_RES_LEN};
 use crate::model::build::{self, Net};
 /// Read a tensor back to the host (it lives with the network's common code).
 pub use crate::model::common::to_vec;
+use crate::model::cpu::bf16_choice;
 use crate::model::sam2::Sam2;
 use crate::model::sam2_mask_decoder::HighRes;
-use crate::model::{bf16, sam2_prompts, Points};
+use crate::model::{sam2_prompts, Points};
 use crate::model::{ImageSide, ModelFamily, PromptBatch, Sam};
 use crate::precision::Precision;
 use crate::preprocess::{Image, ModelInput};
@@ -32,21 +33,21 @@ pub fn cpu() -> Device {
 /// to f32 where it cannot run; see [`Segmenter::with_precision`]), without loading one.
 pub fn precision_on(requested: Precision, device: &Device) -> Precision {
     match requested {
-        Precision::Bf16 if bf16_unavailable(device).is_none() => Precision::Bf16,
+        Precision::Bf16 if bf16_fallback(device).is_none() => Precision::Bf16,
         _ => Precision::F32,
     }
 }
 
-/// Why `Precision::Bf16` cannot run on `device`, if it cannot.
-fn bf16_unavailable(device: &Device) -> Option<String> {
+/// Why `Precision::Bf16` runs in `f32` on `device`, if it does: not the CPU backend, no bf16
+/// kernel, or the kernel is not faster than `f32` here ([`bf16_choice`]).
+pub fn bf16_fallback(device: &Device) -> Option<String> {
     if *device != Device::flex() {
         Some(format!(
             "bf16 runs on the CPU backend only, and this segmenter is on {device:?}"
         ))
-    } else if !bf16::supported() {
-        Some("this CPU has no AVX-512 BF16 (vdpbf16ps)".into())
     } else {
-        None
+        let choice = bf16_choice();
+        (!choice.runs_bf16).then(|| choice.reason.clone())
     }
 }
 
@@ -207,8 +208,9 @@ impl Segmenter {
     }
 
     /// Run the image encoder in `precision` ([`Precision`]). `Bf16` where it cannot run (not
-    /// the CPU backend, or a CPU without AVX-512 BF16) leaves the segmenter in `F32` and says
-    /// why on stderr, once per process; [`Segmenter::precision`] tells which one runs.
+    /// the CPU backend, a CPU without AVX-512 BF16) or would not be faster (the one-time check
+    /// of [`bf16_choice`]) leaves the segmenter in `F32` and says why on
+    /// stderr, once per process; [`Segmenter::precision`] tells which one runs.
     /// Switching back to `F32` restores the exact path. Embeddings made before keep the
     /// precision they were made in.
     ///
@@ -223,7 +225,7 @@ impl Segmenter {
     /// ```
     pub fn with_precision(mut self, precision: Precision) -> Self {
         let runs = match precision {
-            Precision::Bf16 => match bf16_unavailable(&self.device) {
+            Precision::Bf16 => match bf16_fallback(&self.device) {
                 Some(why) => {
                     static SAID: Once = Once::new();
                     SAID.call_once(|| eprintln!("medseg: running in f32, not bf16: {why}"));

@@ -33,6 +33,7 @@ from ._medseg import (  # noqa: F401  (re-exported)
     WeightsError,
     __version__,
     adc_readout,
+    cpu_info,
     fetch_weights,
     read_seg,
     read_volume,
@@ -46,7 +47,7 @@ __all__ = [
     "write_mask", "read_seg", "adc_readout",
     "window", "fetch_weights", "MedsegError", "WeightsError", "ImageError", "PromptError",
     "FileError", "BackendError", "ReadWarning", "PromptWarning", "DEFAULT_WEIGHTS_SHA256",
-    "batch", "VolumeSession",
+    "batch", "VolumeSession", "cpu_info",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -129,8 +130,8 @@ class Segmenter:
         self._built = (model, path, device, precision)
         self._size: Optional[Tuple[int, int]] = None
         if precision.lower() in ("bf16", "bfloat16") and self._inner.precision != "bf16":
-            warnings.warn("bf16 needs the CPU device on a CPU with AVX-512 BF16: running in f32",
-                          RuntimeWarning, stacklevel=2)
+            why = _medseg.precision_note(device) or "bf16 cannot run here"
+            warnings.warn(f"running in f32, not bf16: {why}", RuntimeWarning, stacklevel=2)
 
     def __reduce__(self):
         model, path, device, precision = self._built

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod bf16;
 pub mod build;
 pub mod common;
+pub mod cpu;
 pub mod hiera;
 mod host;
 pub mod image_encoder;
