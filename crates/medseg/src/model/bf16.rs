@@ -68,7 +68,7 @@ pub fn kernel() -> Option<Kernel> {
 /// Why AMX does not run here (the CPU lacks it, the permission was refused, or its check
 /// failed), or `None` where it runs.
 pub fn kernel_note() -> Option<&'static str> {
-    amx_state().err().map(String::as_str)
+    amx_state().as_ref().err().map(String::as_str)
 }
 
 /// Whether AMX runs here, decided once: the CPU, the OS permission, the check.
@@ -476,8 +476,8 @@ mod amx {
     /// Check the CPU (CPUID.7.0:EDX bit 22 AMX-BF16, bit 24 AMX-TILE) and ask Linux for the
     /// tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process).
     pub fn enable() -> Result<(), String> {
-        // SAFETY: CPUID leaf 7 exists on every x86-64 CPU with AVX-512 (checked by the caller).
-        let edx = unsafe { __cpuid_count(7, 0) }.edx;
+        // CPUID leaf 7 exists on every x86-64 CPU with AVX-512 (checked by the caller).
+        let edx = __cpuid_count(7, 0).edx;
         if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
             return Err("this CPU has no AMX (amx_tile, amx_bf16)".into());
         }
@@ -566,7 +566,7 @@ mod amx {
     /// of the panel, `stride` a multiple of 16.
     unsafe fn block(a16: &[u32], panel: &[u32], stride: usize, tile: &mut [f32]) {
         assert!(
-            stride % PAIR_BLOCK == 0
+            stride.is_multiple_of(PAIR_BLOCK)
                 && a16.len() == BLOCK_ROWS * stride
                 && panel.len() == stride * NR
                 && tile.len() == BLOCK_ROWS * NR,
@@ -625,6 +625,13 @@ pub(crate) mod tests {
 
     pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         test_values(n, seed)
+    }
+
+    /// Say on the real stderr (not the test harness's captured output, so that it shows in
+    /// every run) that a kernel was not run on this CPU.
+    fn not_run(what: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "NOT RUN on this CPU: {what}");
     }
 
     const SHAPES: [(usize, usize, usize); 6] = [
@@ -689,7 +696,7 @@ pub(crate) mod tests {
                 matmul(&[0.0; 4], 2, &PackedB::new(&[0.0; 4], 2, 2), None)
             });
             assert!(caught.is_err(), "matmul ran without AVX-512 BF16");
-            eprintln!("NOT RUN: the AVX-512 BF16 kernel (this CPU has no AVX-512 BF16)");
+            not_run("the AVX-512 BF16 kernel (this CPU has no AVX-512 BF16)");
             return;
         }
         check_kernel(Kernel::Avx512Bf16);
@@ -706,7 +713,7 @@ pub(crate) mod tests {
                 check_kernel(Kernel::Amx);
             }
             Some(why) => {
-                eprintln!("NOT RUN: the AMX kernel ({why})");
+                not_run(&format!("the AMX kernel ({why})"));
                 assert_ne!(kernel(), Some(Kernel::Amx));
                 let amx = || {
                     matmul_on(

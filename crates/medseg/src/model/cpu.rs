@@ -77,7 +77,7 @@ pub fn decide(kernel: Option<bf16::Kernel>, timing: Option<(f64, f64)>) -> Bf16C
                 (
                     false,
                     format!(
-                        "the {} bf16 kernel is not faster than f32 on this CPU ({measured}; \
+                        "the bf16 kernel ({}) is not faster than f32 on this CPU ({measured}; \
                          MEDSEG_BF16_CHECK=off runs it anyway)",
                         k.name()
                     ),
