@@ -74,8 +74,8 @@ enum Command {
         /// Checkpoint of that model (LiteMedSAM defaults to the cached official weights)
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Image-encoder arithmetic: f32 (exact, default) or bf16 (faster on CPUs with
-        /// AVX-512 BF16; elsewhere f32, with a note)
+        /// Image-encoder arithmetic: f32 (exact, default) or bf16 (where a one-time check finds
+        /// it faster: AMD Zen 4, Intel with AMX; elsewhere f32, with a note; `info --cpu`)
         #[arg(long, default_value = "f32")]
         precision: String,
         /// Masks of the cases whose `mask_format` is empty: nii.gz (default) or dcm (a DICOM

@@ -9,8 +9,9 @@
 ///   bfloat16 and sum the products in `f32` (AVX-512 BF16's `vdpbf16ps`); norms, softmax,
 ///   biases, convolutions, the prompt encoder and the mask decoder stay in `f32`, and so does
 ///   every output. Needs the CPU backend on a CPU
-///   with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later);
-///   elsewhere the segmenter runs in `f32` and says so once on stderr
+///   with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later;
+///   AMX tiles where present), and runs only where a one-time check finds it faster than
+///   `f32` (`model::cpu`); elsewhere the segmenter runs in `f32` and says why once on stderr
 ///   (`Segmenter::precision` tells which it runs). Masks differ slightly from `f32`'s:
 ///   docs/precision.md has the measured differences per family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

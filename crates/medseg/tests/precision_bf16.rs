@@ -27,7 +27,7 @@ fn expected() -> Precision {
 
 /// `MEDSEG_BF16_CHECK=off`: these tests hold the bf16 kernel to `f32` on every CPU that has
 /// one, also where the one-time speed check would keep `f32` (read once, before the first
-/// bf16 segmenter of the process: every test calls this first, through `expected`).
+/// bf16 segmenter of the process: every test calls this first, through `in_bf16`).
 fn check_off() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| std::env::set_var("MEDSEG_BF16_CHECK", "off"));
@@ -35,6 +35,7 @@ fn check_off() {
 
 /// `seg` in bf16, checked to run in what this machine allows.
 fn in_bf16(seg: &Segmenter) -> Segmenter {
+    check_off();
     let out = seg.clone().with_precision(Precision::Bf16);
     assert_eq!(
         out.precision(),

@@ -100,8 +100,9 @@ class Segmenter:
     ``precision`` is ``"f32"`` (default, exact to the official code) or ``"bf16"``: the image
     encoder's matrix products with bfloat16 weights and inputs and float32 sums, faster on CPUs
     with AVX-512 BF16 (masks within about 1-2 % IoU of f32's; docs/precision.md). Where bf16
-    cannot run (another CPU, the GPU) the model runs in f32 with a ``RuntimeWarning``; the
-    ``precision`` property says which one runs.
+    cannot run (another CPU, the GPU) or a one-time check finds it no faster than f32 (Intel
+    without AMX), the model runs in f32 with a ``RuntimeWarning`` saying why; the
+    ``precision`` property says which one runs, ``medseg.cpu_info()`` why.
 
     Where it differs from ``SamPredictor``: ``multimask_output`` defaults to ``False`` (MedSAM
     and LiteMedSAM are trained for one mask per box, and their official scripts take that one);
